@@ -1,0 +1,1 @@
+"""Calibration and reduced precision: turns one export directory into another."""

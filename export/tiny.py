@@ -1,0 +1,79 @@
+"""`janus-edge tiny`: the embedded default model, a random-weight Janus-Pro of the real architecture written in
+exactly the file layout of a real checkpoint (Hugging Face or original DeepSeek format).
+
+Deterministic for a seed. The tiny preset is initialised with std 0.2 (not 0.02) so that greedy decoding yields
+varied tokens; with the default init a random model repeats one token forever and equality tests prove nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import original_format
+from .configs import PRESETS, janus_config
+from .staging import staged_directory
+from .tiny_tokenizer import (BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD, SPECIAL_TOKENS,
+                             build_tokenizer)
+
+TINY_INIT_STD = 0.2
+
+
+def build_model(preset: str = "tiny", seed: int = 0):
+    """Returns (model, tokenizer) for a preset, with reproducible random weights."""
+    from transformers import JanusForConditionalGeneration
+
+    tokenizer = build_tokenizer()
+    ids = {"bos": tokenizer.token_to_id(BOS), "eos": tokenizer.token_to_id(EOS), "pad": tokenizer.token_to_id(PAD),
+           "image": tokenizer.token_to_id(IMAGE_TOKEN)}
+    vocab = None if PRESETS[preset].vocab_size else -(-tokenizer.get_vocab_size() // 64) * 64
+    config = janus_config(preset, vocab, ids)
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = JanusForConditionalGeneration(config).eval()
+    if preset == "tiny":
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if param.dim() >= 2 and "vqmodel" not in name:
+                    param.copy_(torch.randn(param.shape, generator=generator) * TINY_INIT_STD)
+    gen = model.generation_config
+    gen.pad_token_id = ids["pad"]
+    gen.generation_kwargs = {"boi_token_id": tokenizer.token_to_id(IMAGE_START)}
+    gen.guidance_scale = 5.0
+    gen.temperature = 1.0
+    return model, tokenizer
+
+
+def write_checkpoint(out_dir: str | Path, fmt: str = "hf", seed: int = 0, preset: str = "tiny",
+                     max_shard_size: str | None = None) -> Path:
+    """Writes a complete checkpoint directory; returns its path."""
+    model, tokenizer = build_model(preset, seed)
+    with staged_directory(out_dir, "config.json") as staging:
+        if fmt == "hf":
+            _write_hf(model, tokenizer, staging, max_shard_size)
+        elif fmt == "original":
+            original_format.write_original(model, tokenizer, staging, preset)
+        else:
+            raise ValueError(f"unknown checkpoint format {fmt!r}")
+    return Path(out_dir)
+
+
+def _write_hf(model, tokenizer, directory: Path, max_shard_size: str | None) -> None:
+    from transformers import JanusProcessor, PreTrainedTokenizerFast
+    from transformers.models.janus.image_processing_pil_janus import JanusImageProcessorPil
+
+    hf_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=16384,
+        extra_special_tokens={"image_token": IMAGE_TOKEN, "boi_token": IMAGE_START, "eoi_token": IMAGE_END})
+    image_processor = JanusImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = JanusProcessor(image_processor=image_processor, tokenizer=hf_tokenizer,
+                               use_default_system_prompt=True)
+    kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(directory, **kwargs)
+    processor.save_pretrained(directory)
+    special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+               "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS, EOS, PAD)]}
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2, ensure_ascii=False))

@@ -1,0 +1,74 @@
+"""`JanusRuntime`: the Python API over an export directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from .backends import open_backend
+from .images import ImageInput
+from .manifest import Manifest, load_manifest
+from .pipelines.generate import GeneratedImages, GenerationPipeline
+from .pipelines.understand import Answer, UnderstandingPipeline
+from .prompts import PromptBuilder, Turn
+from .sampling import Sampler
+from .tokenizer import TextTokenizer
+
+History = Sequence[Turn]
+
+
+class JanusRuntime:
+    """Runs an export: image understanding and text-to-image generation.
+
+    >>> rt = JanusRuntime.load("out/janus-pro-1b-onnx")
+    >>> rt.understand(["photo.jpg"], "What is in this picture?").text
+    >>> rt.generate_images("a red fox in the snow", n=2, seed=0).images[0].save("fox.png")
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, backend):
+        self.directory, self.manifest, self.backend = directory, manifest, backend
+        self.tokenizer = TextTokenizer(directory / manifest.tokenizer_file)
+        self.prompts = PromptBuilder(manifest, self.tokenizer)
+        self._understanding = UnderstandingPipeline(backend, manifest, self.tokenizer, self.prompts)
+        self._generation = GenerationPipeline(backend, manifest, self.prompts)
+
+    @classmethod
+    def load(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
+             **backend_options) -> "JanusRuntime":
+        """Reads the manifest (checking every file's sha256 unless `verify=False`); graphs load on first use."""
+        directory = Path(export_dir)
+        manifest = load_manifest(directory, verify=verify)
+        return cls(directory, manifest, open_backend(backend, directory, manifest, **backend_options))
+
+    def understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
+                   max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
+                   top_k: int | None = None, seed: int | None = None) -> Answer:
+        """Answers one question about zero or more images; `history` holds earlier turns (with their answers)."""
+        return self.understand_batch([[*(history or []), Turn(question, list(images))]], max_new_tokens,
+                                     temperature, top_p, top_k, seed)[0]
+
+    def understand_batch(self, conversations: Sequence[Sequence[Turn]], max_new_tokens: int | None = None,
+                         temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
+                         seed: int | None = None) -> list[Answer]:
+        """Answers several conversations at once (left-padded into one batch); the last turn of each is asked."""
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        limit = max_new_tokens or self.manifest.generation.understanding_max_new_tokens
+        return self._understanding.run([list(c) for c in conversations], limit, sampler)
+
+    def stream_understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
+                          max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
+                          top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
+        """Like `understand`, yielding text pieces as tokens are produced."""
+        sampler = Sampler(temperature, top_k, top_p, seed)
+        limit = max_new_tokens or self.manifest.generation.understanding_max_new_tokens
+        return self._understanding.stream([*(history or []), Turn(question, list(images))], limit, sampler)
+
+    def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
+                        temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                        seed: int | None = None, progress: Callable[[int, int], None] | None = None
+                        ) -> GeneratedImages:
+        """Generates `n` 384x384 images for `prompt`; temperature 0 picks the argmax token at every step."""
+        defaults = self.manifest.generation
+        sampler = Sampler(defaults.temperature if temperature is None else temperature, top_k, top_p, seed)
+        weight = defaults.cfg_weight if cfg_weight is None else cfg_weight
+        return self._generation.run(prompt, n, weight, sampler, progress)

@@ -1,0 +1,19 @@
+"""Backends behind one interface; each is imported only when asked for, so a missing one never breaks the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import RequestError
+from ..manifest import Manifest
+from .base import Backend
+
+BACKENDS = ("onnxruntime",)
+
+
+def open_backend(name: str, directory: Path, manifest: Manifest, **options) -> Backend:
+    if name == "onnxruntime":
+        from .onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(directory, manifest, **options)
+    raise RequestError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

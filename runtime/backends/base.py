@@ -1,0 +1,86 @@
+"""The seam between the pipelines and whatever runs the graphs.
+
+A backend opens the exported graphs by name and runs them on numpy feeds; it also owns the decoder's KV cache,
+because where the cache lives (host arrays for ONNX Runtime on the CPU, device buffers for TensorRT) is the one
+thing that differs between backends. The pipelines never ask which backend they run on.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InternalError, RequestError
+from ..manifest import Manifest
+
+
+class GraphSession(ABC):
+    """One loaded graph."""
+
+    @abstractmethod
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Runs the graph; returns every output by name."""
+
+
+class KVDecoder:
+    """The LLM decoder with its KV cache for one batch of rows.
+
+    This host-side version feeds the past tensors in and keeps the present tensors the graph returns; backends
+    with device memory replace it with a preallocated device cache.
+    """
+
+    def __init__(self, session: GraphSession, manifest: Manifest, batch: int):
+        model = manifest.model
+        self.session, self.batch, self.max_context = session, batch, manifest.limits.max_context
+        self.num_layers = model.num_layers
+        empty = np.zeros((batch, model.num_kv_heads, 0, model.head_dim), dtype=np.float32)
+        self.past = {f"past_key_values.{i}.{kind}": empty for i in range(model.num_layers) for kind in ("key", "value")}
+        self.length = 0
+
+    def step(self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """Appends `inputs_embeds` [B,S,D] to the cache; returns the hidden states [B,S,D].
+
+        `attention_mask` [B, length+S] covers the cached and the new positions (0 marks left padding).
+        """
+        seq = inputs_embeds.shape[1]
+        if inputs_embeds.shape[0] != self.batch or attention_mask.shape != (self.batch, self.length + seq):
+            raise InternalError(f"decoder step shapes disagree: embeds {inputs_embeds.shape}, mask "
+                                f"{attention_mask.shape}, cache length {self.length}, batch {self.batch}")
+        if self.length + seq > self.max_context:
+            raise RequestError(f"the sequence reached {self.length + seq} tokens, over the exported context of "
+                               f"{self.max_context}", "export with a larger --max-context or shorten the request")
+        outputs = self.session.run({"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
+                                    "position_ids": position_ids, **self.past})
+        self.past = {f"past_key_values.{i}.{kind}": outputs[f"present.{i}.{kind}"]
+                     for i in range(self.num_layers) for kind in ("key", "value")}
+        self.length += seq
+        return outputs["hidden_states"]
+
+
+class Backend(ABC):
+    """Opens an export's graphs lazily, on first use."""
+
+    name = "base"
+
+    def __init__(self, directory: Path, manifest: Manifest):
+        self.directory, self.manifest = Path(directory), manifest
+        self._sessions: dict[str, GraphSession] = {}
+
+    def graph(self, name: str) -> GraphSession:
+        if name not in self._sessions:
+            if name not in self.manifest.graphs:
+                raise InternalError(f"graph {name!r} is not in the manifest")
+            self._sessions[name] = self._open(name)
+        return self._sessions[name]
+
+    def run(self, name: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
+        return self.graph(name).run(feeds)
+
+    def kv_decoder(self, batch: int) -> KVDecoder:
+        return KVDecoder(self.graph("decoder"), self.manifest, batch)
+
+    @abstractmethod
+    def _open(self, name: str) -> GraphSession:
+        """Loads one graph."""

@@ -1,0 +1,181 @@
+"""`janus_edge.json`: the one contract between export and the runtime.
+
+Export writes it; the runtime reads nothing else to know what the graphs are, what they take and return, which
+token ids and prompt format the model uses and how images are preprocessed. Every file it names carries a sha256
+that `load` verifies, so a tampered or half-copied export fails loudly instead of producing garbage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import ManifestError
+
+MANIFEST_NAME = "janus_edge.json"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Tensor:
+    name: str
+    dtype: str  # numpy dtype name
+    shape: list  # ints, or symbolic names: batch, sequence, past_sequence, total_sequence
+
+
+@dataclass
+class Graph:
+    file: str
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    precision: str = "fp32"
+
+
+@dataclass
+class ModelInfo:
+    family: str  # janus-pro, janus
+    source_format: str  # hf, original
+    hidden_size: int
+    vocab_size: int
+    codebook_size: int
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    image_size: int = 384
+    num_image_tokens: int = 576
+    max_position_embeddings: int = 4096
+
+
+@dataclass
+class Limits:
+    """The ranges the graphs were exported and checked for (TensorRT builds its profiles from these)."""
+
+    max_batch: int
+    max_context: int
+
+
+@dataclass
+class SpecialTokens:
+    bos: int
+    eos: int
+    pad: int
+    image: int
+    image_start: int
+    image_end: int
+
+
+@dataclass
+class PromptFormat:
+    """Janus's chat format: BOS + system + sep + "<|User|>: ..." + sep + "<|Assistant|>:"; answers end with EOS."""
+
+    system_prompt: str
+    user_role: str
+    assistant_role: str
+    separator: str
+    eos_text: str
+    image_start: str
+    image_token: str
+    image_end: str
+
+
+@dataclass
+class Preprocessing:
+    image_size: int
+    min_size: int
+    resample: str  # PIL filter name
+    background: list[int]
+    rescale_factor: float
+    image_mean: list[float]
+    image_std: list[float]
+
+
+@dataclass
+class GenerationDefaults:
+    cfg_weight: float = 5.0
+    temperature: float = 1.0
+    image_tokens: int = 576
+    understanding_max_new_tokens: int = 512
+
+
+@dataclass
+class Manifest:
+    model: ModelInfo
+    precision: str
+    limits: Limits
+    graphs: dict[str, Graph]
+    tokens: SpecialTokens
+    prompt: PromptFormat
+    preprocessing: Preprocessing
+    generation: GenerationDefaults
+    tokenizer_file: str
+    files: dict[str, str]  # relative path -> sha256, for every file of the export
+    producer: dict[str, str] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / MANIFEST_NAME).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Manifest":
+        graphs = {
+            name: Graph(file=g["file"], precision=g.get("precision", "fp32"),
+                        inputs=[Tensor(**t) for t in g["inputs"]], outputs=[Tensor(**t) for t in g["outputs"]])
+            for name, g in data["graphs"].items()
+        }
+        return cls(model=ModelInfo(**data["model"]), precision=data["precision"], limits=Limits(**data["limits"]),
+                   graphs=graphs, tokens=SpecialTokens(**data["tokens"]), prompt=PromptFormat(**data["prompt"]),
+                   preprocessing=Preprocessing(**data["preprocessing"]),
+                   generation=GenerationDefaults(**data["generation"]), tokenizer_file=data["tokenizer_file"],
+                   files=dict(data["files"]), producer=dict(data.get("producer", {})),
+                   schema_version=data["schema_version"])
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
+    """Reads and checks an export directory's manifest; with `verify`, checks every file's sha256 too."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir():
+        raise ManifestError(f"export directory {directory} does not exist",
+                            "pass the OUT_DIR of `janus-edge export`")
+    if not path.is_file():
+        raise ManifestError(f"{directory} has no {MANIFEST_NAME}, so it is not a janus-edge export",
+                            "run `janus-edge export MODEL_DIR OUT_DIR` and pass OUT_DIR")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{path} is not valid JSON ({exc})", "re-run `janus-edge export`") from None
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ManifestError(f"{path} has manifest schema version {version!r}; this janus-edge reads version "
+                            f"{SCHEMA_VERSION}", "re-export with this janus-edge version, or install the matching one")
+    try:
+        manifest = Manifest.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise ManifestError(f"{path} is missing or has malformed field {exc}", "re-run `janus-edge export`") from None
+    if verify:
+        verify_files(directory, manifest)
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    for relative, expected in manifest.files.items():
+        file = directory / relative
+        if not file.is_file():
+            raise ManifestError(f"{file} is missing from the export (the manifest lists it)",
+                                "copy the whole export directory again, or re-run `janus-edge export`")
+        if sha256_file(file) != expected:
+            raise ManifestError(f"{file} changed after export (sha256 differs from {MANIFEST_NAME})",
+                                "restore the original file or re-run `janus-edge export`")

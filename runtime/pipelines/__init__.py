@@ -1,0 +1,1 @@
+"""Understanding and generation: the same code for every backend."""

@@ -1,0 +1,79 @@
+"""Text-to-image generation with classifier-free guidance: prompt -> 576 image tokens per image -> pixels.
+
+Rows are stacked [conditional x n; unconditional x n]. Each step: decoder -> generation head on the last hidden
+state -> logits = u + w (c - u) -> sample -> the same token to both rows -> generation embedding is the next input.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from ..backends.base import Backend
+from ..errors import RequestError
+from ..images import to_uint8
+from ..manifest import Manifest
+from ..prompts import PromptBuilder
+from ..sampling import Sampler
+
+
+@dataclass
+class GeneratedImages:
+    images: list  # PIL images, 384x384 RGB
+    tokens: np.ndarray  # [n, 576] image token ids (row-major 24x24 grid)
+    pixels: np.ndarray  # [n, 3, 384, 384] VQ decoder output in [-1, 1]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class GenerationPipeline:
+    def __init__(self, backend: Backend, manifest: Manifest, prompts: PromptBuilder):
+        self.backend, self.manifest, self.prompts = backend, manifest, prompts
+
+    def run(self, prompt: str, n: int, cfg_weight: float, sampler: Sampler,
+            progress: Callable[[int, int], None] | None = None) -> GeneratedImages:
+        limits, steps = self.manifest.limits, self.manifest.generation.image_tokens
+        if n < 1 or 2 * n > limits.max_batch:
+            raise RequestError(f"n={n} images need {2 * n} rows with CFG; the export allows 1 to "
+                               f"{limits.max_batch // 2} images ({limits.max_batch} rows)",
+                               "ask for fewer images per call or export with a larger --max-batch")
+        ids = self.prompts.generation(prompt)
+        if len(ids) + steps > limits.max_context:
+            over = len(ids) + steps - limits.max_context
+            raise RequestError(f"the prompt is {len(ids)} tokens; with {steps} image tokens that is {over} over the "
+                               f"exported context of {limits.max_context}", "shorten the prompt")
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        rows = np.array([ids] * n + [self.prompts.unconditional(ids)] * n, dtype=np.int64)
+        mask = np.ones_like(rows)
+        positions = np.broadcast_to(np.arange(rows.shape[1]), rows.shape).copy()
+        decoder = self.backend.kv_decoder(2 * n)
+        embeds = self.backend.run("text_embedding", input_ids=rows)["inputs_embeds"]
+        hidden = decoder.step(embeds, mask, positions)[:, -1:]
+        timings["prefill_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        tokens = np.zeros((n, steps), dtype=np.int64)
+        for step in range(steps):
+            logits = self.backend.run("generation_head", hidden_states=hidden)["logits"][:, -1]
+            cond, uncond = logits[:n], logits[n:]
+            tokens[:, step] = sampler(uncond + cfg_weight * (cond - uncond))
+            if progress:
+                progress(step + 1, steps)
+            if step == steps - 1:
+                break
+            step_ids = np.concatenate([tokens[:, step], tokens[:, step]])[:, None]
+            step_embeds = self.backend.run("generation_embedding", image_ids=step_ids)["inputs_embeds"]
+            mask = np.ones((2 * n, decoder.length + 1), dtype=np.int64)
+            positions = np.full((2 * n, 1), decoder.length, dtype=np.int64)
+            hidden = decoder.step(step_embeds, mask, positions)
+        timings["decode_s"] = time.perf_counter() - start
+        timings["decode_ms_per_step"] = timings["decode_s"] / steps * 1e3
+        start = time.perf_counter()
+        pixels = np.concatenate([self.backend.run("vq_decoder", image_ids=tokens[i:i + 1])["pixels"]
+                                 for i in range(n)])
+        timings["vq_decode_s"] = time.perf_counter() - start
+        images = [Image.fromarray(array) for array in to_uint8(pixels)]
+        return GeneratedImages(images, tokens, pixels, timings)

@@ -1,0 +1,130 @@
+"""Image understanding: conversations with images -> answers, batched with left padding, streamed if asked."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from ..backends.base import Backend
+from ..errors import RequestError
+from ..images import load_image, preprocess
+from ..manifest import Manifest
+from ..prompts import PromptBuilder, Turn
+from ..sampling import Sampler
+from ..tokenizer import TextTokenizer
+
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "eos", "length" (max_new_tokens) or "context" (exported context full)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class UnderstandingPipeline:
+    def __init__(self, backend: Backend, manifest: Manifest, tokenizer: TextTokenizer, prompts: PromptBuilder):
+        self.backend, self.manifest, self.tokenizer, self.prompts = backend, manifest, tokenizer, prompts
+
+    def run(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler) -> list[Answer]:
+        timings: dict[str, float] = {}
+        steps = list(self._steps(conversations, max_new_tokens, sampler, timings))
+        eos, answers = self.manifest.tokens.eos, []
+        for row in range(len(conversations)):
+            ids = []
+            for step in steps:
+                ids.append(int(step[row]))
+                if ids[-1] == eos:
+                    break
+            reason = "eos" if ids[-1] == eos else ("context" if timings.get("context_full") else "length")
+            answers.append(Answer(self.tokenizer.decode([t for t in ids if t != eos]), ids, reason, dict(timings)))
+        return answers
+
+    def stream(self, turns: list[Turn], max_new_tokens: int, sampler: Sampler) -> Iterator[str]:
+        """Yields the answer's text piece by piece as tokens are produced (one conversation)."""
+        ids: list[int] = []
+        shown = ""
+        for step in self._steps([turns], max_new_tokens, sampler, {}):
+            token = int(step[0])
+            if token == self.manifest.tokens.eos:
+                break
+            ids.append(token)
+            text = self.tokenizer.decode(ids)
+            if not text.endswith("\ufffd") and len(text) > len(shown):  # hold back half a UTF-8 character
+                yield text[len(shown):]
+                shown = text
+
+    def _steps(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler,
+               timings: dict[str, float]) -> Iterator[np.ndarray]:
+        """Yields the tokens chosen at each step, [B] (pad for rows that already ended)."""
+        manifest, tokens = self.manifest, self.manifest.tokens
+        if not conversations:
+            raise RequestError("no question was given", "pass at least one question")
+        if len(conversations) > manifest.limits.max_batch:
+            raise RequestError(f"{len(conversations)} conversations in one batch, over the exported max batch of "
+                               f"{manifest.limits.max_batch}", "split the batch or export with a larger --max-batch")
+        if max_new_tokens < 1:
+            raise RequestError(f"max_new_tokens is {max_new_tokens}", "ask for at least 1 new token")
+        start = time.perf_counter()
+        rows = [self.prompts.understanding(turns) for turns in conversations]
+        longest = max(len(r) for r in rows)
+        if longest >= manifest.limits.max_context:
+            raise RequestError(f"the prompt is {longest} tokens, {longest - manifest.limits.max_context + 1} over the "
+                               f"exported context of {manifest.limits.max_context} (each image takes "
+                               f"{manifest.model.num_image_tokens + 2})",
+                               "shorten the question or history, send fewer images, or export with --max-context")
+        images = [load_image(image) for turns in conversations for turn in turns for image in turn.images]
+        pixels = [preprocess(image, manifest.preprocessing) for image in images]
+        timings["preprocess_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        ids = np.full((len(rows), longest), tokens.pad, dtype=np.int64)
+        mask = np.zeros((len(rows), longest), dtype=np.int64)
+        for i, row in enumerate(rows):  # left padding, as batched generation needs
+            ids[i, longest - len(row):], mask[i, longest - len(row):] = row, 1
+        embeds = self.backend.run("text_embedding", input_ids=ids)["inputs_embeds"]
+        if pixels:
+            image_embeds = self._encode_images(np.stack(pixels))
+            slots = ids == tokens.image
+            if slots.sum() != image_embeds.shape[0] * image_embeds.shape[1]:
+                raise RequestError(f"the prompt has {int(slots.sum())} image tokens for {len(pixels)} images",
+                                   "do not write image tokens into questions yourself")
+            embeds[slots] = image_embeds.reshape(-1, embeds.shape[-1])
+        timings["vision_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        decoder = self.backend.kv_decoder(len(rows))
+        positions = np.maximum(mask.cumsum(-1) - 1, 0)
+        hidden = decoder.step(embeds, mask, positions)[:, -1:]
+        timings["prefill_s"] = time.perf_counter() - start
+        finished = np.zeros(len(rows), dtype=bool)
+        budget = min(max_new_tokens, manifest.limits.max_context - longest)
+        timings["context_full"] = float(budget < max_new_tokens)
+        start = time.perf_counter()
+        for step in range(budget):
+            logits = self.backend.run("lm_head", hidden_states=hidden)["logits"][:, -1]
+            chosen = np.where(finished, tokens.pad, sampler(logits))
+            finished |= chosen == tokens.eos
+            if step == 0:
+                timings["time_to_first_token_s"] = timings["preprocess_s"] + timings["vision_s"] + \
+                    timings["prefill_s"] + time.perf_counter() - start
+            yield chosen
+            if finished.all() or step == budget - 1:
+                break
+            mask = np.concatenate([mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
+            positions = positions[:, -1:] + 1
+            step_embeds = self.backend.run("text_embedding", input_ids=chosen[:, None])["inputs_embeds"]
+            hidden = decoder.step(step_embeds, mask, positions)
+        decode_s = time.perf_counter() - start
+        timings["decode_s"] = decode_s
+        timings["new_tokens"] = float(step + 1)
+        timings["tokens_per_s"] = (step + 1) / decode_s if decode_s > 0 else 0.0
+
+    def _encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        chunk = self.manifest.limits.max_batch
+        parts = [self.backend.run("vision_encoder", pixel_values=pixels[i:i + chunk])["image_embeds"]
+                 for i in range(0, len(pixels), chunk)]
+        return np.concatenate(parts)
