@@ -78,8 +78,12 @@ def _export_graph(model, spec: GraphSpec, dims: Dims, directory: Path, precision
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS,
-                                         disable_shape_infer=True)
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
+        wrapped = OnnxModel(proto)
+        wrapped.topological_sort()  # the converter appends its input casts at the end of the node list
+        proto = wrapped.model
     proto.producer_name = "janus-edge"
     path = directory / file
     external = sum(init.ByteSize() for init in proto.graph.initializer) > EXTERNAL_DATA_THRESHOLD

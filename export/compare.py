@@ -1,0 +1,116 @@
+"""`janus-edge compare`: every exported graph against the same PyTorch submodule, on fresh random inputs.
+
+Checks structure first (the graph's inputs and outputs are those the manifest promises), then numbers over
+several batch sizes, sequence lengths and past lengths (including past 0 and sequence 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from janus_edge.runtime.manifest import Manifest, load_manifest
+
+from .checkpoint import load_checkpoint
+from .graphs import Dims, graph_specs
+
+# (max abs error, relative L2) allowed per graph precision. fp32 is the acceptance bar; reduced precisions are
+# judged by relative L2 (max abs scales with the output's magnitude).
+TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2), "int8": (None, 1e-1), "w8": (None, 5e-2),
+              "w4": (None, 2e-1)}
+CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
+         {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
+HEAVY_GRAPHS = ("vision_encoder", "vq_decoder")  # per-image graphs: batch is their only dynamic dim
+
+
+@dataclass
+class Row:
+    graph: str
+    case: str
+    output: str
+    max_abs: float
+    rel_l2: float
+    ok: bool
+    note: str = ""
+
+
+def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0) -> list[Row]:
+    manifest = load_manifest(export_dir)
+    checkpoint = load_checkpoint(model_dir, manifest.model.family)
+    backend = OnnxRuntimeBackend(Path(export_dir), manifest)
+    dims = Dims.of(checkpoint.model)
+    rows: list[Row] = []
+    torch.manual_seed(seed)
+    for spec in graph_specs(dims):
+        if spec.name not in manifest.graphs:
+            rows.append(Row(spec.name, "-", "-", float("nan"), float("nan"), False, "missing from manifest"))
+            continue
+        precision = manifest.graphs[spec.name].precision
+        rows += _structure(spec.name, backend, manifest)
+        module = spec.make_module(checkpoint.model).eval()
+        cases = CASES[:2] if spec.name in HEAVY_GRAPHS else CASES
+        for case in cases:
+            case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
+            feeds = spec.sample(dims, case)
+            with torch.no_grad():
+                expected = module(*feeds.values())
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            got = backend.graph(spec.name).run({k: v.numpy() for k, v in feeds.items()})
+            label = ",".join(f"{k[0]}{v}" for k, v in case.items())
+            for tensor, reference in zip(spec.outputs, expected):
+                actual, reference = got[tensor.name], reference.numpy()
+                if "attention_mask" in feeds:  # padded positions hold unused values that differ by precision
+                    actual, reference = _drop_padding(actual, reference, feeds["attention_mask"].numpy())
+                rows.append(_row(spec.name, label, tensor.name, actual, reference, precision))
+    return rows
+
+
+def _drop_padding(actual: np.ndarray, reference: np.ndarray, mask: np.ndarray):
+    """Zeroes positions where the mask is 0: hidden states [B,S,D] (last S of the mask) or KV [B,H,T,hd]."""
+    if actual.shape != reference.shape:
+        return actual, reference
+    if actual.ndim == 3:
+        keep = mask[:, -actual.shape[1]:, None]
+    else:
+        keep = mask[:, None, -actual.shape[2]:, None]
+    return actual * keep, reference * keep
+
+
+def _structure(name: str, backend: OnnxRuntimeBackend, manifest: Manifest) -> list[Row]:
+    session = backend.graph(name).session
+    graph = manifest.graphs[name]
+    ort_types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+    actual = [(t.name, ort_types.get(t.type, t.type)) for t in session.get_inputs()] + \
+             [(t.name, ort_types.get(t.type, t.type)) for t in session.get_outputs()]
+    promised = [(t.name, t.dtype) for t in graph.inputs + graph.outputs]
+    ok = actual == promised
+    note = "" if ok else f"graph has {actual[:3]}..., manifest promises {promised[:3]}..."
+    return [Row(name, "structure", "inputs/outputs", 0.0, 0.0, ok, note)]
+
+
+def _row(graph: str, case: str, output: str, got: np.ndarray, expected: np.ndarray, precision: str) -> Row:
+    got64, expected64 = got.astype(np.float64), expected.astype(np.float64)
+    if got.shape != expected.shape:
+        return Row(graph, case, output, float("inf"), float("inf"), False, f"shape {got.shape} != {expected.shape}")
+    if got.size == 0:
+        return Row(graph, case, output, 0.0, 0.0, True)
+    max_abs = float(np.abs(got64 - expected64).max())
+    rel_l2 = float(np.linalg.norm(got64 - expected64) / max(np.linalg.norm(expected64), 1e-12))
+    abs_tol, rel_tol = TOLERANCES.get(precision, TOLERANCES["fp32"])
+    ok = (abs_tol is None or max_abs <= abs_tol) and rel_l2 <= rel_tol and bool(np.isfinite(got64).all())
+    return Row(graph, case, output, max_abs, rel_l2, ok)
+
+
+def format_table(rows: list[Row]) -> str:
+    lines = [f"{'graph':<22}{'case':<16}{'output':<26}{'max abs':>11}{'rel L2':>11}  result"]
+    for r in rows:
+        mark = "ok" if r.ok else "FAIL"
+        lines.append(f"{r.graph:<22}{r.case:<16}{r.output[:25]:<26}{r.max_abs:>11.2e}{r.rel_l2:>11.2e}  {mark}"
+                     + (f"  {r.note}" if r.note else ""))
+    failed = sum(not r.ok for r in rows)
+    lines.append(f"{len(rows) - failed} passed, {failed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""`janus-edge`: one command per module; each module has `add_arguments(parser)` and `run(args) -> int`.
+
+Commands are imported only when chosen, so `janus-edge understand` on a Jetson never imports torch.
+A user error (`JanusEdgeError`) prints one line and exits 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "tiny": "write the embedded default model: a tiny random-weight Janus-Pro checkpoint",
+    "export": "export a checkpoint to ONNX graphs + janus_edge.json",
+    "compare": "check every exported graph against the PyTorch reference",
+    "understand": "answer a question about images (streams the answer)",
+    "generate": "generate images from a text prompt",
+    "demo": "make the tiny model, export it, answer a question and generate images",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from janus_edge import __version__
+
+    parser = argparse.ArgumentParser(prog="janus-edge", description="Janus-Pro on NVIDIA edge and data-center GPUs")
+    parser.add_argument("--version", action="version", version=f"janus-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _module(name).add_arguments(command_parser)
+    args = parser.parse_args(argv)
+    from janus_edge.runtime.errors import JanusEdgeError
+
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except JanusEdgeError as exc:
+        print(f"janus-edge {args.command}: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  fix: {exc.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _module(name: str):
+    return importlib.import_module(f"janus_edge.cli.{name}")

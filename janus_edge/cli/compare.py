@@ -1,0 +1,17 @@
+"""`janus-edge compare MODEL_DIR EXPORT_DIR`: parity of every graph with PyTorch; exits 1 on any failure."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model_dir", help="the checkpoint the export was made from")
+    parser.add_argument("export_dir", help="the export directory to check")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+
+
+def run(args) -> int:
+    from janus_edge.export.compare import compare, format_table
+
+    rows = compare(args.model_dir, args.export_dir, args.seed)
+    print(format_table(rows))
+    return 0 if all(r.ok for r in rows) else 1

@@ -1,0 +1,21 @@
+"""`janus-edge export MODEL_DIR OUT_DIR [--precision fp32|fp16] [--max-batch N] [--max-context N]`"""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model_dir", help="Janus checkpoint directory (Hugging Face or original DeepSeek format)")
+    parser.add_argument("out_dir", help="export directory to write (graphs, tokenizer, janus_edge.json)")
+    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--max-batch", type=int, default=8,
+                        help="largest batch of rows (generation uses 2 rows per image for CFG; default 8)")
+    parser.add_argument("--max-context", type=int, default=4096, help="largest total sequence (default 4096)")
+    parser.add_argument("--family", choices=["janus-pro", "janus"], default=None,
+                        help="prompt format (default: from the checkpoint; janus = Janus-1.3B roles)")
+
+
+def run(args) -> int:
+    from janus_edge.export.exporter import export
+
+    export(args.model_dir, args.out_dir, args.precision, args.max_batch, args.max_context, args.family)
+    return 0
