@@ -95,3 +95,14 @@ def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """VQ decoder output [B,3,H,W] in [-1,1] -> uint8 [B,H,W,3], as the official recipe does."""
     return np.clip((pixels.transpose(0, 2, 3, 1) + 1.0) / 2.0 * 255.0, 0, 255).astype(np.uint8)
+
+
+def make_grid(images: list[Image.Image], columns: int | None = None) -> Image.Image:
+    """Tiles equally sized images into one picture, row by row."""
+    columns = columns or min(len(images), 4)
+    rows = -(-len(images) // columns)
+    width, height = images[0].size
+    grid = Image.new("RGB", (columns * width, rows * height), (255, 255, 255))
+    for i, image in enumerate(images):
+        grid.paste(image, ((i % columns) * width, (i // columns) * height))
+    return grid

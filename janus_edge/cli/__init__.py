@@ -38,9 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_module(args.command).run(args) or 0)
     except JanusEdgeError as exc:
-        print(f"janus-edge {args.command}: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  fix: {exc.hint}", file=sys.stderr)
+        fix = f"; fix: {exc.hint}" if exc.hint else ""
+        print(f"janus-edge {args.command}: error: {exc.message}{fix}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

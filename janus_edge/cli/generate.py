@@ -1,0 +1,61 @@
+"""`janus-edge generate EXPORT_DIR --prompt TEXT [-n 4] [--seed S] --out DIR`: images, a grid, a progress bar."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("export_dir", help="directory written by `janus-edge export`")
+    parser.add_argument("--prompt", required=True, help="what to draw")
+    parser.add_argument("-n", type=int, default=4, help="number of images (2 decoder rows each for CFG)")
+    parser.add_argument("--out", required=True, help="directory for the PNG files")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--cfg-weight", type=float, default=None, help="classifier-free guidance (default 5)")
+    parser.add_argument("--temperature", type=float, default=None, help="default 1; 0 takes the argmax token")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--backend", default="onnxruntime")
+
+
+def progress_bar(label: str):
+    """A one-line bar on a terminal; a line per quarter when stderr is a file or pipe (logs, CI)."""
+    start, interactive = time.perf_counter(), sys.stderr.isatty()
+
+    def show(step: int, total: int) -> None:
+        if (step % 8 if interactive else step % max(total // 4, 1)) and step != total:
+            return
+        filled = 30 * step // total
+        rate = step / max(time.perf_counter() - start, 1e-9)
+        line = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {step}/{total} tokens, {rate:.1f} steps/s"
+        sys.stderr.write(f"\r{line}" + ("\n" if step == total else "") if interactive else line + "\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def save_images(result, out: Path, stem: str = "image") -> list[Path]:
+    from janus_edge.runtime.images import make_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(result.images):
+        paths.append(out / f"{stem}_{i}.png")
+        image.save(paths[-1])
+    paths.append(out / f"{stem}_grid.png")
+    make_grid(result.images).save(paths[-1])
+    return paths
+
+
+def run(args) -> int:
+    from janus_edge.runtime import JanusRuntime
+
+    runtime = JanusRuntime.load(args.export_dir, backend=args.backend)
+    result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,
+                                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                     seed=args.seed, progress=progress_bar("generating"))
+    paths = save_images(result, Path(args.out))
+    print(f"saved {len(result.images)} images and a grid: {', '.join(str(p) for p in paths)}")
+    return 0

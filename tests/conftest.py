@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny checkpoints in both formats and their exports, made once per test session."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    from janus_edge.export.tiny import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-hf", "hf", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_original(tmp_path_factory):
+    from janus_edge.export.tiny import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-original", "original", seed=0)
+
+
+def _export(tmp_path_factory, model_dir, name, **options):
+    from janus_edge.export.exporter import export
+
+    out = tmp_path_factory.mktemp("export") / name
+    export(model_dir, out, log=lambda message: None, **options)
+    return out
+
+
+@pytest.fixture(scope="session")
+def export_hf(tmp_path_factory, tiny_hf):
+    return _export(tmp_path_factory, tiny_hf, "hf-fp32")
+
+
+@pytest.fixture(scope="session")
+def export_original(tmp_path_factory, tiny_original):
+    return _export(tmp_path_factory, tiny_original, "original-fp32")
+
+
+@pytest.fixture(scope="session")
+def export_fp16(tmp_path_factory, tiny_hf):
+    return _export(tmp_path_factory, tiny_hf, "hf-fp16", precision="fp16")
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_hf):
+    """transformers' JanusForConditionalGeneration with the tiny weights: the parity reference."""
+    from janus_edge.export.checkpoint import load_checkpoint
+
+    return load_checkpoint(tiny_hf).model
+
+
+@pytest.fixture(scope="session")
+def runtime(export_hf):
+    from janus_edge.runtime import JanusRuntime
+
+    return JanusRuntime.load(export_hf)
+
+
+def run_cli(*args: str, check_code: int | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "janus_edge", *map(str, args)], capture_output=True, text=True,
+                            timeout=600)
+    if check_code is not None:
+        assert result.returncode == check_code, result.stdout + result.stderr
+    return result
