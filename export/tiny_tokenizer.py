@@ -32,7 +32,7 @@ A watercolor landscape with mountains, a lake, pine trees and a small wooden cab
 
 def build_tokenizer(vocab_size: int = 1000):
     """Trains a deterministic byte-level BPE on a small built-in corpus and appends the special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -42,4 +42,7 @@ def build_tokenizer(vocab_size: int = 1000):
     lines = _CORPUS.splitlines()
     tokenizer.train_from_iterator(lines * 4, trainer)
     tokenizer.add_special_tokens(SPECIAL_TOKENS)
+    bos = (BOS, tokenizer.token_to_id(BOS))  # like DeepSeek's tokenizer.json: BOS is added when encoding
+    tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
+                                                             special_tokens=[bos])
     return tokenizer

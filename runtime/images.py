@@ -37,8 +37,9 @@ def load_image(source: ImageInput) -> Image.Image:
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise ImageError(f"{name} is not an image PIL can read ({exc.__class__.__name__})",
                              "pass a PNG, JPEG, WebP, BMP or TIFF file") from None
-        except Image.DecompressionBombError:
-            raise ImageError(f"{name} is too large to decode safely", "resize it below 8000x8000") from None
+        except Image.DecompressionBombError as exc:
+            raise ImageError(f"{name} is too large to decode safely, a decompression-bomb guard ({exc})",
+                             "resize it below 8000x8000; the model sees 384x384") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ImageError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit "

@@ -1,0 +1,31 @@
+# Fresh machine: `make demo` runs the main job on the embedded tiny model; `make test` runs the test suite.
+# Both create .venv and install pinned dependencies (torch==2.13.0 first) on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-slow clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/janus-edge demo --out out/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Full-size runs (Janus-Pro-1B config with random weights): minutes and ~20 GB of RAM; not in CI.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -s
+
+clean:
+	rm -rf out .pytest_cache

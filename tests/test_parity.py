@@ -1,0 +1,98 @@
+"""The exported graphs, chained by the runtime in ONNX Runtime, reproduce transformers' own generate()."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+from skimage import data
+
+from janus_edge.runtime import Turn
+from janus_edge.runtime.images import load_image, preprocess
+
+
+def _photos():
+    wide = Image.fromarray(data.astronaut()).resize((300, 180))  # landscape, upscaled to 384 wide
+    tall = Image.fromarray(data.coffee()).crop((0, 0, 200, 400))  # portrait
+    return wide, tall
+
+
+def test_greedy_understanding_batch_equals_transformers(runtime, reference):
+    wide, tall = _photos()
+    conversations = [[Turn("What is in this picture?", [wide])],
+                     [Turn("Describe the two images in detail, please.", [tall, wide])]]
+    answers = runtime.understand_batch(conversations, max_new_tokens=20)
+
+    rows = [runtime.prompts.understanding(c) for c in conversations]
+    assert len(rows[0]) != len(rows[1]), "one row must be left-padded"
+    longest, pad = max(map(len, rows)), runtime.manifest.tokens.pad
+    ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+    images = [wide, tall, wide]
+    pixels = torch.from_numpy(np.stack([preprocess(load_image(i), runtime.manifest.preprocessing) for i in images]))
+    expected = reference.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=20,
+                                  do_sample=False)[:, longest:].tolist()
+    eos = runtime.manifest.tokens.eos
+    for answer, row in zip(answers, expected):
+        row = row[: row.index(eos) + 1] if eos in row else row
+        assert answer.token_ids == row
+        assert len(answer.token_ids) >= 16
+    assert len(set(answers[0].token_ids)) > 3, "the tiny model should produce varied tokens"
+
+
+def test_argmax_generation_equals_transformers(runtime, reference):
+    prompt = "A red rocket on the launch pad under a blue sky."
+    result = runtime.generate_images(prompt, n=2, temperature=0)
+    ids = torch.tensor([runtime.prompts.generation(prompt)] * 2)
+    expected = reference.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_mode="image",
+                                  do_sample=False)
+    assert result.tokens.shape == (2, 576)
+    np.testing.assert_array_equal(result.tokens, expected.numpy())
+    assert len(np.unique(result.tokens)) > 50
+    pixels = reference.decode_image_tokens(expected).permute(0, 3, 1, 2).detach().numpy()
+    assert np.abs(result.pixels - pixels).max() <= 1e-3
+    assert result.images[0].size == (384, 384) and result.images[0].mode == "RGB"
+
+
+def test_seeded_sampling_is_reproducible(runtime):
+    a = runtime.generate_images("a cat", n=1, seed=7, top_k=100)
+    b = runtime.generate_images("a cat", n=1, seed=7, top_k=100)
+    c = runtime.generate_images("a cat", n=1, seed=8, top_k=100)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert (a.tokens != c.tokens).any()
+    x = runtime.understand([], "Hello", max_new_tokens=12, temperature=1.0, top_p=0.9, seed=3)
+    y = runtime.understand([], "Hello", max_new_tokens=12, temperature=1.0, top_p=0.9, seed=3)
+    assert x.token_ids == y.token_ids
+
+
+def test_prompt_and_pixels_match_the_hf_processor(runtime, tiny_hf):
+    """Our numpy/PIL preprocessing and prompt ids equal transformers' JanusProcessor on the same input."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_hf)
+    wide, _ = _photos()
+    question = "What is in this picture?"
+    text = f"<|User|>: <image_placeholder>\n{question}\n\n<|Assistant|>:"
+    expected = processor(text=text, images=wide, return_tensors="np")
+    ours = runtime.prompts.understanding([Turn(question, [wide])])
+    assert ours == expected["input_ids"][0].tolist()
+    pixels = preprocess(load_image(wide), runtime.manifest.preprocessing)
+    assert np.abs(pixels - expected["pixel_values"][0]).max() < 1e-5
+
+
+def test_streaming_matches_the_full_answer(runtime):
+    wide, _ = _photos()
+    pieces = list(runtime.stream_understand([wide], "What is this?", max_new_tokens=16))
+    assert "".join(pieces) == runtime.understand([wide], "What is this?", max_new_tokens=16).text
+
+
+def test_multi_turn_history_is_part_of_the_prompt(runtime):
+    wide, _ = _photos()
+    first = runtime.understand([wide], "What is this?", max_new_tokens=8)
+    history = [Turn("What is this?", [wide], first.text)]
+    ids = runtime.prompts.understanding([*history, Turn("And the colour?")])
+    eos_text_ids = runtime.tokenizer.encode(runtime.manifest.prompt.eos_text)
+    assert ids.count(runtime.manifest.tokens.image) == 576
+    assert eos_text_ids[0] in ids
+    second = runtime.understand([], "And the colour?", history=history, max_new_tokens=8)
+    assert second.token_ids
