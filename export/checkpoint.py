@@ -49,6 +49,18 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def load_config(directory: str | Path):
+    """The checkpoint's `JanusConfig` alone, without reading weights (for planning)."""
+    directory = Path(directory)
+    config_json = read_json(directory / "config.json", "model configuration")
+    if config_json.get("model_type") == "multi_modality":
+        return original_format.config_from_original(config_json, directory, {"language_model.lm_head.weight": None})
+    if config_json.get("model_type") == "janus":
+        return _hf_config(config_json)
+    raise CheckpointError(f"{directory / 'config.json'} has model_type {config_json.get('model_type')!r}, not a Janus "
+                          "checkpoint", "pass a Janus-Pro checkpoint directory")
+
+
 def load_checkpoint(directory: str | Path, family: str | None = None) -> Checkpoint:
     directory = Path(directory)
     if not directory.is_dir():

@@ -1,0 +1,35 @@
+"""`janus-edge plan --model janus-pro-1b|janus-pro-7b|MODEL_DIR --target T --precision P [--context N] [--images N]`"""
+
+from __future__ import annotations
+
+import json
+
+
+def add_arguments(parser) -> None:
+    from janus_edge.targets import TARGETS
+
+    parser.add_argument("--model", required=True, help="janus-pro-1b, janus-pro-7b or a checkpoint directory")
+    parser.add_argument("--target", required=True, choices=list(TARGETS))
+    parser.add_argument("--precision", default="fp16", help="fp32, fp16, int8, w8, w4 or a combination (int8,w4)")
+    parser.add_argument("--context", type=int, default=None, help="tokens per row (default: the target's limit)")
+    parser.add_argument("--images", type=int, default=1, help="images per generation request (2 CFG rows each)")
+    parser.add_argument("--json", default=None, help="also write the plan as JSON")
+
+
+def run(args) -> int:
+    from janus_edge.plan import MODELS, dims_from_config, format_plan, make_plan
+    from janus_edge.targets import target
+
+    if args.model in MODELS:
+        dims = MODELS[args.model]
+    else:
+        from janus_edge.export.checkpoint import load_config
+
+        dims = dims_from_config(load_config(args.model))
+    chosen = target(args.target)
+    plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images)
+    print(format_plan(plan))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(plan.to_dict(), f, indent=2)
+    return 0

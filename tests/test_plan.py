@@ -1,0 +1,79 @@
+"""`plan` arithmetic against hand-computed numbers and against transformers' real modules (on the meta device)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import run_cli
+from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, kv_bytes_per_token, make_plan, parse_precision
+from janus_edge.targets import GIB, TARGETS
+
+
+def test_decoder_and_kv_by_hand():
+    # 1B: 24 layers x (4 x 2048^2 attention + 3 x 2048 x 5632 MLP + 2 x 2048 norms) + 2048 final norm
+    assert graph_parameters(MODELS["janus-pro-1b"])["decoder"] == 24 * (4 * 2048**2 + 3 * 2048 * 5632 + 2 * 2048) + 2048
+    assert graph_parameters(MODELS["janus-pro-7b"])["decoder"] == 30 * (4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096) \
+        + 4096
+    assert graph_parameters(MODELS["janus-pro-1b"])["lm_head"] == 102400 * 2048
+    assert kv_bytes_per_token(MODELS["janus-pro-1b"], 2) == 192 * 1024  # 192 KiB per token in fp16
+    assert kv_bytes_per_token(MODELS["janus-pro-7b"], 2) == 480 * 1024
+
+
+@pytest.mark.parametrize("name", ["janus-pro-1b", "janus-pro-7b"])
+def test_parameter_counts_equal_transformers_modules(name):
+    from transformers import JanusForConditionalGeneration
+
+    from janus_edge.export.configs import janus_config
+
+    with torch.device("meta"):
+        model = JanusForConditionalGeneration(janus_config(name))
+    count = lambda *modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    m = model.model
+    vq = m.vqmodel
+    expected = {"vision_encoder": count(m.vision_model, m.aligner),
+                "text_embedding": count(m.language_model.embed_tokens),
+                "generation_embedding": count(m.generation_embeddings, m.generation_aligner),
+                "decoder": count(m.language_model) - count(m.language_model.embed_tokens),
+                "lm_head": count(model.lm_head), "generation_head": count(m.generation_head),
+                "vq_decoder": count(vq.decoder, vq.post_quant_conv) + vq.quantize.embedding.weight.numel()}
+    assert graph_parameters(MODELS[name]) == expected
+
+
+def test_orin_nano_fp16_floor_matches_the_reference_table():
+    """1B LLM + lm_head in fp16 is ~3.3 GB; at 68 GB/s that is ~49 ms per token (shared/REFERENCE.md section 7)."""
+    d = MODELS["janus-pro-1b"]
+    p = graph_parameters(d)
+    llm_bytes = (p["decoder"] + p["lm_head"] + p["text_embedding"]) * 2
+    assert 3.2e9 < llm_bytes < 3.4e9
+    plan = make_plan("janus-pro-1b", d, TARGETS["orin-nano-8gb"], "fp16", 2048, 1)
+    weights_read = (p["decoder"] + p["lm_head"]) * 2 + kv_bytes_per_token(d, 2) * 1024
+    assert plan.decode_floor_ms["understanding_b1"] == pytest.approx(weights_read / 68e9 * 1e3)
+    assert plan.kv_cache_bytes == kv_bytes_per_token(d, 2) * 2048 * 2
+
+
+def test_precision_schemes():
+    assert parse_precision("int8,w4")["vision_encoder"] == "int8"
+    assert parse_precision("int8,w4")["decoder"] == "w4"
+    assert parse_precision("w8")["vq_decoder"] == "fp16"
+    assert bytes_per_weight("w4") == 0.5 + 2 / 128
+    from janus_edge.runtime.errors import RequestError
+    with pytest.raises(RequestError):
+        parse_precision("fp8,w4")
+
+
+def test_7b_does_not_fit_orin_nano_in_fp16_and_a_fix_is_suggested():
+    plan = make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nano-8gb"], "fp16", 2048, 1)
+    assert not plan.fits and plan.total_bytes > 6.5 * GIB
+    assert plan.suggestion.startswith("--precision")
+    words = plan.suggestion.split()
+    options = {"precision": "fp16", "context": "2048", "images": "1", **dict(zip(words[::2], words[1::2]))}
+    options = {k.lstrip("-"): v for k, v in options.items()}
+    assert make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nano-8gb"], options["precision"],
+                     int(options["context"]), int(options["images"])).fits
+
+
+def test_plan_cli_with_a_checkpoint_dir(tiny_original, tmp_path):
+    result = run_cli("plan", "--model", tiny_original, "--target", "orin-nano-8gb", "--precision", "w4",
+                     "--json", tmp_path / "plan.json", check_code=0)
+    assert "FITS" in result.stdout and (tmp_path / "plan.json").is_file()
