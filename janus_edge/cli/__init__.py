@@ -17,6 +17,7 @@ COMMANDS = {
     "understand": "answer a question about images (streams the answer)",
     "generate": "generate images from a text prompt",
     "demo": "make the tiny model, export it, answer a question and generate images",
+    "bench": "measure latency and memory of exports (and the PyTorch reference) side by side",
     "plan": "memory budget and latency floors of a model on a target",
 }
 
