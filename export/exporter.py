@@ -15,15 +15,12 @@ from janus_edge.runtime.manifest import (MANIFEST_NAME, GenerationDefaults, Grap
 
 from . import metadata
 from .checkpoint import Checkpoint, load_checkpoint
+from .fp16 import to_fp16
 from .graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Dims, GraphSpec, graph_specs
 from .staging import staged_directory
 
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB go to a side file; protobuf cannot hold 2 GiB
-# Ops kept in fp32 in fp16 exports: normalisations, softmax and the pieces of GELU/RMSNorm that overflow or lose
-# precision in fp16 (see docs/DESIGN.md).
-FP16_KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "Pow",
-                      "ReduceMean", "Sqrt", "Reciprocal", "Erf"]
 SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5}
 
 
@@ -76,25 +73,26 @@ def _export_graph(model, spec: GraphSpec, dims: Dims, directory: Path, precision
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
         proto = onnx.load(str(raw))
     if precision == "fp16":
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-
-        from onnxruntime.transformers.onnx_model import OnnxModel
-
-        proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=FP16_KEEP_FP32_OPS)
-        wrapped = OnnxModel(proto)
-        wrapped.topological_sort()  # the converter appends its input casts at the end of the node list
-        proto = wrapped.model
-    proto.producer_name = "janus-edge"
-    path = directory / file
-    external = sum(init.ByteSize() for init in proto.graph.initializer) > EXTERNAL_DATA_THRESHOLD
-    onnx.save_model(proto, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
-                    location=f"{file}.data", size_threshold=1024)
-    onnx.checker.check_model(str(path), full_check=False)
-    onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred")  # raises on inconsistent shapes
-    Path(str(path) + ".inferred").unlink()
+        proto = to_fp16(proto)
+    save_graph(proto, directory / file)
     return Graph(file=file, precision=precision,
                  inputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.inputs],
                  outputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.outputs])
+
+
+def save_graph(proto, path: Path) -> None:
+    """Writes a graph (weights over 1 GiB to one side file), then checks it and its shapes."""
+    import onnx
+
+    proto.producer_name = "janus-edge"
+    for stale in (path, Path(f"{path}.data")):
+        stale.unlink(missing_ok=True)
+    external = sum(init.ByteSize() for init in proto.graph.initializer) > EXTERNAL_DATA_THRESHOLD
+    onnx.save_model(proto, str(path), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=f"{path.name}.data", size_threshold=1024)
+    onnx.checker.check_model(str(path), full_check=False)
+    onnx.shape_inference.infer_shapes_path(str(path), str(path) + ".inferred")  # raises on inconsistent shapes
+    Path(str(path) + ".inferred").unlink()
 
 
 def _manifest(checkpoint: Checkpoint, dims: Dims, graphs: dict[str, Graph], precision: str, limits: Limits,

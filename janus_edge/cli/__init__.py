@@ -14,6 +14,8 @@ COMMANDS = {
     "tiny": "write the embedded default model: a tiny random-weight Janus-Pro checkpoint",
     "export": "export a checkpoint to ONNX graphs + janus_edge.json",
     "compare": "check every exported graph against the PyTorch reference",
+    "calibrate": "make a reduced-precision export (int8, w8, w4, fp16) from an fp32 one",
+    "accuracy": "measure a reduced-precision export against the fp32 one",
     "understand": "answer a question about images (streams the answer)",
     "generate": "generate images from a text prompt",
     "demo": "make the tiny model, export it, answer a question and generate images",

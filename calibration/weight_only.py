@@ -1,0 +1,116 @@
+"""Weight-only INT8 / INT4 for the bytes that dominate decode (decoder, lm_head, generation_head, text embedding).
+
+MatMul weights become `DequantizeLinear(int, scale, axis=0, block_size=B) -> MatMul` (opset 21), round-to-nearest,
+symmetric, no zero points: the form TensorRT consumes for weight-only quantisation and that ONNX Runtime fuses into
+its blocked MatMul kernels. Embedding tables become per-row INT8 gathered before dequantisation
+(`Gather(int8) * Gather(scale)`), so no step dequantises the whole table.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+BLOCK_SIZES = (128, 64, 32, 16)
+QUANT_OPSET = 21
+
+
+def _initializers(graph) -> dict:
+    return {init.name: init for init in graph.initializer}
+
+
+def _replace_initializer(graph, name: str, new: list) -> None:
+    keep = [init for init in graph.initializer if init.name != name]
+    del graph.initializer[:]
+    graph.initializer.extend(keep + new)
+
+
+def _uses(graph, name: str) -> int:
+    return sum(name in node.input for node in graph.node)
+
+
+def quantize_matmul_weights(proto, bits: int) -> int:
+    """Quantises every MatMul whose second input is a 2-D fp32 initializer; returns how many.
+
+    The graph must already be at opset 21 (`upgrade_opset`)."""
+    qmax = 2 ** (bits - 1) - 1
+    storage = ml_dtypes.int4 if bits == 4 else np.int8
+    graph, done = proto.graph, 0
+    initializers = _initializers(graph)
+    new_nodes = []
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2 or \
+                _uses(graph, weight.name) != 1:
+            continue
+        values = numpy_helper.to_array(weight)
+        k, n = values.shape
+        block = next((b for b in BLOCK_SIZES if k % b == 0), None)
+        if block is None:
+            continue
+        blocks = values.reshape(k // block, block, n)
+        scale = np.abs(blocks).max(axis=1) / qmax
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(blocks / scale[:, None, :]), -qmax - 1, qmax).reshape(k, n).astype(storage)
+        q_name, s_name, out = f"{weight.name}_w{bits}", f"{weight.name}_w{bits}_scale", f"{weight.name}_dq"
+        _replace_initializer(graph, weight.name, [numpy_helper.from_array(q, q_name),
+                                                  numpy_helper.from_array(scale.astype(np.float32), s_name)])
+        new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}_dq",
+                                          axis=0, block_size=block))
+        node.input[1] = out
+        done += 1
+    _prepend(graph, new_nodes)
+    return done
+
+
+def quantize_embedding_tables(proto) -> int:
+    """Per-row symmetric INT8 for Gather tables (the text embedding); returns how many tables."""
+    graph, done = proto.graph, 0
+    initializers = _initializers(graph)
+    new_nodes = []
+    for node in graph.node:
+        table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
+        if table is None or table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2:
+            continue
+        values = numpy_helper.to_array(table)
+        scale = np.abs(values).max(axis=1, keepdims=True) / 127
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(values / scale), -128, 127).astype(np.int8)
+        base, ids, out = table.name, node.input[1], node.output[0]
+        _replace_initializer(graph, base, [numpy_helper.from_array(q, f"{base}_w8"),
+                                           numpy_helper.from_array(scale.astype(np.float32), f"{base}_w8_scale")])
+        node.input[0], node.output[0] = f"{base}_w8", f"{out}_int8"
+        new_nodes += [helper.make_node("Gather", [f"{base}_w8_scale", ids], [f"{out}_scale"], name=f"{node.name}_s"),
+                      helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{node.name}_cast",
+                                       to=onnx.TensorProto.FLOAT),
+                      helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dq")]
+        done += 1
+    graph.node.extend(new_nodes)
+    _sort(proto)
+    return done
+
+
+def _prepend(graph, nodes: list) -> None:
+    existing = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + existing)
+
+
+def _sort(proto) -> None:
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    OnnxModel(proto).topological_sort()
+
+
+def upgrade_opset(proto):
+    """Converts a graph to opset 21 (blocked DequantizeLinear, INT4), rewriting ops whose signature changed."""
+    from onnx import version_converter
+
+    current = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    if current >= QUANT_OPSET:
+        return proto
+    converted = version_converter.convert_version(proto, QUANT_OPSET)
+    converted.ir_version = max(converted.ir_version, 10)
+    return converted
