@@ -85,14 +85,7 @@ class UnderstandingPipeline:
         mask = np.zeros((len(rows), longest), dtype=np.int64)
         for i, row in enumerate(rows):  # left padding, as batched generation needs
             ids[i, longest - len(row):], mask[i, longest - len(row):] = row, 1
-        embeds = self.backend.run("text_embedding", input_ids=ids)["inputs_embeds"]
-        if pixels:
-            image_embeds = self._encode_images(np.stack(pixels))
-            slots = ids == tokens.image
-            if slots.sum() != image_embeds.shape[0] * image_embeds.shape[1]:
-                raise RequestError(f"the prompt has {int(slots.sum())} image tokens for {len(pixels)} images",
-                                   "do not write image tokens into questions yourself")
-            embeds[slots] = image_embeds.reshape(-1, embeds.shape[-1])
+        embeds = self.embed(ids, pixels)
         timings["vision_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -122,6 +115,17 @@ class UnderstandingPipeline:
         timings["decode_s"] = decode_s
         timings["new_tokens"] = float(step + 1)
         timings["tokens_per_s"] = (step + 1) / decode_s if decode_s > 0 else 0.0
+
+    def embed(self, ids: np.ndarray, pixels: list[np.ndarray]) -> np.ndarray:
+        """Token embeddings [B,S,D] with the vision encoder's output written over the image-token positions."""
+        embeds = self.backend.run("text_embedding", input_ids=ids)["inputs_embeds"]
+        slots = ids == self.manifest.tokens.image
+        if slots.sum() != len(pixels) * self.manifest.model.num_image_tokens:
+            raise RequestError(f"the prompt has {int(slots.sum())} image tokens for {len(pixels)} images",
+                               "do not write image tokens into questions yourself")
+        if pixels:
+            embeds[slots] = self._encode_images(np.stack(pixels)).reshape(-1, embeds.shape[-1])
+        return embeds
 
     def _encode_images(self, pixels: np.ndarray) -> np.ndarray:
         chunk = self.manifest.limits.max_batch

@@ -1,0 +1,101 @@
+"""Every precision scheme yields an export that checks out structurally, runs both pipelines and gets measured."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from conftest import run_cli
+from janus_edge.calibration.accuracy import accuracy
+from janus_edge.calibration.calibrate import calibrate
+from janus_edge.export.compare import compare
+from janus_edge.runtime import JanusRuntime
+from janus_edge.runtime.errors import RequestError
+
+SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4"]
+
+
+@pytest.fixture(scope="session")
+def calibrated(tmp_path_factory, export_hf):
+    out = {}
+    for scheme in SCHEMES:
+        out[scheme] = tmp_path_factory.mktemp("calibrated") / scheme.replace(",", "-")
+        calibrate(export_hf, out[scheme], scheme, samples=2, log=lambda message: None)
+    return out
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_scheme_passes_compare_and_runs_both_pipelines(calibrated, tiny_hf, scheme):
+    rows = compare(tiny_hf, calibrated[scheme])
+    assert all(r.ok for r in rows if r.case == "structure")
+    assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+    runtime = JanusRuntime.load(calibrated[scheme])
+    assert runtime.manifest.precision == scheme
+    image = np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    assert runtime.understand([image], "What is this?", max_new_tokens=4).token_ids
+    generated = runtime.generate_images("a cat", n=1, seed=0)
+    assert generated.tokens.shape == (1, 576) and np.isfinite(generated.pixels).all()
+
+
+def test_graph_precisions_follow_the_scheme(calibrated):
+    graphs = JanusRuntime.load(calibrated["int8,w4"]).manifest.graphs
+    assert {n: g.precision for n, g in graphs.items()} == {
+        "vision_encoder": "int8", "vq_decoder": "int8", "decoder": "w4", "lm_head": "w4", "generation_head": "w4",
+        "text_embedding": "w8", "generation_embedding": "fp32"}
+
+
+def test_int8_qdq_is_symmetric_with_zero_points_zero(calibrated):
+    for name in ("vision_encoder.onnx", "vq_decoder.onnx"):
+        proto = onnx.load(str(calibrated["int8"] / name))
+        initializers = {i.name: i for i in proto.graph.initializer}
+        qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        assert len(qdq) > 10
+        for node in qdq:
+            assert len(node.input) == 3, f"{node.name} has no explicit zero point"
+            zero_point = initializers[node.input[2]]
+            # signed int8 (int32 for biases, whose scale is input scale x weight scale)
+            expected = onnx.TensorProto.INT32 if "bias" in node.input[0] else onnx.TensorProto.INT8
+            assert zero_point.data_type == expected, node.name
+            assert not numpy_helper.to_array(zero_point).any(), f"{node.name} has a non-zero zero point"
+
+
+def test_weight_only_graphs_hold_int4_blocks_and_no_fp32_matmul_weights(calibrated):
+    proto = onnx.load(str(calibrated["w4"] / "decoder.onnx"))
+    initializers = {i.name: i for i in proto.graph.initializer}
+    dequantize = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
+    assert dequantize and all(initializers[n.input[0]].data_type == onnx.TensorProto.INT4 for n in dequantize)
+    assert all(len(n.input) == 2 for n in dequantize), "symmetric: no zero points"
+    matmul_weights = [initializers[n.input[1]] for n in proto.graph.node if n.op_type == "MatMul"
+                      and n.input[1] in initializers]
+    assert not matmul_weights, "every MatMul weight should come through a DequantizeLinear"
+    size = lambda d: sum(p.stat().st_size for p in d.glob("decoder.onnx*"))  # noqa: E731
+    assert size(calibrated["w4"]) < size(calibrated["w8"]) < size(calibrated["fp16"]) * 0.75
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_accuracy_report_has_numbers_for_every_scheme(calibrated, export_hf, scheme):
+    report = accuracy(export_hf, calibrated[scheme], samples=1, answer_tokens=8)
+    for graph in report["graphs"].values():
+        assert 0.5 < graph["cosine"] <= 1.0 + 1e-9 and graph["rel_l2"] >= 0
+    assert 0 <= report["understanding"]["top1_agreement"] <= 1 and report["understanding"]["kl"] >= 0
+    assert 0 <= report["generation"]["token_agreement"] <= 1
+    psnr = report["generation"]["vq_psnr_db"]
+    assert psnr is None if scheme in ("w8", "w4") else psnr > 10
+    if scheme == "fp16":
+        assert report["understanding"]["top1_agreement"] > 0.8
+
+
+def test_cli_calibrate_and_accuracy(tmp_path, export_hf):
+    run_cli("calibrate", export_hf, tmp_path / "w8", "--scheme", "w8", check_code=0)
+    result = run_cli("accuracy", export_hf, tmp_path / "w8", "--samples", "1", "--json", tmp_path / "a.json",
+                     check_code=0)
+    assert "top-1 agreement" in result.stdout and (tmp_path / "a.json").is_file()
+
+
+def test_bad_schemes_and_sources(tmp_path, export_hf, calibrated):
+    with pytest.raises(RequestError, match="w8 and w4 exclude"):
+        calibrate(export_hf, tmp_path / "x", "w8,w4")
+    with pytest.raises(RequestError, match="calibration starts from fp32"):
+        calibrate(calibrated["fp16"], tmp_path / "y", "w4")
