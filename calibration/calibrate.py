@@ -3,8 +3,11 @@
 Schemes (combinable, e.g. "int8,w4"):
 - int8: Q/DQ INT8 (activations and per-channel weights, symmetric) for the vision encoder and the VQ decoder,
   calibrated on real photographs and on image tokens the model generates;
-- w8 / w4: weight-only INT8 / block-wise INT4 for the decoder, lm_head and generation_head, and per-row INT8 for
-  the text embedding table (round-to-nearest: data-free, so no calibration set is needed for these);
+- w8 / w4: weight-only INT8 / block-wise INT4 for the decoder, lm_head and generation_head (round-to-nearest:
+  data-free, so no calibration set is needed), with the text embedding table in fp16. An INT8 table gathered row
+  by row would be smaller still, but TensorRT's ONNX parser has no INT8 Gather (10.3 to 11; see
+  export/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole table
+  every step in ONNX Runtime;
 - fp16: every graph not covered by another scheme goes to fp16 with norms, softmax and GELU kept in fp32.
 """
 
@@ -45,7 +48,7 @@ def graph_precisions(parts: list[str], graphs) -> dict[str, str]:
         elif {"w8", "w4"} & set(parts) and name in WEIGHT_ONLY_GRAPHS:
             chosen[name] = "w8" if "w8" in parts else "w4"
         elif {"w8", "w4"} & set(parts) and name == "text_embedding":
-            chosen[name] = "w8"
+            chosen[name] = "fp16"
         else:
             chosen[name] = "fp16" if "fp16" in parts else "fp32"
     return chosen
@@ -96,10 +99,7 @@ def _convert(path: Path, precision: str, feeds):
     proto = load_graph(path, upgrade=precision in ("w8", "w4"))
     if precision == "fp16":
         return to_fp16(proto)
-    if path.stem == "text_embedding":
-        weight_only.quantize_embedding_tables(proto)
-    else:
-        weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
+    weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
     return proto
 
 

@@ -1,9 +1,8 @@
-"""Weight-only INT8 / INT4 for the bytes that dominate decode (decoder, lm_head, generation_head, text embedding).
+"""Weight-only INT8 / INT4 for the bytes that dominate decode (decoder, lm_head, generation_head).
 
 MatMul weights become `DequantizeLinear(int, scale, axis=0, block_size=B) -> MatMul` (opset 21), round-to-nearest,
 symmetric, no zero points: the form TensorRT consumes for weight-only quantisation and that ONNX Runtime fuses into
-its blocked MatMul kernels. Embedding tables become per-row INT8 gathered before dequantisation
-(`Gather(int8) * Gather(scale)`), so no step dequantises the whole table.
+its blocked MatMul kernels.
 """
 
 from __future__ import annotations
@@ -65,43 +64,10 @@ def quantize_matmul_weights(proto, bits: int) -> int:
     return done
 
 
-def quantize_embedding_tables(proto) -> int:
-    """Per-row symmetric INT8 for Gather tables (the text embedding); returns how many tables."""
-    graph, done = proto.graph, 0
-    initializers = _initializers(graph)
-    new_nodes = []
-    for node in graph.node:
-        table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
-        if table is None or table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2:
-            continue
-        values = numpy_helper.to_array(table)
-        scale = np.abs(values).max(axis=1, keepdims=True) / 127
-        scale[scale == 0] = 1.0
-        q = np.clip(np.rint(values / scale), -128, 127).astype(np.int8)
-        base, ids, out = table.name, node.input[1], node.output[0]
-        _replace_initializer(graph, base, [numpy_helper.from_array(q, f"{base}_w8"),
-                                           numpy_helper.from_array(scale.astype(np.float32), f"{base}_w8_scale")])
-        node.input[0], node.output[0] = f"{base}_w8", f"{out}_int8"
-        new_nodes += [helper.make_node("Gather", [f"{base}_w8_scale", ids], [f"{out}_scale"], name=f"{node.name}_s"),
-                      helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{node.name}_cast",
-                                       to=onnx.TensorProto.FLOAT),
-                      helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out], name=f"{node.name}_dq")]
-        done += 1
-    graph.node.extend(new_nodes)
-    _sort(proto)
-    return done
-
-
 def _prepend(graph, nodes: list) -> None:
     existing = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + existing)
-
-
-def _sort(proto) -> None:
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    OnnxModel(proto).topological_sort()
 
 
 def upgrade_opset(proto):

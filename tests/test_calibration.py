@@ -43,7 +43,7 @@ def test_graph_precisions_follow_the_scheme(calibrated):
     graphs = JanusRuntime.load(calibrated["int8,w4"]).manifest.graphs
     assert {n: g.precision for n, g in graphs.items()} == {
         "vision_encoder": "int8", "vq_decoder": "int8", "decoder": "w4", "lm_head": "w4", "generation_head": "w4",
-        "text_embedding": "w8", "generation_embedding": "fp32"}
+        "text_embedding": "fp16", "generation_embedding": "fp32"}
 
 
 def test_int8_qdq_is_symmetric_with_zero_points_zero(calibrated):

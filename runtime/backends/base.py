@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import InternalError, RequestError
 from ..manifest import Manifest
+from ..sampling import Sampler
 
 
 class GraphSession(ABC):
@@ -39,8 +40,8 @@ class KVDecoder:
         self.past = {f"past_key_values.{i}.{kind}": empty for i in range(model.num_layers) for kind in ("key", "value")}
         self.length = 0
 
-    def step(self, inputs_embeds: np.ndarray, attention_mask: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        """Appends `inputs_embeds` [B,S,D] to the cache; returns the hidden states [B,S,D].
+    def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
+        """Appends `inputs_embeds` [B,S,D] to the cache; returns the hidden states [B,S,D] ([B,1,D] if `last_only`).
 
         `attention_mask` [B, length+S] covers the cached and the new positions (0 marks left padding).
         """
@@ -56,7 +57,8 @@ class KVDecoder:
         self.past = {f"past_key_values.{i}.{kind}": outputs[f"present.{i}.{kind}"]
                      for i in range(self.num_layers) for kind in ("key", "value")}
         self.length += seq
-        return outputs["hidden_states"]
+        hidden = outputs["hidden_states"]
+        return hidden[:, -1:] if last_only else hidden
 
 
 class Backend(ABC):
@@ -80,6 +82,21 @@ class Backend(ABC):
 
     def kv_decoder(self, batch: int) -> KVDecoder:
         return KVDecoder(self.graph("decoder"), self.manifest, batch)
+
+    def embed(self, graph: str, ids: np.ndarray):
+        """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
+        return self.run(graph, **{self.manifest.graphs[graph].inputs[0].name: ids})["inputs_embeds"]
+
+    def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
+        """Next tokens [N] from last hidden states [R,1,D]: head -> CFG mix (rows [cond; uncond]) -> sampler.
+
+        Only token ids come back to the host; backends with device memory keep the logits there.
+        """
+        logits = self.run(head, hidden_states=hidden)["logits"][:, -1]
+        if cfg_weight is not None:
+            n = logits.shape[0] // 2
+            logits = logits[n:] + cfg_weight * (logits[:n] - logits[n:])
+        return sampler(logits)
 
     @abstractmethod
     def _open(self, name: str) -> GraphSession:

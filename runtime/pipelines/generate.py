@@ -51,24 +51,20 @@ class GenerationPipeline:
         mask = np.ones_like(rows)
         positions = np.broadcast_to(np.arange(rows.shape[1]), rows.shape).copy()
         decoder = self.backend.kv_decoder(2 * n)
-        embeds = self.backend.run("text_embedding", input_ids=rows)["inputs_embeds"]
-        hidden = decoder.step(embeds, mask, positions)[:, -1:]
+        hidden = decoder.step(self.backend.embed("text_embedding", rows), mask, positions, last_only=True)
         timings["prefill_s"] = time.perf_counter() - start
         start = time.perf_counter()
         tokens = np.zeros((n, steps), dtype=np.int64)
         for step in range(steps):
-            logits = self.backend.run("generation_head", hidden_states=hidden)["logits"][:, -1]
-            cond, uncond = logits[:n], logits[n:]
-            tokens[:, step] = sampler(uncond + cfg_weight * (cond - uncond))
+            tokens[:, step] = self.backend.choose("generation_head", hidden, sampler, cfg_weight)
             if progress:
                 progress(step + 1, steps)
             if step == steps - 1:
                 break
             step_ids = np.concatenate([tokens[:, step], tokens[:, step]])[:, None]
-            step_embeds = self.backend.run("generation_embedding", image_ids=step_ids)["inputs_embeds"]
             mask = np.ones((2 * n, decoder.length + 1), dtype=np.int64)
             positions = np.full((2 * n, 1), decoder.length, dtype=np.int64)
-            hidden = decoder.step(step_embeds, mask, positions)
+            hidden = decoder.step(self.backend.embed("generation_embedding", step_ids), mask, positions)
         timings["decode_s"] = time.perf_counter() - start
         timings["decode_ms_per_step"] = timings["decode_s"] / steps * 1e3
         start = time.perf_counter()

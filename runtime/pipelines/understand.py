@@ -91,15 +91,14 @@ class UnderstandingPipeline:
         start = time.perf_counter()
         decoder = self.backend.kv_decoder(len(rows))
         positions = np.maximum(mask.cumsum(-1) - 1, 0)
-        hidden = decoder.step(embeds, mask, positions)[:, -1:]
+        hidden = decoder.step(embeds, mask, positions, last_only=True)
         timings["prefill_s"] = time.perf_counter() - start
         finished = np.zeros(len(rows), dtype=bool)
         budget = min(max_new_tokens, manifest.limits.max_context - longest)
         timings["context_full"] = float(budget < max_new_tokens)
         start = time.perf_counter()
         for step in range(budget):
-            logits = self.backend.run("lm_head", hidden_states=hidden)["logits"][:, -1]
-            chosen = np.where(finished, tokens.pad, sampler(logits))
+            chosen = np.where(finished, tokens.pad, self.backend.choose("lm_head", hidden, sampler))
             finished |= chosen == tokens.eos
             if step == 0:
                 timings["time_to_first_token_s"] = timings["preprocess_s"] + timings["vision_s"] + \
@@ -109,8 +108,7 @@ class UnderstandingPipeline:
                 break
             mask = np.concatenate([mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
             positions = positions[:, -1:] + 1
-            step_embeds = self.backend.run("text_embedding", input_ids=chosen[:, None])["inputs_embeds"]
-            hidden = decoder.step(step_embeds, mask, positions)
+            hidden = decoder.step(self.backend.embed("text_embedding", chosen[:, None]), mask, positions)
         decode_s = time.perf_counter() - start
         timings["decode_s"] = decode_s
         timings["new_tokens"] = float(step + 1)
