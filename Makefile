@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow clean
+.PHONY: install demo test test-slow gpu-check clean
 
 install: $(STAMP)
 
@@ -14,6 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps --target .typing --upgrade tensorrt-stubs==10.13.0.35.1  # for mypy only
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
@@ -26,6 +27,11 @@ test: $(STAMP)
 # Full-size runs (Janus-Pro-1B config with random weights): minutes and ~20 GB of RAM; not in CI.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -s
+
+# On a machine with an NVIDIA GPU, TensorRT and cuda-python: build the tiny model's engines, run both pipelines
+# on them and compare with ONNX Runtime on the CPU.
+gpu-check: $(STAMP)
+	$(PY) -m janus_edge.gpu_check --out out/gpu-check
 
 clean:
 	rm -rf out .pytest_cache

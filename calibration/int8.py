@@ -38,5 +38,6 @@ def quantize_int8(source: Path, feeds: list[dict[str, np.ndarray]]):
                         op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, use_external_data_format=large,
-                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+                        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                                       "QuantizeBias": False})  # TensorRT has no INT32 DequantizeLinear
         return onnx.load(str(output))

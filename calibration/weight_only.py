@@ -20,10 +20,10 @@ def _initializers(graph) -> dict:
     return {init.name: init for init in graph.initializer}
 
 
-def _replace_initializer(graph, name: str, new: list) -> None:
-    keep = [init for init in graph.initializer if init.name != name]
-    del graph.initializer[:]
-    graph.initializer.extend(keep + new)
+def _replace_initializer(graph, old, new: list) -> None:
+    """Swaps one initializer for others in place (rebuilding the list would copy every tensor, gigabytes)."""
+    graph.initializer.remove(old)
+    graph.initializer.extend(new)
 
 
 def _uses(graph, name: str) -> int:
@@ -54,7 +54,7 @@ def quantize_matmul_weights(proto, bits: int) -> int:
         scale[scale == 0] = 1.0
         q = np.clip(np.rint(blocks / scale[:, None, :]), -qmax - 1, qmax).reshape(k, n).astype(storage)
         q_name, s_name, out = f"{weight.name}_w{bits}", f"{weight.name}_w{bits}_scale", f"{weight.name}_dq"
-        _replace_initializer(graph, weight.name, [numpy_helper.from_array(q, q_name),
+        _replace_initializer(graph, weight, [numpy_helper.from_array(q, q_name),
                                                   numpy_helper.from_array(scale.astype(np.float32), s_name)])
         new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}_dq",
                                           axis=0, block_size=block))

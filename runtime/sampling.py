@@ -25,6 +25,11 @@ class Sampler:
             raise RequestError(f"top_p {self.top_p} must be in (0, 1]", "use None or 1 to disable it")
         self.rng = np.random.default_rng(self.seed)
 
+    def draw(self, rows: int) -> np.ndarray:
+        """The uniform numbers one sampling step consumes, [rows, 1]; device samplers take them from here too, so
+        a seed gives the same tokens on every backend."""
+        return self.rng.random((rows, 1))
+
     def __call__(self, logits: np.ndarray) -> np.ndarray:
         """logits [B, V] -> token ids [B] (int64)."""
         if self.temperature == 0:
@@ -43,5 +48,5 @@ class Sampler:
             np.put_along_axis(mask, order, drop, -1)
             probs = np.where(mask, 0.0, probs)
             probs /= probs.sum(-1, keepdims=True)
-        draws = self.rng.random((probs.shape[0], 1))
+        draws = self.draw(probs.shape[0])
         return np.minimum((np.cumsum(probs, -1) < draws).sum(-1), probs.shape[-1] - 1).astype(np.int64)

@@ -16,6 +16,8 @@ COMMANDS = {
     "compare": "check every exported graph against the PyTorch reference",
     "calibrate": "make a reduced-precision export (int8, w8, w4, fp16) from an fp32 one",
     "accuracy": "measure a reduced-precision export against the fp32 one",
+    "check-trt": "check that TensorRT's ONNX parser supports every node of an export",
+    "build": "build TensorRT engines from an export for a target GPU",
     "understand": "answer a question about images (streams the answer)",
     "generate": "generate images from a text prompt",
     "demo": "make the tiny model, export it, answer a question and generate images",
@@ -51,4 +53,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _module(name: str):
-    return importlib.import_module(f"janus_edge.cli.{name}")
+    return importlib.import_module(f"janus_edge.cli.{name.replace('-', '_')}")

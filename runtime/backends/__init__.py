@@ -8,7 +8,7 @@ from ..errors import RequestError
 from ..manifest import Manifest
 from .base import Backend
 
-BACKENDS = ("onnxruntime",)
+BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def open_backend(name: str, directory: Path, manifest: Manifest, **options) -> Backend:
@@ -16,4 +16,8 @@ def open_backend(name: str, directory: Path, manifest: Manifest, **options) -> B
         from .onnxruntime import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(directory, manifest, **options)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(directory, manifest, **options)
     raise RequestError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

@@ -25,12 +25,22 @@ class GraphSession(ABC):
         """Runs the graph; returns every output by name."""
 
 
-class KVDecoder:
-    """The LLM decoder with its KV cache for one batch of rows.
+class KVDecoder(ABC):
+    """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions."""
 
-    This host-side version feeds the past tensors in and keeps the present tensors the graph returns; backends
-    with device memory replace it with a preallocated device cache.
-    """
+    batch: int
+    length: int
+
+    @abstractmethod
+    def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
+        """Appends `inputs_embeds` [B,S,D] to the cache; returns the hidden states [B,S,D] ([B,1,D] if `last_only`).
+
+        `attention_mask` [B, length+S] covers the cached and the new positions (0 marks left padding).
+        """
+
+
+class HostKVDecoder(KVDecoder):
+    """Feeds the past tensors in as host arrays and keeps the present tensors the graph returns."""
 
     def __init__(self, session: GraphSession, manifest: Manifest, batch: int):
         model = manifest.model
@@ -41,17 +51,8 @@ class KVDecoder:
         self.length = 0
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
-        """Appends `inputs_embeds` [B,S,D] to the cache; returns the hidden states [B,S,D] ([B,1,D] if `last_only`).
-
-        `attention_mask` [B, length+S] covers the cached and the new positions (0 marks left padding).
-        """
         seq = inputs_embeds.shape[1]
-        if inputs_embeds.shape[0] != self.batch or attention_mask.shape != (self.batch, self.length + seq):
-            raise InternalError(f"decoder step shapes disagree: embeds {inputs_embeds.shape}, mask "
-                                f"{attention_mask.shape}, cache length {self.length}, batch {self.batch}")
-        if self.length + seq > self.max_context:
-            raise RequestError(f"the sequence reached {self.length + seq} tokens, over the exported context of "
-                               f"{self.max_context}", "export with a larger --max-context or shorten the request")
+        check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
         outputs = self.session.run({"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
                                     "position_ids": position_ids, **self.past})
         self.past = {f"past_key_values.{i}.{kind}": outputs[f"present.{i}.{kind}"]
@@ -59,6 +60,16 @@ class KVDecoder:
         self.length += seq
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
+
+
+def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_context: int) -> None:
+    seq = embeds_shape[1]
+    if embeds_shape[0] != decoder.batch or tuple(mask_shape) != (decoder.batch, decoder.length + seq):
+        raise InternalError(f"decoder step shapes disagree: embeds {embeds_shape}, mask {mask_shape}, cache length "
+                            f"{decoder.length}, batch {decoder.batch}")
+    if decoder.length + seq > max_context:
+        raise RequestError(f"the sequence reached {decoder.length + seq} tokens, over the exported context of "
+                           f"{max_context}", "export with a larger --max-context or shorten the request")
 
 
 class Backend(ABC):
@@ -81,7 +92,7 @@ class Backend(ABC):
         return self.graph(name).run(feeds)
 
     def kv_decoder(self, batch: int) -> KVDecoder:
-        return KVDecoder(self.graph("decoder"), self.manifest, batch)
+        return HostKVDecoder(self.graph("decoder"), self.manifest, batch)
 
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""

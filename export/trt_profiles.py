@@ -1,0 +1,62 @@
+"""TensorRT optimisation profiles for each exported graph, from the export's limits and the target's.
+
+Decoder, text embedding: one profile for prefill (many positions, empty past) and one for decode (one position,
+past up to the context). Heads and the generation embedding see one position per row. The VQ decoder runs one image
+at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the export's max batch, which is
+2 x the images per generation request (CFG rows).
+"""
+
+from __future__ import annotations
+
+from janus_edge.runtime.manifest import Manifest
+from janus_edge.targets import Target
+
+Shape = list[int]
+Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
+
+TYPICAL_PROMPT = 640  # one image (578 tokens) and a question
+
+
+def _same(shape: Shape) -> list[Shape]:
+    return [shape, shape, shape]
+
+
+def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = None,
+                    max_context: int | None = None) -> dict[str, list[Profile]]:
+    model = manifest.model
+    batch = min(max_batch or manifest.limits.max_batch, manifest.limits.max_batch)
+    context = min(max_context or target.max_context, manifest.limits.max_context)
+    images = max(1, batch // 2)
+    hidden, heads, head_dim = model.hidden_size, model.num_kv_heads, model.head_dim
+    prompt = min(TYPICAL_PROMPT, context)
+    size = model.image_size
+
+    def kv(lo: int, opt: int, hi: int, batches=(1, 1, batch)) -> dict[str, list[Shape]]:
+        shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
+        return {f"past_key_values.{i}.{kind}": shapes for i in range(model.num_layers) for kind in ("key", "value")}
+
+    prefill = {"inputs_embeds": [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],
+               "attention_mask": [[1, 1], [1, prompt], [batch, context]],
+               "position_ids": [[1, 1], [1, prompt], [batch, context]], **kv(0, 0, 0)}
+    cfg_rows = min(2, batch)
+    decode = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, 1, hidden]],
+              "attention_mask": [[1, 2], [cfg_rows, prompt + 288], [batch, context]],
+              "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
+              **kv(1, prompt + 287, context - 1, (1, cfg_rows, batch))}
+    one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
+    return {
+        "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
+        "text_embedding": [{"input_ids": [[1, 1], [1, prompt], [batch, context]]},
+                           {"input_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        "generation_embedding": [{"image_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        "decoder": [prefill, decode],
+        "lm_head": [one_position(hidden)],
+        "generation_head": [one_position(hidden)],
+        "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
+        "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]],
+                     "uniform": [[1, 1], [1, 1], [batch, 1]], "inv_temperature": _same([1])}],
+        "cfg_sampler": [{"logits": [[2, model.codebook_size], [cfg_rows, model.codebook_size],
+                                    [batch, model.codebook_size]],
+                         "uniform": [[1, 1], [1, 1], [images, 1]], "inv_temperature": _same([1]),
+                         "cfg_weight": _same([1])}],
+    }

@@ -1,0 +1,21 @@
+"""`janus-edge build EXPORT_DIR ENGINE_DIR --target orin-nano-8gb|orin-nx-16gb|agx-orin-64gb|thor|datacenter`"""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    from janus_edge.targets import TARGETS
+
+    parser.add_argument("export_dir", help="an export (fp16, or a calibrated int8/w8/w4 one)")
+    parser.add_argument("engine_dir", help="where to write the engines")
+    parser.add_argument("--target", required=True, choices=list(TARGETS))
+    parser.add_argument("--max-batch", type=int, default=None, help="rows (default: the export's)")
+    parser.add_argument("--max-context", type=int, default=None, help="default: the target's limit")
+    parser.add_argument("--timing-cache", default=None, help="default: ~/.cache/janus-edge/timing-GPU-TRT.cache")
+
+
+def run(args) -> int:
+    from janus_edge.export.trt_build import build
+
+    build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.max_batch, args.max_context)
+    return 0

@@ -1,0 +1,20 @@
+"""`janus-edge check-trt EXPORT_DIR [--trt-version 10.3|10.16|11]`: static TensorRT parser support check."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("export_dir")
+    parser.add_argument("--trt-version", action="append", choices=["10.3", "10.16", "11"], default=None,
+                        help="version(s) to check (default: all three)")
+
+
+def run(args) -> int:
+    from janus_edge.export.sampler_graph import sampler_graph
+    from janus_edge.export.trt_check import VERSIONS, check_export, format_findings
+
+    versions = tuple(args.trt_version or VERSIONS)
+    samplers = {"sampler": sampler_graph(cfg=False), "cfg_sampler": sampler_graph(cfg=True)}
+    findings = check_export(args.export_dir, versions, samplers)
+    print(format_findings(findings, versions))
+    return 1 if any(f.severity == "error" for f in findings) else 0

@@ -1,0 +1,77 @@
+"""`janus_edge_engines.json`: what a TensorRT engine directory was built from, for and with.
+
+Engines are not portable across TensorRT versions or GPU architectures. The runtime compares this manifest with
+the machine before deserialising anything and refuses a mismatch with a message that says both sides and the
+command that rebuilds the engines here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import BackendError, ManifestError
+
+ENGINE_MANIFEST = "janus_edge_engines.json"
+ENGINE_SCHEMA_VERSION = 1
+
+
+@dataclass
+class EngineInfo:
+    file: str
+    source_onnx: str
+    source_onnx_sha256: str
+    precision: str
+    profiles: list[dict[str, list[list[int]]]]  # per profile: input name -> [min, opt, max] shapes
+
+
+@dataclass
+class EngineManifest:
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str  # "8.7"
+    target: str
+    export_dir: str
+    engines: dict[str, EngineInfo]
+    build_options: dict = field(default_factory=dict)
+    schema_version: int = ENGINE_SCHEMA_VERSION
+
+    def write(self, directory: Path) -> None:
+        (Path(directory) / ENGINE_MANIFEST).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def read(cls, directory: Path) -> "EngineManifest":
+        path = Path(directory) / ENGINE_MANIFEST
+        if not path.is_file():
+            raise ManifestError(f"{directory} has no {ENGINE_MANIFEST}, so it is not a janus-edge engine directory",
+                                "build engines with `janus-edge build EXPORT_DIR ENGINE_DIR --target ...`")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("schema_version") != ENGINE_SCHEMA_VERSION:
+                raise ManifestError(f"{path} has schema version {data.get('schema_version')!r}, this janus-edge "
+                                    f"reads {ENGINE_SCHEMA_VERSION}", "rebuild the engines with this version")
+            engines = {name: EngineInfo(**info) for name, info in data.pop("engines").items()}
+            return cls(engines=engines, **data)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ManifestError(f"{path} is malformed ({exc})", "rebuild the engines") from None
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """'10.3.0.30' -> (10, 3, 0): engines need the same major.minor.patch."""
+    return tuple(int(part) for part in version.split(".")[:3] if part.isdigit())
+
+
+def check_compatible(manifest: EngineManifest, directory: Path, tensorrt_version: str, gpu_name: str,
+                     compute_capability: str) -> None:
+    """Raises a `BackendError` if the engines cannot run on this TensorRT version and GPU."""
+    problems = []
+    if _release(manifest.tensorrt_version) != _release(tensorrt_version):
+        problems.append(f"TensorRT {manifest.tensorrt_version} (this machine has {tensorrt_version})")
+    if manifest.compute_capability != compute_capability:
+        problems.append(f"a GPU of compute capability {manifest.compute_capability}, {manifest.gpu_name} "
+                        f"(this machine has {compute_capability}, {gpu_name})")
+    if problems:
+        raise BackendError(f"the engines in {directory} were built for " + " and for ".join(problems),
+                           f"rebuild them on this machine: janus-edge build {manifest.export_dir} {directory} "
+                           f"--target {manifest.target}")

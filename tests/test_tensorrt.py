@@ -1,0 +1,200 @@
+"""The TensorRT path, checked without TensorRT: imports, static types (mypy + tensorrt-stubs), profiles, the
+engine manifest's refusal of foreign engines, the device sampler's maths, and the parser-support check."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from conftest import run_cli
+from janus_edge.export.sampler_graph import sampler_graph
+from janus_edge.export.trt_check import VERSIONS, check_export, support_table
+from janus_edge.export.trt_profiles import engine_profiles
+from janus_edge.runtime.backends.engine_manifest import EngineInfo, EngineManifest, check_compatible
+from janus_edge.runtime.errors import BackendError
+from janus_edge.runtime.manifest import load_manifest, sha256_file
+from janus_edge.runtime.sampling import Sampler
+from janus_edge.targets import TARGETS
+
+ROOT = Path(__file__).resolve().parent.parent
+STUBS = ROOT / ".typing"
+TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
+               "janus_edge.runtime.backends.engine_manifest", "janus_edge.export.trt_build",
+               "janus_edge.export.trt_profiles", "janus_edge.export.trt_check", "janus_edge.cli.build",
+               "janus_edge.cli.check_trt"]
+
+
+def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):
+    blocker = textwrap.dedent("""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {"tensorrt", "cuda", "polygraphy", "pycuda", "cupy"}:
+                    raise ImportError(f"{name} blocked")
+        sys.meta_path.insert(0, Block())
+        import importlib
+        for module in sys.argv[2:]:
+            importlib.import_module(module)
+        from janus_edge.runtime import JanusRuntime
+        from janus_edge.runtime.errors import BackendError
+        try:
+            JanusRuntime.load(sys.argv[1], backend="tensorrt")
+        except BackendError as exc:
+            print("REFUSED:", exc)
+    """)
+    result = subprocess.run([sys.executable, "-c", blocker, str(export_hf), *TRT_MODULES], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "REFUSED: TensorRT is not installed" in result.stdout
+
+
+def _patched_stubs(tmp_path: Path) -> Path:
+    """tensorrt-stubs 10.13 need three patches before mypy accepts them (shared/REFERENCE.md section 6)."""
+    if not (STUBS / "tensorrt").is_dir():
+        pytest.fail("tensorrt-stubs are missing from .typing/: run `make install`")
+    stubs = tmp_path / "stubs"
+    shutil.copytree(STUBS, stubs)
+    for path in stubs.rglob("*.pyi"):
+        text = path.read_text()
+        text = text.replace("import tensorrt_libs as tensorrt_libs\n", "")
+        text = re.sub(r"\bin: ", "in_: ", text)
+        text = text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = 0)")
+        path.write_text(text)
+    return stubs
+
+
+def _mypy(tmp_path: Path, modules: list[str], extra_files: dict[str, str] | None = None):
+    package = tmp_path / "src" / "janus_edge"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name in ("cli",):
+        shutil.copytree(ROOT / "janus_edge" / name, package / name)
+    for name in ("runtime", "export", "calibration"):
+        shutil.copytree(ROOT / name, package / name)
+    for relative, text in (extra_files or {}).items():
+        (package / relative).write_text(text)
+    stubs = _patched_stubs(tmp_path)
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\nincremental = False\n"
+                      "python_version = 3.11\n[mypy-tensorrt.*,tensorrt_bindings.*]\nignore_errors = True\n")
+    command = [sys.executable, "-m", "mypy", "--config-file", str(config), *sum((["-m", m] for m in modules), [])]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={"MYPYPATH": f"{tmp_path / 'src'}:{stubs}", "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.parametrize("probe", [False, True], ids=["our-code", "stubs-catch-a-typo"])
+def test_mypy_with_tensorrt_stubs(tmp_path, probe):
+    if not probe:
+        result = _mypy(tmp_path, TRT_MODULES)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return
+    typo = ("import tensorrt as trt\n\ndef run(context: trt.IExecutionContext, stream: int) -> None:\n"
+            "    context.execute_async_v4(stream)\n")
+    result = _mypy(tmp_path, ["janus_edge.probe"], {"probe.py": typo})
+    assert result.returncode != 0 and "execute_async_v4" in result.stdout
+
+
+def _manifest(**changes) -> EngineManifest:
+    base = dict(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", target="orin-nano-8gb",
+                export_dir="out/export", engines={"decoder": EngineInfo("decoder.engine", "decoder.onnx", "ab", "fp16",
+                                                                        [])})
+    return EngineManifest(**{**base, **changes})
+
+
+def test_engine_manifest_round_trips_and_refuses_foreign_engines(tmp_path):
+    _manifest().write(tmp_path)
+    manifest = EngineManifest.read(tmp_path)
+    assert manifest.engines["decoder"].precision == "fp16"
+    check_compatible(manifest, tmp_path, "10.3.0.26", "Orin", "8.7")  # same release, other build: fine
+    with pytest.raises(BackendError) as info:
+        check_compatible(manifest, tmp_path, "10.16.1.4", "NVIDIA H100 80GB HBM3", "9.0")
+    message = str(info.value)
+    assert "TensorRT 10.3.0.30 (this machine has 10.16.1.4)" in message
+    assert "8.7, Orin (this machine has 9.0, NVIDIA H100 80GB HBM3)" in message
+    assert "janus-edge build out/export" in message and "--target orin-nano-8gb" in message
+    with pytest.raises(BackendError, match="compute capability 8.7"):
+        check_compatible(manifest, tmp_path, "10.3.0.30", "Thor", "11.0")
+
+
+def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
+    manifest = load_manifest(export_hf)
+    profiles = engine_profiles(manifest, TARGETS["orin-nano-8gb"])
+    prefill, decode = profiles["decoder"]
+    assert prefill["inputs_embeds"][2] == [manifest.limits.max_batch, 2048, manifest.model.hidden_size]
+    assert prefill["past_key_values.0.key"][2][2] == 0
+    assert decode["inputs_embeds"][2][1] == 1 and decode["past_key_values.0.key"][2][2] == 2047
+    for graph in profiles.values():
+        for profile in graph:
+            for low, opt, high in profile.values():
+                assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
+    assert profiles["vq_decoder"][0]["image_ids"][0] == profiles["vq_decoder"][0]["image_ids"][2] == [1, 576]
+    wide = engine_profiles(manifest, TARGETS["datacenter"])
+    assert wide["decoder"][0]["attention_mask"][2][1] == min(manifest.limits.max_context, 4096)
+
+
+@pytest.mark.parametrize("cfg", [False, True])
+def test_device_sampler_graph_matches_the_host_sampler(cfg):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(sampler_graph(cfg).SerializeToString())
+    logits = (np.random.default_rng(0).standard_normal((4 if cfg else 2, 16384)) * 3).astype(np.float32)
+    mixed = logits[2:] + 5 * (logits[:2] - logits[2:]) if cfg else logits
+    agree = 0
+    for seed in range(100):
+        uniform = Sampler(1.3, seed=seed).draw(2)
+        feeds = {"logits": logits, "inv_temperature": np.array([1 / 1.3], np.float32),
+                 "uniform": uniform.astype(np.float32)}
+        if cfg:
+            feeds["cfg_weight"] = np.array([5.0], np.float32)
+        greedy, sampled = session.run(["greedy", "sampled"], feeds)
+        np.testing.assert_array_equal(greedy, mixed.argmax(-1))
+        # exactly the host rule in float32: first index whose cumulative probability reaches the draw
+        scaled = (mixed * np.float32(1 / 1.3)).astype(np.float32)
+        probs = np.exp(scaled - scaled.max(-1, keepdims=True))
+        cdf = np.cumsum(probs / probs.sum(-1, keepdims=True), -1, dtype=np.float32)
+        expected = np.minimum((cdf < uniform.astype(np.float32)).sum(-1), 16383)
+        assert (np.abs(sampled - expected) <= 1).all()
+        agree += int((sampled == Sampler(1.3, seed=seed)(mixed)).sum())
+    assert agree >= 0.95 * 200  # the host sampler works in float64; boundaries may round the other way
+
+
+def test_check_trt_passes_fp32_fp16_and_quantised_exports(export_hf, export_fp16):
+    samplers = {"sampler": sampler_graph(False), "cfg_sampler": sampler_graph(True)}
+    for export in (export_hf, export_fp16):
+        findings = check_export(export, VERSIONS, samplers)
+        assert not [f for f in findings if f.severity == "error"], findings
+    result = run_cli("check-trt", export_hf, check_code=0)
+    assert all(f"TensorRT {v}: ok" in result.stdout for v in VERSIONS)
+
+
+def test_check_trt_fails_clearly_on_an_unsupported_op(tmp_path, export_hf):
+    unsupported = next(op for op, entry in support_table()["versions"]["11"]["ops"].items()
+                       if not entry["supported"] and all(not support_table()["versions"][v]["ops"].get(op, entry)
+                                                         ["supported"] for v in VERSIONS))
+    export = shutil.copytree(export_hf, tmp_path / "export")
+    proto = onnx.load(str(export / "lm_head.onnx"))
+    logits = proto.graph.output[0].name
+    proto.graph.node.append(helper.make_node(unsupported, [logits], [f"{logits}_odd"], name="odd_node"))
+    proto.graph.output.append(helper.make_tensor_value_info(f"{logits}_odd", TensorProto.FLOAT, None))
+    onnx.save(proto, str(export / "lm_head.onnx"))
+    manifest = load_manifest(export, verify=False)
+    manifest.files["lm_head.onnx"] = sha256_file(export / "lm_head.onnx")
+    manifest.write(export)
+    result = run_cli("check-trt", export, "--trt-version", "10.3")
+    assert result.returncode == 1
+    assert f"error: lm_head: {unsupported} odd_node: operator not supported" in result.stdout
+    assert "TensorRT 10.3: 1 problem(s)" in result.stdout
+
+
+def test_build_without_tensorrt_is_a_clear_user_error(tmp_path, export_hf):
+    result = run_cli("build", export_hf, tmp_path / "engines", "--target", "orin-nano-8gb")
+    assert result.returncode == 2 and "TensorRT is not installed" in result.stderr
