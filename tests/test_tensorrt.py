@@ -30,7 +30,7 @@ STUBS = ROOT / ".typing"
 TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
                "janus_edge.runtime.backends.engine_manifest", "janus_edge.export.trt_build",
                "janus_edge.export.trt_profiles", "janus_edge.export.trt_check", "janus_edge.cli.build",
-               "janus_edge.cli.check_trt"]
+               "janus_edge.cli.check_trt", "janus_edge.gpu_check"]
 
 
 def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):
@@ -75,9 +75,7 @@ def _patched_stubs(tmp_path: Path) -> Path:
 def _mypy(tmp_path: Path, modules: list[str], extra_files: dict[str, str] | None = None):
     package = tmp_path / "src" / "janus_edge"
     package.mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    for name in ("cli",):
-        shutil.copytree(ROOT / "janus_edge" / name, package / name)
+    shutil.copytree(ROOT / "janus_edge", package, dirs_exist_ok=True)
     for name in ("runtime", "export", "calibration"):
         shutil.copytree(ROOT / name, package / name)
     for relative, text in (extra_files or {}).items():
@@ -197,4 +195,10 @@ def test_check_trt_fails_clearly_on_an_unsupported_op(tmp_path, export_hf):
 
 def test_build_without_tensorrt_is_a_clear_user_error(tmp_path, export_hf):
     result = run_cli("build", export_hf, tmp_path / "engines", "--target", "orin-nano-8gb")
+    assert result.returncode == 2 and "TensorRT is not installed" in result.stderr
+
+
+def test_gpu_check_says_what_is_missing():
+    result = subprocess.run([sys.executable, "-m", "janus_edge.gpu_check"], capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2 and "TensorRT is not installed" in result.stderr

@@ -17,7 +17,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default 1; 0 takes the argmax token")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
+                        help="onnxruntime on an export directory, tensorrt on an engine directory")
+    parser.add_argument("--provider", action="append", default=None,
+                        help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (repeat for fallbacks)")
 
 
 def progress_bar(label: str):
@@ -52,7 +55,8 @@ def save_images(result, out: Path, stem: str = "image") -> list[Path]:
 def run(args) -> int:
     from janus_edge.runtime import JanusRuntime
 
-    runtime = JanusRuntime.load(args.export_dir, backend=args.backend)
+    options = {"providers": args.provider} if args.provider else {}
+    runtime = JanusRuntime.load(args.export_dir, backend=args.backend, **options)
     result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,
                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                      seed=args.seed, progress=progress_bar("generating"))

@@ -14,13 +14,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--top-p", type=float, default=None)
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
+                        help="onnxruntime on an export directory, tensorrt on an engine directory")
+    parser.add_argument("--provider", action="append", default=None,
+                        help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (repeat for fallbacks)")
 
 
 def run(args) -> int:
     from janus_edge.runtime import JanusRuntime
 
-    runtime = JanusRuntime.load(args.export_dir, backend=args.backend)
+    options = {"providers": args.provider} if args.provider else {}
+    runtime = JanusRuntime.load(args.export_dir, backend=args.backend, **options)
     pieces = runtime.stream_understand(args.image, args.question, max_new_tokens=args.max_new_tokens,
                                        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                                        seed=args.seed)
