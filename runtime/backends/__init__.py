@@ -19,5 +19,8 @@ def open_backend(name: str, directory: Path, manifest: Manifest, **options) -> B
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 
-        return TensorRTBackend(directory, manifest, **options)
+        if options:
+            raise RequestError(f"options {', '.join(options)} apply to the onnxruntime backend only",
+                               "drop them, or use --backend onnxruntime")
+        return TensorRTBackend(directory, manifest)
     raise RequestError(f"unknown backend {name!r}", f"choose one of {', '.join(BACKENDS)}")

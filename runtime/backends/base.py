@@ -1,8 +1,8 @@
 """The seam between the pipelines and whatever runs the graphs.
 
 A backend opens the exported graphs by name and runs them on numpy feeds; it also owns the decoder's KV cache,
-because where the cache lives (host arrays for ONNX Runtime on the CPU, device buffers for TensorRT) is the one
-thing that differs between backends. The pipelines never ask which backend they run on.
+because where the cache lives (ONNX Runtime's memory, CPU or GPU; TensorRT's device buffers) is the one thing that
+differs between backends. The pipelines never ask which backend they run on.
 """
 
 from __future__ import annotations
@@ -39,29 +39,6 @@ class KVDecoder(ABC):
         """
 
 
-class HostKVDecoder(KVDecoder):
-    """Feeds the past tensors in as host arrays and keeps the present tensors the graph returns."""
-
-    def __init__(self, session: GraphSession, manifest: Manifest, batch: int):
-        model = manifest.model
-        self.session, self.batch, self.max_context = session, batch, manifest.limits.max_context
-        self.num_layers = model.num_layers
-        empty = np.zeros((batch, model.num_kv_heads, 0, model.head_dim), dtype=np.float32)
-        self.past = {f"past_key_values.{i}.{kind}": empty for i in range(model.num_layers) for kind in ("key", "value")}
-        self.length = 0
-
-    def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
-        seq = inputs_embeds.shape[1]
-        check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
-        outputs = self.session.run({"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
-                                    "position_ids": position_ids, **self.past})
-        self.past = {f"past_key_values.{i}.{kind}": outputs[f"present.{i}.{kind}"]
-                     for i in range(self.num_layers) for kind in ("key", "value")}
-        self.length += seq
-        hidden = outputs["hidden_states"]
-        return hidden[:, -1:] if last_only else hidden
-
-
 def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_context: int) -> None:
     seq = embeds_shape[1]
     if embeds_shape[0] != decoder.batch or tuple(mask_shape) != (decoder.batch, decoder.length + seq):
@@ -91,8 +68,9 @@ class Backend(ABC):
     def run(self, name: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         return self.graph(name).run(feeds)
 
+    @abstractmethod
     def kv_decoder(self, batch: int) -> KVDecoder:
-        return HostKVDecoder(self.graph("decoder"), self.manifest, batch)
+        """A decoder with an empty KV cache for `batch` rows, kept wherever this backend keeps tensors."""
 
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
