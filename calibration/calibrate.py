@@ -96,20 +96,18 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
 def _convert(path: Path, precision: str, feeds):
     if precision == "int8":
         return int8.quantize_int8(path, feeds)
-    proto = load_graph(path, upgrade=precision in ("w8", "w4"))
     if precision == "fp16":
-        return to_fp16(proto)
+        return to_fp16(path)
+    proto = load_at_quant_opset(path)
     weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
     return proto
 
 
-def load_graph(path: Path, upgrade: bool = False):
-    """Loads a graph; with `upgrade`, converts it to opset 21 before its (possibly > 2 GB) weights are attached."""
+def load_at_quant_opset(path: Path):
+    """Loads a graph converted to opset 21; the conversion runs before its (possibly > 2 GB) weights are attached."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
 
-    proto = onnx.load(str(path), load_external_data=False)
-    if upgrade:
-        proto = weight_only.upgrade_opset(proto)
+    proto = weight_only.upgrade_opset(onnx.load(str(path), load_external_data=False))
     load_external_data_for_model(proto, str(path.parent))
     return proto

@@ -71,9 +71,7 @@ def _export_graph(model, spec: GraphSpec, dims: Dims, directory: Path, precision
             torch.onnx.export(module, tuple(sample.values()), str(raw), input_names=[t.name for t in spec.inputs],
                               output_names=[t.name for t in spec.outputs], dynamic_axes=dynamic_axes(spec),
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        proto = onnx.load(str(raw))
-    if precision == "fp16":
-        proto = to_fp16(proto)
+        proto = to_fp16(raw) if precision == "fp16" else onnx.load(str(raw))
     save_graph(proto, directory / file)
     return Graph(file=file, precision=precision,
                  inputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.inputs],

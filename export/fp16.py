@@ -2,19 +2,34 @@
 
 LayerNorm/GroupNorm/InstanceNorm, Softmax, the pieces of RMSNorm (Pow, ReduceMean, Sqrt, Reciprocal) and GELU's Erf
 stay fp32 (fp16 vision encoders lose accuracy otherwise); graph inputs and outputs stay fp32.
+
+Shapes are inferred from the file (which works past protobuf's 2 GB limit, weights in external data) and handed to
+the converter, whose own in-memory inference would fail on the full-size decoder.
 """
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "Pow", "ReduceMean",
                  "Sqrt", "Reciprocal", "Erf"]
 
 
-def to_fp16(proto):
+def to_fp16(path: Path):
+    """Reads the graph at `path` (with its external data) and returns it converted to fp16."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
-    proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=KEEP_FP32_OPS)
+    with tempfile.TemporaryDirectory() as tmp:
+        inferred = Path(tmp) / "inferred.onnx"
+        onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+        proto = onnx.load(str(inferred), load_external_data=False)
+    load_external_data_for_model(proto, str(Path(path).parent))
+    proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=KEEP_FP32_OPS,
+                                     disable_shape_infer=True)
     wrapped = OnnxModel(proto)
     wrapped.topological_sort()  # the converter appends its input casts at the end of the node list
     return wrapped.model
