@@ -97,3 +97,16 @@ def test_multi_turn_history_is_part_of_the_prompt(runtime):
     second = runtime.understand([], "And the colour?", history=history, max_new_tokens=8)
     assert second.token_ids
 
+
+
+def test_io_binding_decoder_gives_the_same_tokens(export_hf, runtime):
+    """The IO-binding path (preallocated KV in the provider's memory; the GPU with onnxruntime-gpu), on the CPU."""
+    from janus_edge.runtime import JanusRuntime
+
+    bound = JanusRuntime.load(export_hf, io_binding=True)
+    assert type(bound.backend.kv_decoder(1)).__name__ == "BoundKVDecoder"
+    wide, _ = _photos()
+    assert bound.understand([wide], "What is this?", max_new_tokens=12).token_ids == \
+        runtime.understand([wide], "What is this?", max_new_tokens=12).token_ids
+    np.testing.assert_array_equal(bound.generate_images("a cat", n=1, temperature=0).tokens,
+                                  runtime.generate_images("a cat", n=1, temperature=0).tokens)
