@@ -16,6 +16,7 @@ from .targets import GIB, Target
 
 NUM_IMAGE_TOKENS = 576
 LLM_GRAPHS = ("text_embedding", "decoder", "lm_head", "generation_head")
+WEIGHT_ONLY_GRAPHS = ("decoder", "lm_head", "generation_head")  # the text embedding stays fp16 (see PRECISION.md)
 VISUAL_GRAPHS = ("vision_encoder", "vq_decoder")
 SCHEMES = ("fp32", "fp16", "int8", "w8", "w4")
 W4_BLOCK = 128
@@ -120,7 +121,7 @@ def parse_precision(precision: str) -> dict[str, str]:
         if part == "int8":
             schemes.update({g: "int8" for g in VISUAL_GRAPHS})
         elif part in ("w8", "w4"):
-            schemes.update({g: part for g in LLM_GRAPHS})
+            schemes.update({g: part for g in WEIGHT_ONLY_GRAPHS})
     return schemes
 
 

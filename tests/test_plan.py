@@ -56,6 +56,7 @@ def test_precision_schemes():
     assert parse_precision("int8,w4")["vision_encoder"] == "int8"
     assert parse_precision("int8,w4")["decoder"] == "w4"
     assert parse_precision("w8")["vq_decoder"] == "fp16"
+    assert parse_precision("w4")["text_embedding"] == "fp16"  # as calibrate makes it
     assert bytes_per_weight("w4") == 0.5 + 2 / 128
     from janus_edge.runtime.errors import RequestError
     with pytest.raises(RequestError):
