@@ -19,6 +19,7 @@ from pathlib import Path
 from janus_edge.runtime.backends.cuda import device_name_and_capability
 from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineInfo, EngineManifest
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
+from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import load_manifest, sha256_file
 from janus_edge.targets import GIB, target as find_target
 
@@ -66,6 +67,9 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
 
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
+    if (max_batch is not None and max_batch < 1) or (max_context is not None and max_context < 1):
+        raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} must be positive",
+                           "leave them out to use the export's and the target's limits")
     target = find_target(target_name)
     gpu, capability = device_name_and_capability()
     if capability != target.compute_capability:
@@ -96,13 +100,14 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
             engine_bytes = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache))()
             (staging / f"{name}.engine").write_bytes(bytes(engine_bytes))
             engines[name] = EngineInfo(file=f"{name}.engine", source_onnx=source.name,
-                                       source_onnx_sha256=manifest.files.get(source.name, sha256_file(source)),
+                                       source_onnx_sha256=manifest.files.get(source.name) or sha256_file(source),
                                        precision=precision, profiles=profiles[name])
             log(f"\n  {name}: built in {time.perf_counter() - start:.0f} s")
         shutil.copyfile(export_dir / manifest.tokenizer_file, staging / manifest.tokenizer_file)
         built_manifest = EngineManifest(tensorrt_version=trt.__version__, gpu_name=gpu, compute_capability=capability,
                                         target=target.name, export_dir=str(export_dir), engines=engines,
-                                        build_options={"max_batch": max_batch or manifest.limits.max_batch,
+                                        build_options={"max_batch": min(max_batch or manifest.limits.max_batch,
+                                                                        manifest.limits.max_batch),
                                                        "max_context": min(max_context or target.max_context,
                                                                           manifest.limits.max_context),
                                                        "workspace_gib": target.workspace_gib, "strongly_typed": True,

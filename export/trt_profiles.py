@@ -21,6 +21,12 @@ def _same(shape: Shape) -> list[Shape]:
     return [shape, shape, shape]
 
 
+def _valid(profile: dict[str, list[Shape]]) -> dict[str, list[Shape]]:
+    """Clamps every opt dimension into [min, max] (small contexts or batches would otherwise invert them)."""
+    return {name: [low, [min(max(o, lo), hi) for o, lo, hi in zip(opt, low, high)], high]
+            for name, (low, opt, high) in profile.items()}
+
+
 def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = None,
                     max_context: int | None = None) -> dict[str, list[Profile]]:
     model = manifest.model
@@ -44,7 +50,7 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
               "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
               **kv(1, prompt + 287, context - 1, (1, cfg_rows, batch))}
     one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
-    return {
+    profiles = {
         "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
         "text_embedding": [{"input_ids": [[1, 1], [1, prompt], [batch, context]]},
                            {"input_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
@@ -55,8 +61,9 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
         "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
         "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]],
                      "uniform": [[1, 1], [1, 1], [batch, 1]], "inv_temperature": _same([1])}],
-        "cfg_sampler": [{"logits": [[2, model.codebook_size], [cfg_rows, model.codebook_size],
+        "cfg_sampler": [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
                                     [batch, model.codebook_size]],
                          "uniform": [[1, 1], [1, 1], [images, 1]], "inv_temperature": _same([1]),
                          "cfg_weight": _same([1])}],
     }
+    return {graph: [_valid(p) for p in ranges] for graph, ranges in profiles.items()}

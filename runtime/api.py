@@ -44,7 +44,7 @@ class JanusRuntime:
                    max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
                    top_k: int | None = None, seed: int | None = None) -> Answer:
         """Answers one question about zero or more images; `history` holds earlier turns (with their answers)."""
-        return self.understand_batch([[*(history or []), Turn(question, list(images))]], max_new_tokens,
+        return self.understand_batch([[*(history or []), Turn(question, _image_list(images))]], max_new_tokens,
                                      temperature, top_p, top_k, seed)[0]
 
     def understand_batch(self, conversations: Sequence[Sequence[Turn]], max_new_tokens: int | None = None,
@@ -52,7 +52,7 @@ class JanusRuntime:
                          seed: int | None = None) -> list[Answer]:
         """Answers several conversations at once (left-padded into one batch); the last turn of each is asked."""
         sampler = Sampler(temperature, top_k, top_p, seed)
-        limit = max_new_tokens or self.manifest.generation.understanding_max_new_tokens
+        limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
         return self._understanding.run([list(c) for c in conversations], limit, sampler)
 
     def stream_understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
@@ -60,8 +60,8 @@ class JanusRuntime:
                           top_k: int | None = None, seed: int | None = None) -> Iterator[str]:
         """Like `understand`, yielding text pieces as tokens are produced."""
         sampler = Sampler(temperature, top_k, top_p, seed)
-        limit = max_new_tokens or self.manifest.generation.understanding_max_new_tokens
-        return self._understanding.stream([*(history or []), Turn(question, list(images))], limit, sampler)
+        limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
+        return self._understanding.stream([*(history or []), Turn(question, _image_list(images))], limit, sampler)
 
     def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
@@ -72,3 +72,13 @@ class JanusRuntime:
         sampler = Sampler(defaults.temperature if temperature is None else temperature, top_k, top_p, seed)
         weight = defaults.cfg_weight if cfg_weight is None else cfg_weight
         return self._generation.run(prompt, n, weight, sampler, progress)
+
+
+def _image_list(images) -> list:
+    """A single image (path, bytes, PIL image or array) is accepted as well as a sequence of them."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(images, (str, Path, bytes, Image.Image, np.ndarray)):
+        return [images]
+    return list(images)

@@ -26,8 +26,11 @@ def load_image(source: ImageInput) -> Image.Image:
     if isinstance(source, Image.Image):
         image, name = source, "the image"
     elif isinstance(source, np.ndarray):
-        if source.ndim not in (2, 3) or source.dtype != np.uint8:
-            raise ImageError(f"an image array must be HxW or HxWxC uint8, got {source.dtype} {source.shape}",
+        if source.ndim == 3 and source.shape[2] == 1:
+            source = source[:, :, 0]
+        channels_ok = source.ndim == 2 or (source.ndim == 3 and source.shape[2] in (3, 4))
+        if not channels_ok or source.dtype != np.uint8:
+            raise ImageError(f"an image array must be HxW, HxWx3 or HxWx4 uint8, got {source.dtype} {source.shape}",
                              "convert it with np.asarray(image, dtype=np.uint8)")
         image, name = Image.fromarray(source), "the array"
     else:
@@ -41,6 +44,8 @@ def load_image(source: ImageInput) -> Image.Image:
             raise ImageError(f"{name} is too large to decode safely, a decompression-bomb guard ({exc})",
                              "resize it below 8000x8000; the model sees 384x384") from None
     width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"{name} is empty ({width}x{height} pixels)", "pass an image with content")
     if width * height > MAX_PIXELS:
         raise ImageError(f"{name} is {width}x{height} pixels, over the {MAX_PIXELS:,}-pixel limit "
                          "(a decompression-bomb guard)", "resize it below 8000x8000; the model sees 384x384")
@@ -58,7 +63,10 @@ def _read_bytes(source) -> tuple[bytes, str]:
     path = Path(source)
     if not path.is_file():
         raise ImageError(f"image file {path} does not exist", "check the path")
-    return path.read_bytes(), str(path)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as exc:
+        raise ImageError(f"image file {path} cannot be read ({exc.strerror})", "check its permissions") from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -124,3 +124,20 @@ def test_cli_errors_exit_2_without_traceback(tmp_path, export_hf):
     assert len(result.stderr.strip().splitlines()) == 1
     result = run_cli("generate", export_hf, "--prompt", "cat", "-n", "9", "--out", tmp_path / "o")
     assert result.returncode == 2 and "rows" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_request_mistakes_are_user_errors(runtime, photo):
+    with pytest.raises(RequestError, match="max_new_tokens is 0"):
+        runtime.understand([photo], "What is this?", max_new_tokens=0)
+    with pytest.raises(RequestError, match="has no question"):
+        runtime.understand_batch([[]])
+    with pytest.raises(ImageError, match="empty"):
+        load_image(np.zeros((0, 4, 3), dtype=np.uint8))
+    assert load_image(np.zeros((4, 5, 1), dtype=np.uint8)).size == (5, 4)
+
+
+def test_a_single_image_path_is_accepted(runtime, photo, tmp_path):
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    assert runtime.understand(path, "What is this?", max_new_tokens=3).token_ids == \
+        runtime.understand([path], "What is this?", max_new_tokens=3).token_ids

@@ -3,6 +3,7 @@ engine manifest's refusal of foreign engines, the device sampler's maths, and th
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -135,6 +136,11 @@ def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
             for low, opt, high in profile.values():
                 assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
     assert profiles["vq_decoder"][0]["image_ids"][0] == profiles["vq_decoder"][0]["image_ids"][2] == [1, 576]
+    small = dataclasses.replace(manifest, limits=dataclasses.replace(manifest.limits, max_batch=1, max_context=700))
+    for graph in engine_profiles(small, TARGETS["orin-nano-8gb"]).values():  # opt stays inside [min, max]
+        for profile in graph:
+            for low, opt, high in profile.values():
+                assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
     wide = engine_profiles(manifest, TARGETS["datacenter"])
     assert wide["decoder"][0]["attention_mask"][2][1] == min(manifest.limits.max_context, 4096)
 

@@ -72,6 +72,12 @@ class DeviceBuffer:
             check(self.cudart.cudaFree(self.ptr), "cudaFree")
             self.ptr = 0
 
+    def __del__(self) -> None:  # a request's KV cache goes back to the device when its decoder is dropped
+        try:
+            self.free()
+        except Exception:  # interpreter shutdown: the CUDA context may already be gone
+            pass
+
 
 def device_name_and_capability() -> tuple[str, str]:
     cudart = _cudart()

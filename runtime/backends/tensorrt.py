@@ -94,7 +94,8 @@ class TrtGraph(GraphSession):
         if buffer is None or buffer.nbytes < nbytes:
             if buffer is not None:
                 buffer.free()
-            buffer = self.buffers[key] = DeviceBuffer(nbytes)
+            # grow to the next power of two: a mask that gains a column every step reallocates log2(n) times
+            buffer = self.buffers[key] = DeviceBuffer(1 << max(int(nbytes) - 1, 1).bit_length())
         return buffer
 
     def run_device(self, feeds: dict[str, Feed], bound: dict[str, DeviceTensor] | None = None

@@ -41,8 +41,8 @@ class GenerationPipeline:
                                f"{limits.max_batch // 2} images ({limits.max_batch} rows)",
                                "ask for fewer images per call or export with a larger --max-batch")
         ids = self.prompts.generation(prompt)
-        if len(ids) + steps > limits.max_context:
-            over = len(ids) + steps - limits.max_context
+        if len(ids) + steps - 1 > limits.max_context:  # the last image token is never fed back
+            over = len(ids) + steps - 1 - limits.max_context
             raise RequestError(f"the prompt is {len(ids)} tokens; with {steps} image tokens that is {over} over the "
                                f"exported context of {limits.max_context}", "shorten the prompt")
         timings: dict[str, float] = {}

@@ -61,8 +61,8 @@ class UnderstandingPipeline:
                timings: dict[str, float]) -> Iterator[np.ndarray]:
         """Yields the tokens chosen at each step, [B] (pad for rows that already ended)."""
         manifest, tokens = self.manifest, self.manifest.tokens
-        if not conversations:
-            raise RequestError("no question was given", "pass at least one question")
+        if not conversations or not all(conversations):
+            raise RequestError("a conversation has no question", "pass at least one Turn per conversation")
         if len(conversations) > manifest.limits.max_batch:
             raise RequestError(f"{len(conversations)} conversations in one batch, over the exported max batch of "
                                f"{manifest.limits.max_batch}", "split the batch or export with a larger --max-batch")
@@ -71,8 +71,8 @@ class UnderstandingPipeline:
         start = time.perf_counter()
         rows = [self.prompts.understanding(turns) for turns in conversations]
         longest = max(len(r) for r in rows)
-        if longest >= manifest.limits.max_context:
-            raise RequestError(f"the prompt is {longest} tokens, {longest - manifest.limits.max_context + 1} over the "
+        if longest > manifest.limits.max_context:
+            raise RequestError(f"the prompt is {longest} tokens, {longest - manifest.limits.max_context} over the "
                                f"exported context of {manifest.limits.max_context} (each image takes "
                                f"{manifest.model.num_image_tokens + 2})",
                                "shorten the question or history, send fewer images, or export with --max-context")
@@ -94,7 +94,7 @@ class UnderstandingPipeline:
         hidden = decoder.step(embeds, mask, positions, last_only=True)
         timings["prefill_s"] = time.perf_counter() - start
         finished = np.zeros(len(rows), dtype=bool)
-        budget = min(max_new_tokens, manifest.limits.max_context - longest)
+        budget = min(max_new_tokens, manifest.limits.max_context - longest + 1)  # the last token is never fed
         timings["context_full"] = float(budget < max_new_tokens)
         start = time.perf_counter()
         for step in range(budget):
@@ -126,7 +126,7 @@ class UnderstandingPipeline:
         return embeds
 
     def _encode_images(self, pixels: np.ndarray) -> np.ndarray:
-        chunk = self.manifest.limits.max_batch
+        chunk = max(1, self.manifest.limits.max_batch // 2)  # the images a generation request may hold
         parts = [self.backend.run("vision_encoder", pixel_values=pixels[i:i + chunk])["image_embeds"]
                  for i in range(0, len(pixels), chunk)]
         return np.concatenate(parts)
