@@ -1,6 +1,6 @@
 """Full-size Janus-Pro-1B config with random weights: checkpoint, export, compare, w4 calibration.
 
-Slow (about 10 minutes and 16 GB of RAM on 2 cores) and kept out of CI: run with `make test-slow`.
+Slow (about 6 minutes and 16 GB of RAM on 2 cores) and kept out of CI: run with `make test-slow`.
 """
 
 from __future__ import annotations
