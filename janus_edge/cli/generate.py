@@ -6,9 +6,11 @@ import sys
 import time
 from pathlib import Path
 
+from janus_edge.cli.runtime_options import add_runtime_arguments, load_runtime
+
 
 def add_arguments(parser) -> None:
-    parser.add_argument("export_dir", help="directory written by `janus-edge export`")
+    add_runtime_arguments(parser)
     parser.add_argument("--prompt", required=True, help="what to draw")
     parser.add_argument("-n", type=int, default=4, help="number of images (2 decoder rows each for CFG)")
     parser.add_argument("--out", required=True, help="directory for the PNG files")
@@ -17,10 +19,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default 1; 0 takes the argmax token")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
-                        help="onnxruntime on an export directory, tensorrt on an engine directory")
-    parser.add_argument("--provider", action="append", default=None,
-                        help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (repeat for fallbacks)")
 
 
 def progress_bar(label: str):
@@ -53,10 +51,7 @@ def save_images(result, out: Path, stem: str = "image") -> list[Path]:
 
 
 def run(args) -> int:
-    from janus_edge.runtime import JanusRuntime
-
-    options = {"providers": args.provider} if args.provider else {}
-    runtime = JanusRuntime.load(args.export_dir, backend=args.backend, **options)
+    runtime = load_runtime(args)
     result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,
                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                      seed=args.seed, progress=progress_bar("generating"))
