@@ -31,6 +31,7 @@ class Graph:
     inputs: list[Tensor]
     outputs: list[Tensor]
     precision: str = "fp32"
+    format: str = "onnx"  # "onnx" (ONNX Runtime) or "engine" (a TensorRT engine built by `janus-edge build`)
 
 
 @dataclass
@@ -114,6 +115,16 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
+    def kv_cache_bytes(self, rows: int, positions: int) -> int:
+        """Bytes of the decoder's KV cache holding `positions` positions for `rows` rows (keys and values, all
+        layers), in the dtype the decoder's cache tensors have. Backends, `plan` and `bench` all size it here."""
+        import numpy as np
+
+        past = next(t for t in self.graphs["decoder"].inputs if t.name.startswith("past_key_values."))
+        model = self.model
+        return 2 * model.num_layers * rows * model.num_kv_heads * positions * model.head_dim * \
+            np.dtype(past.dtype).itemsize
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
 
@@ -123,7 +134,7 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
         graphs = {
-            name: Graph(file=g["file"], precision=g.get("precision", "fp32"),
+            name: Graph(file=g["file"], precision=g.get("precision", "fp32"), format=g.get("format", "onnx"),
                         inputs=[Tensor(**t) for t in g["inputs"]], outputs=[Tensor(**t) for t in g["outputs"]])
             for name, g in data["graphs"].items()
         }

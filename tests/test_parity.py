@@ -110,3 +110,21 @@ def test_io_binding_decoder_gives_the_same_tokens(export_hf, runtime):
         runtime.understand([wide], "What is this?", max_new_tokens=12).token_ids
     np.testing.assert_array_equal(bound.generate_images("a cat", n=1, temperature=0).tokens,
                                   runtime.generate_images("a cat", n=1, temperature=0).tokens)
+
+
+def test_rewound_cache_reruns_the_same_positions(runtime):
+    """A cache rewound to the prompt gives the same hidden states when the same tokens are run again on it
+    (how JanusFlow re-runs its flow tokens on one prompt cache every step)."""
+    rng = np.random.default_rng(0)
+    hidden = runtime.manifest.model.hidden_size
+    prompt, extra = rng.standard_normal((2, 5, hidden), dtype=np.float32), rng.standard_normal((2, 3, hidden),
+                                                                                                dtype=np.float32)
+    decoder = runtime.backend.kv_decoder(2)
+    decoder.step(prompt, np.ones((2, 5), np.int64), np.arange(5)[None].repeat(2, 0))
+    first = decoder.step(extra, np.ones((2, 8), np.int64), np.arange(5, 8)[None].repeat(2, 0))
+    decoder.rewind(5)
+    again = decoder.step(extra, np.ones((2, 8), np.int64), np.arange(5, 8)[None].repeat(2, 0))
+    assert decoder.length == 8
+    np.testing.assert_array_equal(first, again)
+    other = decoder.step(extra[:, :1] * 2, np.ones((2, 9), np.int64), np.full((2, 1), 8))
+    assert not np.allclose(other, first[:, :1])

@@ -38,6 +38,12 @@ class KVDecoder(ABC):
         `attention_mask` [B, length+S] covers the cached and the new positions (0 marks left padding).
         """
 
+    def rewind(self, length: int) -> None:
+        """Forgets every cached position from `length` on (JanusFlow re-runs its flow tokens on one prompt cache)."""
+        if not 0 <= length <= self.length:
+            raise InternalError(f"cannot rewind a cache of {self.length} positions to {length}")
+        self.length = length
+
 
 def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_context: int) -> None:
     seq = embeds_shape[1]

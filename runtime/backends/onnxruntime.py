@@ -50,6 +50,10 @@ class HostKVDecoder(KVDecoder):
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
 
+    def rewind(self, length: int) -> None:
+        super().rewind(length)
+        self.past = {name: past[:, :, :length] for name, past in self.past.items()}
+
 
 class BoundKVDecoder(KVDecoder):
     """The decoder through IO binding, with its KV cache in two preallocated buffers per tensor (on the CPU, or on
