@@ -7,12 +7,12 @@ that `load` verifies, so a tampered or half-copied export fails loudly instead o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ManifestError
+from .integrity import sha256_file, verify_files
 
 MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 1
@@ -146,16 +146,9 @@ class Manifest:
                    schema_version=data["schema_version"])
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
-    """Reads and checks an export directory's manifest; with `verify`, checks every file's sha256 too."""
+def load_manifest(directory: str | Path, verify: bool = True, full_check: bool = False) -> Manifest:
+    """Reads and checks an export directory's manifest; with `verify`, checks every file's sha256 too (only the
+    files changed since an earlier check are re-hashed, unless `full_check`; see integrity.py)."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
@@ -177,16 +170,5 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     except (KeyError, TypeError) as exc:
         raise ManifestError(f"{path} is missing or has malformed field {exc}", "re-run `janus-edge export`") from None
     if verify:
-        verify_files(directory, manifest)
+        verify_files(directory, manifest.files, MANIFEST_NAME, full=full_check)
     return manifest
-
-
-def verify_files(directory: Path, manifest: Manifest) -> None:
-    for relative, expected in manifest.files.items():
-        file = directory / relative
-        if not file.is_file():
-            raise ManifestError(f"{file} is missing from the export (the manifest lists it)",
-                                "copy the whole export directory again, or re-run `janus-edge export`")
-        if sha256_file(file) != expected:
-            raise ManifestError(f"{file} changed after export (sha256 differs from {MANIFEST_NAME})",
-                                "restore the original file or re-run `janus-edge export`")
