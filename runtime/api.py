@@ -40,6 +40,16 @@ class JanusRuntime:
         manifest = load_manifest(directory, verify=verify)
         return cls(directory, manifest, open_backend(backend, directory, manifest, **backend_options))
 
+    def close(self) -> None:
+        """Frees the loaded graphs and the KV-cache buffers kept for reuse (they load again on the next call)."""
+        self.backend.close()
+
+    def __enter__(self) -> "JanusRuntime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
                    max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
                    top_k: int | None = None, seed: int | None = None) -> Answer:

@@ -26,10 +26,24 @@ class GraphSession(ABC):
 
 
 class KVDecoder(ABC):
-    """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions."""
+    """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions.
+
+    Close it (or use it as a context manager) to hand its cache back to the backend for the next request.
+    """
 
     batch: int
     length: int
+    capacity: int | None  # the positions its cache was sized for (None: grows as needed)
+    nbytes: int  # bytes its KV cache holds now
+
+    def close(self) -> None:
+        """Returns the cache's memory to the backend; the decoder is not used afterwards."""
+
+    def __enter__(self) -> "KVDecoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @abstractmethod
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
@@ -43,6 +57,15 @@ class KVDecoder(ABC):
         if not 0 <= length <= self.length:
             raise InternalError(f"cannot rewind a cache of {self.length} positions to {length}")
         self.length = length
+
+
+def step_mask(attention_mask: np.ndarray, length: int, slots: int) -> np.ndarray:
+    """The decoder graph's mask [B, slots + S] from the step's [B, length + S]: cached positions, unused slots
+    (0), then the new positions."""
+    batch, seq = attention_mask.shape[0], attention_mask.shape[1] - length
+    mask = np.zeros((batch, slots + seq), dtype=np.int64)
+    mask[:, :length], mask[:, slots:] = attention_mask[:, :length], attention_mask[:, length:]
+    return mask
 
 
 def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_context: int) -> None:
@@ -75,8 +98,19 @@ class Backend(ABC):
         return self.graph(name).run(feeds)
 
     @abstractmethod
-    def kv_decoder(self, batch: int) -> KVDecoder:
-        """A decoder with an empty KV cache for `batch` rows, kept wherever this backend keeps tensors."""
+    def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
+        """A decoder with an empty KV cache for `batch` rows and up to `capacity` positions (None: as many as the
+        request reaches, up to the exported context), kept wherever this backend keeps tensors."""
+
+    def close(self) -> None:
+        """Frees the loaded graphs and pooled buffers; graphs load again if the backend is used afterwards."""
+        self._sessions.clear()
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
