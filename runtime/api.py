@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .backends import open_backend
+from .chat import ChatSession
 from .images import ImageInput
 from .manifest import Manifest, load_manifest
 from .pipelines.generate import GeneratedImages, GenerationPipeline
@@ -72,6 +73,11 @@ class JanusRuntime:
         sampler = Sampler(temperature, top_k, top_p, seed)
         limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
         return self._understanding.stream([*(history or []), Turn(question, _image_list(images))], limit, sampler)
+
+    def chat(self, max_new_tokens: int | None = None) -> ChatSession:
+        """A conversation that keeps its KV cache between turns (`ask`, `stream`); close it to free the cache."""
+        limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
+        return ChatSession(self.backend, self._understanding, limit)
 
     def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,

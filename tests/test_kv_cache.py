@@ -66,6 +66,10 @@ def test_capacity_is_bucketed_sized_and_reused(runtime):
         first = [id(b) for b in decoder.cache.buffers]
     with backend.kv_decoder(2, capacity=100) as decoder:  # a smaller request takes the same warm buffers
         assert [id(b) for b in decoder.cache.buffers] == first
+    with backend.kv_decoder(2, capacity=1000) as big, backend.kv_decoder(2, capacity=64) as small:
+        assert [id(b) for b in small.cache.buffers] == first and big.nbytes > small.nbytes
+    with backend.kv_decoder(2, capacity=64) as again:  # the smallest buffers that fit
+        assert [id(b) for b in again.cache.buffers] == first
 
 
 def test_growing_across_buckets_gives_the_same_hidden_states(runtime):

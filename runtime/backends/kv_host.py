@@ -23,11 +23,9 @@ class BufferPool:
 
     def take(self, count: int, size: int, dtype: np.dtype) -> list[np.ndarray]:
         """`count` zero-filled (new) or previously used buffers of at least `size` elements of `dtype`."""
-        fitting = [s for s in self.free if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
+        fitting = [i for i, s in enumerate(self.free) if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
         if fitting:
-            chosen = min(fitting, key=lambda s: s[0].size)
-            self.free.remove(chosen)
-            return chosen
+            return self.free.pop(min(fitting, key=lambda i: self.free[i][0].size))
         return [np.zeros(size, dtype=dtype) for _ in range(count)]  # zeros: unused slots must hold finite values
 
     def give(self, buffers: list[np.ndarray]) -> None:
