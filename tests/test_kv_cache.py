@@ -110,3 +110,31 @@ def test_runtime_and_backend_close(export_hf):
         rt.understand([], "Hi", max_new_tokens=2)
         assert rt.backend.pool.free and rt.backend._sessions
     assert not rt.backend.pool.free and not rt.backend._sessions
+
+
+def test_tensorrt_execution_provider_gets_profiles_and_an_engine_cache(export_hf, tmp_path):
+    """The ONNX Runtime TensorRT EP options (onnxruntime-gpu is not installed here: the options are what is checked):
+    explicit min/opt/max shapes for every dynamic input in ORT's "name:AxBxC,..." form, and a persistent engine
+    cache; the caller's own options are kept."""
+    from janus_edge.runtime.backends.ort_device import session_providers
+    from janus_edge.runtime.manifest import load_manifest
+
+    manifest = load_manifest(export_hf)
+    providers = session_providers([("TensorrtExecutionProvider", {"device_id": "1"}), "CUDAExecutionProvider"],
+                                  manifest, "decoder", tmp_path)
+    (name, options), cuda = providers
+    assert (name, cuda, options["device_id"]) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "1")
+    assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path / "decoder")
+    model, limits = manifest.model, manifest.limits
+    parsed = {}
+    for key in ("min", "opt", "max"):
+        entries = options[f"trt_profile_{key}_shapes"].split(",")
+        parsed[key] = {e.split(":")[0]: [int(d) for d in e.split(":")[1].split("x")] for e in entries}
+    assert set(parsed["min"]) == {t.name for t in manifest.graphs["decoder"].inputs}
+    cache = "past_key_values.0.key"
+    assert parsed["max"][cache] == [limits.max_batch, model.num_kv_heads, limits.max_context, model.head_dim]
+    assert parsed["max"]["attention_mask"] == [limits.max_batch, 2 * limits.max_context]
+    for name in parsed["min"]:
+        assert all(lo <= o <= hi for lo, o, hi in zip(parsed["min"][name], parsed["opt"][name], parsed["max"][name]))
+    vq = session_providers(["TensorrtExecutionProvider"], manifest, "vq_decoder", tmp_path)[0][1]
+    assert vq["trt_profile_min_shapes"] == f"image_ids:1x{model.num_image_tokens}"

@@ -123,7 +123,12 @@ class OnnxRuntimeBackend(Backend):
         path = self.directory / self.manifest.graphs[name].file
         if not path.is_file():
             raise ManifestError(f"graph file {path} is missing", "copy the whole export directory again")
-        return OrtGraph(self.ort.InferenceSession(str(path), options, providers=self.providers))
+        providers = self.providers
+        if self.device != "cpu":
+            from .ort_device import session_providers
+
+            providers = session_providers(providers, self.manifest, name, self.directory / "ort_tensorrt_cache")
+        return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         graph = self.graph("decoder")
