@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .backends import open_backend
+from .backends.base import Closeable
 from .chat import ChatSession
 from .images import ImageInput
 from .manifest import Manifest, load_manifest
@@ -18,7 +19,7 @@ from .tokenizer import TextTokenizer
 History = Sequence[Turn]
 
 
-class JanusRuntime:
+class JanusRuntime(Closeable):
     """Runs an export: image understanding and text-to-image generation.
 
     >>> rt = JanusRuntime.load("out/janus-pro-1b-onnx")
@@ -44,12 +45,6 @@ class JanusRuntime:
     def close(self) -> None:
         """Frees the loaded graphs and the KV-cache buffers kept for reuse (they load again on the next call)."""
         self.backend.close()
-
-    def __enter__(self) -> "JanusRuntime":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
                    max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,

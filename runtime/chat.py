@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .backends.base import Backend, KVDecoder
+from .backends.base import Backend, Closeable, KVDecoder
 from .images import load_image, preprocess
 from .pipelines.understand import Answer, UnderstandingPipeline
 from .prompts import Turn
@@ -21,7 +21,7 @@ from .sampling import Sampler
 from .tokenizer import IncrementalText
 
 
-class ChatSession:
+class ChatSession(Closeable):
     """One conversation (batch 1). Use as a context manager, or `close()` it, to hand its cache back.
 
     >>> with rt.chat() as chat:
@@ -116,9 +116,3 @@ class ChatSession:
             self.decoder.close()
             self.decoder = None
         self.turns, self.cached = [], []
-
-    def __enter__(self) -> "ChatSession":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InternalError, RequestError
 from ..manifest import Manifest
 from ..sampling import Sampler
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time (3.10 on JetPack 6.2)
+
+
+class Closeable:
+    """`close()` frees what the object holds; `with` closes it on exit."""
+
+    def close(self) -> None:
+        """Frees what this object holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class GraphSession(ABC):
@@ -25,7 +42,7 @@ class GraphSession(ABC):
         """Runs the graph; returns every output by name."""
 
 
-class KVDecoder(ABC):
+class KVDecoder(Closeable, ABC):
     """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions.
 
     Close it (or use it as a context manager) to hand its cache back to the backend for the next request.
@@ -35,15 +52,6 @@ class KVDecoder(ABC):
     length: int
     capacity: int | None  # the positions its cache was sized for (None: grows as needed)
     nbytes: int  # bytes its KV cache holds now
-
-    def close(self) -> None:
-        """Returns the cache's memory to the backend; the decoder is not used afterwards."""
-
-    def __enter__(self) -> "KVDecoder":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     @abstractmethod
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
@@ -78,7 +86,7 @@ def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_c
                            f"{max_context}", "export with a larger --max-context or shorten the request")
 
 
-class Backend(ABC):
+class Backend(Closeable, ABC):
     """Opens an export's graphs lazily, on first use."""
 
     name = "base"
@@ -105,12 +113,6 @@ class Backend(ABC):
     def close(self) -> None:
         """Frees the loaded graphs and pooled buffers; graphs load again if the backend is used afterwards."""
         self._sessions.clear()
-
-    def __enter__(self) -> "Backend":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
