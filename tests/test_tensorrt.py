@@ -30,6 +30,7 @@ from janus_edge.targets import TARGETS
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / ".typing"
 TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
+               "janus_edge.runtime.backends.trt_decoder",
                "janus_edge.runtime.backends.engine_manifest", "janus_edge.export.trt_build",
                "janus_edge.export.trt_profiles", "janus_edge.export.trt_check", "janus_edge.cli.build",
                "janus_edge.cli.check_trt", "janus_edge.gpu_check"]
@@ -131,8 +132,9 @@ def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
     profiles = engine_profiles(manifest, TARGETS["orin-nano-8gb"])
     prefill, decode = profiles["decoder"]
     assert prefill["inputs_embeds"][2] == [manifest.limits.max_batch, 2048, manifest.model.hidden_size]
-    assert prefill["past_key_values.0.key"][2][2] == 0
-    assert decode["inputs_embeds"][2][1] == 1 and decode["past_key_values.0.key"][2][2] == 2047
+    # the in-place decoder reads a cache of `capacity` slots (up to the context) in both profiles
+    assert prefill["past_key_values.0.key"][2][2] == decode["past_key_values.0.key"][2][2] == 2048
+    assert decode["inputs_embeds"][2][1] == 1 and decode["attention_mask"][2][1] == 2048 + 1
     for graph in profiles.values():
         for profile in graph:
             for low, opt, high in profile.values():
@@ -144,7 +146,7 @@ def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
             for low, opt, high in profile.values():
                 assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
     wide = engine_profiles(manifest, TARGETS["datacenter"])
-    assert wide["decoder"][0]["attention_mask"][2][1] == min(manifest.limits.max_context, 4096)
+    assert wide["decoder"][0]["attention_mask"][2][1] == 2 * min(manifest.limits.max_context, 4096)
 
 
 @pytest.mark.parametrize("cfg", [False, True])

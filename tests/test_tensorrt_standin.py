@@ -148,12 +148,23 @@ def test_standin_enforces_profiles_addresses_streams_and_capture(standin_engines
         first.set_tensor_address("logits", logits)
         # CUDA-graph capture: work is recorded, not run; allocating inside the capture invalidates it
         cudart.write_device(hidden, np.ones(tuple(low), np.float32).tobytes())
-        assert cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)[0] == 0
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
+        assert cudart.cudaStreamBeginCapture(stream, mode)[0] == 0
+        assert not first.execute_async_v3(int(stream))  # shapes changed since the last enqueue: enqueue once first
+        assert cudart.cudaStreamEndCapture(stream)[0] == 0
+        assert first.execute_async_v3(int(stream))
+        cudart.write_device(logits, bytes(16))
+        assert cudart.cudaStreamBeginCapture(stream, mode)[0] == 0
         assert first.execute_async_v3(int(stream))
         assert not any(cudart.read_device(logits, 16))  # nothing ran yet
         status, graph = cudart.cudaStreamEndCapture(stream)
         status, executable = cudart.cudaGraphInstantiate(graph, 0)
         assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and any(cudart.read_device(logits, 16))
+        assert second.set_optimization_profile_async(0, int(stream)) is False  # still one profile per context
+        assert first.set_optimization_profile_async(0, int(stream))  # the same profile: the graph stays valid
+        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0
+        assert cudart.cudaGraphExecDestroy(executable)[0] == 0
+        assert cudart.cudaGraphLaunch(executable, stream)[0] != 0  # destroyed
         cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
         assert cudart.cudaMalloc(64)[0] == cudart.cudaError_t.cudaErrorStreamCaptureUnsupported
         assert cudart.cudaStreamEndCapture(stream)[0] == cudart.cudaError_t.cudaErrorStreamCaptureInvalidated
@@ -204,6 +215,8 @@ def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
 def test_standin_cudart_signatures_are_cuda_pythons():
     """Parameter names of cuda-python's cudart (cuda/bindings/runtime.pyx, 12.x) for every function we mimic."""
     real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
+            "cudaMemcpy2DAsync": "dst,dpitch,src,spitch,width,height,kind,stream",
+            "cudaMemsetAsync": "devPtr,value,count,stream",
             "cudaStreamCreate": "", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
             "cudaStreamBeginCapture": "stream,mode", "cudaStreamEndCapture": "stream",
             "cudaGraphInstantiate": "graph,flags", "cudaGraphLaunch": "graphExec,stream", "cudaGraphDestroy": "graph",

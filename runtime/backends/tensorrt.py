@@ -1,20 +1,19 @@
 """TensorRT backend: engines built by `janus-edge build`, device-resident buffers, one CUDA stream.
 
-- Every engine's inputs and outputs live in device buffers that grow to the largest shape seen.
-- The decoder's KV cache is preallocated on the device for the maximum context (two buffers per tensor, used in
-  turn as past and present), and never copied to the host.
+- One execution context per engine (TensorRT's default allocation gives it activation memory for its largest
+  profile, once); it switches optimisation profile when a call needs another (prefill <-> decode, once per request).
+- Every engine's inputs and outputs live in device buffers that grow to the largest shape seen, reused afterwards.
+- The decoder's KV cache lives on the device in the export's KV dtype, sized per request, written in place, and
+  its decode step replays a CUDA graph (`trt_decoder`).
 - Per greedy decode step only token ids cross between host and device: embeddings, hidden states and logits stay
   on the device, and CFG mixing and argmax run in a small sampler engine. Sampling at a temperature downloads the
   mixed logits and draws on the host (no CumSum on the device: slow before TensorRT 10.8).
-- Not done: CUDA-graph capture of the decode step. The decoder graph's past length grows every step (its KV is
-  concatenated inside the graph), so shapes never repeat; capture needs a static-cache decoder graph.
 
 TensorRT and cuda-python are imported lazily: this module imports on machines that have neither.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -23,21 +22,15 @@ import numpy as np
 from ..errors import BackendError, InternalError
 from ..manifest import Manifest
 from ..sampling import Sampler
-from .base import Backend, GraphSession, KVDecoder, check_step
-from .cuda import DeviceBuffer, Stream, device_name_and_capability
+from .base import Backend, GraphSession
+from .cuda import DeviceBuffer, DevicePool, DeviceTensor, Stream, device_name_and_capability
 from .engine_manifest import EngineManifest, check_compatible
+from .trt_decoder import TrtKVDecoder
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 SAMPLERS = {"plain": "sampler", "cfg": "cfg_sampler"}
-
-
-@dataclass
-class DeviceTensor:
-    buffer: DeviceBuffer
-    shape: tuple[int, ...]
-    dtype: np.dtype
 
 
 Feed = Union[np.ndarray, DeviceTensor]
@@ -60,38 +53,40 @@ def _dims(dims: Any) -> tuple[int, ...]:
 
 
 class TrtGraph(GraphSession):
-    """One engine, with an execution context per optimisation profile."""
+    """One engine with ONE execution context (activation memory for the largest profile, allocated once); the
+    context switches profile when a call's shapes need another. Profile ranges are read once, here."""
 
     def __init__(self, engine: "trt.ICudaEngine", stream: Stream):
         import tensorrt as trt
 
         self.engine, self.stream = engine, stream
-        self.inputs = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
-                       if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.INPUT]
-        self.outputs = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)
-                        if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT]
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         self.dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in self.inputs + self.outputs}
-        self.contexts: list["trt.IExecutionContext"] = []
-        for profile in range(engine.num_optimization_profiles):
-            context = engine.create_execution_context()
-            if context is None:
-                raise BackendError("TensorRT could not create an execution context (out of device memory?)",
-                                   "free device memory or build with a smaller --max-context")
-            if not context.set_optimization_profile_async(profile, stream.ptr):
-                raise InternalError(f"TensorRT refused optimisation profile {profile} for a new context")
-            self.contexts.append(context)
+        self.ranges = [{name: (_dims(low), _dims(high)) for name in self.inputs
+                        for low, _, high in [engine.get_tensor_profile_shape(name, profile)]}
+                       for profile in range(engine.num_optimization_profiles)]
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError("TensorRT could not create an execution context (out of device memory?)",
+                               "free device memory or build with a smaller --max-context")
+        self.context: "trt.IExecutionContext | None" = context
+        self.profile = context.active_optimization_profile
+        self.profile_changes = 0  # CUDA graphs captured at an older count are stale
         self.buffers: dict[str, DeviceBuffer] = {}
 
     def _profile(self, shapes: dict[str, tuple[int, ...]]) -> int:
-        for index in range(len(self.contexts)):
-            ranges = {name: self.engine.get_tensor_profile_shape(name, index) for name in shapes}
-            if all(all(lo <= d <= hi for d, lo, hi in zip(shape, _dims(ranges[name][0]), _dims(ranges[name][2])))
-                   for name, shape in shapes.items()):
-                return index
-        raise BackendError(f"no optimisation profile of this engine accepts input shapes {shapes}",
-                           "rebuild the engines with larger limits (janus-edge build --max-batch/--max-context)")
+        """The tightest profile that accepts `shapes` (decode steps fit the prefill profile too)."""
+        fitting = [index for index, ranges in enumerate(self.ranges)
+                   if all(all(lo <= d <= hi for d, lo, hi in zip(shape, *ranges[name])) for name, shape in shapes.items())]
+        if not fitting:
+            raise BackendError(f"no optimisation profile of this engine accepts input shapes {shapes}",
+                               "rebuild the engines with larger limits (janus-edge build --max-batch/--max-context)")
+        return min(fitting, key=lambda i: sum(np.prod(high, dtype=np.float64) for _, high in self.ranges[i].values()))
 
-    def _buffer(self, key: str, nbytes: int) -> DeviceBuffer:
+    def buffer(self, key: str, nbytes: int) -> DeviceBuffer:
+        """This graph's IO buffer `key`, grown to hold `nbytes` (reused by every later call that fits)."""
         buffer = self.buffers.get(key)
         if buffer is None or buffer.nbytes < nbytes:
             if buffer is not None:
@@ -100,70 +95,64 @@ class TrtGraph(GraphSession):
             buffer = self.buffers[key] = DeviceBuffer(1 << max(int(nbytes) - 1, 1).bit_length())
         return buffer
 
-    def run_device(self, feeds: dict[str, Feed], bound: dict[str, DeviceTensor] | None = None
-                   ) -> dict[str, DeviceTensor]:
-        """Runs on device tensors (host arrays are uploaded); outputs in `bound` are written where they point."""
-        shapes = {name: tuple(value.shape) for name, value in feeds.items()}
-        context = self.contexts[self._profile(shapes)]
-        for name, value in feeds.items():
-            if isinstance(value, np.ndarray):
-                value = np.ascontiguousarray(value, dtype=self.dtypes[name])
-                buffer = self._buffer(name, value.nbytes)
-                buffer.upload(value, self.stream)
-            else:
-                buffer = value.buffer
-            if not context.set_input_shape(name, shapes[name]):
-                raise InternalError(f"TensorRT refused shape {shapes[name]} for input {name}")
-            if not context.set_tensor_address(name, buffer.ptr):
+    def bind(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceBuffer]) -> dict[str, DeviceTensor]:
+        """Sets the context's profile, input shapes and every IO address; returns the outputs' tensors. Outputs not
+        in `outputs` go to this graph's own buffers."""
+        context = self.context
+        if context is None:
+            raise InternalError("a closed TensorRT graph was used")
+        shapes = {name: value.shape for name, value in inputs.items()}
+        profile = self._profile(shapes)
+        if profile != self.profile:
+            if not context.set_optimization_profile_async(profile, self.stream.ptr):
+                raise InternalError(f"TensorRT refused optimisation profile {profile}")
+            self.profile, self.profile_changes = profile, self.profile_changes + 1
+        for name, value in inputs.items():
+            if not context.set_input_shape(name, value.shape):
+                raise InternalError(f"TensorRT refused shape {value.shape} for input {name}")
+            if not context.set_tensor_address(name, value.buffer.ptr):
                 raise InternalError(f"TensorRT refused the address of input {name}")
-        outputs = {}
+        result = {}
         for name in self.outputs:
             shape = _dims(context.get_tensor_shape(name))
             nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
-            target = bound[name].buffer if bound and name in bound else self._buffer(name, nbytes)
+            target = outputs[name] if name in outputs else self.buffer(name, nbytes)
             if not context.set_tensor_address(name, target.ptr):
                 raise InternalError(f"TensorRT refused the address of output {name}")
-            outputs[name] = DeviceTensor(target, shape, self.dtypes[name])
-        if not context.execute_async_v3(self.stream.ptr):
+            result[name] = DeviceTensor(target, shape, self.dtypes[name])
+        return result
+
+    def execute(self) -> None:
+        """Enqueues the bound work on the stream (recorded instead, while a CUDA graph is being captured)."""
+        assert self.context is not None
+        if not self.context.execute_async_v3(self.stream.ptr):
             raise BackendError("TensorRT failed to enqueue the engine", "see TensorRT's log above")
+
+    def upload(self, name: str, value: np.ndarray) -> DeviceTensor:
+        """A host array into this graph's buffer for input `name`."""
+        value = np.ascontiguousarray(value, dtype=self.dtypes[name])
+        buffer = self.buffer(name, value.nbytes)
+        buffer.upload(value, self.stream)
+        return DeviceTensor(buffer, tuple(value.shape), value.dtype)
+
+    def run_device(self, feeds: dict[str, Feed]) -> dict[str, DeviceTensor]:
+        """Runs on device tensors (host arrays are uploaded first)."""
+        inputs = {name: self.upload(name, value) if isinstance(value, np.ndarray) else value
+                  for name, value in feeds.items()}
+        outputs = self.bind(inputs, {})
+        self.execute()
         return outputs
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.run_device(dict(feeds))
-        return {name: t.buffer.download(t.shape, t.dtype, self.stream) for name, t in outputs.items()}
+        return {name: t.download(self.stream) for name, t in outputs.items()}
 
-
-class TrtKVDecoder(KVDecoder):
-    """KV cache in two preallocated device buffers per tensor, swapped every step (past <-> present)."""
-
-    def __init__(self, graph: TrtGraph, manifest: Manifest, batch: int):
-        model = manifest.model
-        self.graph, self.batch, self.length = graph, batch, 0
-        self.max_context = manifest.limits.max_context
-        self.kv_shape = (batch, model.num_kv_heads, model.head_dim)
-        names = [f"{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
-        nbytes = batch * model.num_kv_heads * self.max_context * model.head_dim * 4
-        self.caches = {name: (DeviceBuffer(nbytes), DeviceBuffer(nbytes)) for name in names}
-        self.current = 0
-
-    def step(self, inputs_embeds: Feed, attention_mask: np.ndarray, position_ids: np.ndarray,
-             last_only: bool = False):
-        check_step(self, tuple(inputs_embeds.shape), attention_mask.shape, self.max_context)
-        batch, heads, head_dim = self.kv_shape
-        seq = inputs_embeds.shape[1]
-        feeds: dict[str, Feed] = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
-                                  "position_ids": position_ids}
-        bound = {}
-        for name, buffers in self.caches.items():
-            feeds[f"past_key_values.{name}"] = DeviceTensor(buffers[self.current], (batch, heads, self.length,
-                                                                                     head_dim), np.dtype(np.float32))
-            bound[f"present.{name}"] = DeviceTensor(buffers[1 - self.current], (), np.dtype(np.float32))
-        outputs = self.graph.run_device(feeds, bound)
-        self.current, self.length = 1 - self.current, self.length + seq
-        hidden = outputs["hidden_states"]
-        if last_only and seq > 1:  # once per request: slice the prefill's last position on the host
-            return hidden.buffer.download(hidden.shape, hidden.dtype, self.graph.stream)[:, -1:]
-        return hidden
+    def close(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.free()
+        self.buffers.clear()
+        self.context = None  # TensorRT frees the context's activation memory, then the engine's weights
+        self.engine = None  # type: ignore[assignment]
 
 
 class TensorRTBackend(Backend):
@@ -180,6 +169,8 @@ class TensorRTBackend(Backend):
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.stream = Stream()
+        self.pool = DevicePool()  # KV-cache buffer sets, reused across requests
+        self.cfg_weight: tuple[float, DeviceTensor] | None = None  # uploaded once per value, not per step
 
     def _open(self, name: str) -> TrtGraph:
         info = self.engines.engines.get(name)
@@ -197,12 +188,33 @@ class TensorRTBackend(Backend):
         assert isinstance(session, TrtGraph)
         return session
 
-    def kv_decoder(self, batch: int) -> TrtKVDecoder:
-        return TrtKVDecoder(self.graph("decoder"), self.manifest, batch)
+    def kv_decoder(self, batch: int, capacity: int | None = None) -> TrtKVDecoder:
+        return TrtKVDecoder(self.graph("decoder"), self.manifest, batch, capacity, self.pool)
+
+    def close(self) -> None:
+        """Frees every device buffer, execution context and engine (decoders still open keep their cache until
+        they close)."""
+        self.stream.synchronize()
+        for session in self._sessions.values():
+            assert isinstance(session, TrtGraph)
+            session.close()
+        super().close()
+        self.pool.clear()
+        if self.cfg_weight is not None:
+            self.cfg_weight[1].buffer.free()
+            self.cfg_weight = None
 
     def embed(self, graph: str, ids: np.ndarray) -> DeviceTensor:
         name = self.manifest.graphs[graph].inputs[0].name
         return self.graph(graph).run_device({name: ids})["inputs_embeds"]
+
+    def _cfg_weight(self, value: float) -> DeviceTensor:
+        if self.cfg_weight is None:
+            self.cfg_weight = (float("nan"), DeviceTensor(DeviceBuffer(4), (1,), np.dtype(np.float32)))
+        if self.cfg_weight[0] != value:
+            self.cfg_weight[1].buffer.upload(np.array([value], np.float32), self.stream)
+            self.cfg_weight = (value, self.cfg_weight[1])
+        return self.cfg_weight[1]
 
     def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
         """Greedy: CFG mix and argmax in the sampler engine, only token ids come back. Sampling: the (mixed)
@@ -211,11 +223,11 @@ class TensorRTBackend(Backend):
         flat = DeviceTensor(logits.buffer, (logits.shape[0], logits.shape[-1]), logits.dtype)
         feeds: dict[str, Feed] = {"logits": flat}
         if cfg_weight is not None:
-            feeds["cfg_weight"] = np.array([cfg_weight], np.float32)
+            feeds["cfg_weight"] = self._cfg_weight(float(cfg_weight))
         greedy = sampler.temperature == 0 and sampler.top_k is None and sampler.top_p is None
         if not greedy and cfg_weight is None:
-            return sampler(flat.buffer.download(flat.shape, flat.dtype, self.stream))
+            return sampler(flat.download(self.stream))
         outputs = self.graph(SAMPLERS["cfg" if cfg_weight is not None else "plain"]).run_device(feeds)
         chosen = outputs["greedy" if greedy else "mixed"]
-        host = chosen.buffer.download(chosen.shape, chosen.dtype, self.stream)
+        host = chosen.download(self.stream)
         return host if greedy else sampler(host)

@@ -7,7 +7,10 @@ Rules enforced (each a False return or None plus an error log, as TensorRT repor
 - the first context gets profile 0; a profile held by another live context of the engine cannot be selected;
   selecting a profile forgets the input shapes;
 - input shapes must lie inside the selected profile; every IO tensor needs an address (inside one device
-  allocation large enough for its shape and dtype) before execute_async_v3; streams are plain ints.
+  allocation large enough for its shape and dtype) before execute_async_v3; streams are plain ints;
+- CUDA graphs (TensorRT developer guide, "CUDA Graphs"): after changing input shapes or the profile, enqueue once
+  outside capture before capturing (deferred shape work cannot be captured); a graph captured before the context's
+  profile changed is stale, and replaying it is an error here (undefined on TensorRT).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ class ICudaEngine:
         self._session = None
         self._shape_cache: dict[tuple, dict[str, tuple[int, ...]]] = {}
         self._profile_owners: dict[int, weakref.ref] = {}
+        self._contexts: weakref.WeakSet = weakref.WeakSet()  # live contexts, each holding activation memory
         self.device_memory_size = int(header["device_memory_size"])
 
     @property
@@ -116,6 +120,7 @@ class ICudaEngine:
             self._logger.log(ILogger.Severity.ERROR, "out of device memory for an execution context")
             return None
         context = IExecutionContext(self, memory)
+        self._contexts.add(context)
         if not self._live_owner(0):
             self._profile_owners[0] = weakref.ref(context)
             context._profile = 0
@@ -153,6 +158,8 @@ class IExecutionContext:
         self._profile = -1
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._addresses: dict[str, int] = {}
+        self._profile_changes = 0  # stale-graph check: captured work remembers the count it was captured at
+        self._state_changed = True  # shapes or profile changed since the last enqueue outside capture
 
     @property
     def active_optimization_profile(self) -> int:
@@ -172,7 +179,9 @@ class IExecutionContext:
             return self._error(f"profile {profile_index} is already used by another execution context")
         self.engine._profile_owners.pop(self._profile, None)
         self.engine._profile_owners[profile_index] = weakref.ref(self)
-        self._profile, self._shapes = profile_index, {}
+        if profile_index != self._profile:
+            self._profile_changes += 1
+        self._profile, self._shapes, self._state_changed = profile_index, {}, True
         return True
 
     def set_input_shape(self, name: str, shape: Dims | tuple | list) -> bool:
@@ -184,6 +193,7 @@ class IExecutionContext:
         low, _, high = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, self._profile))
         if len(shape) != len(low) or not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
             return self._error(f"set_input_shape: {name} {shape} is outside profile {self._profile} [{low}, {high}]")
+        self._state_changed |= self._shapes.get(name) != shape
         self._shapes[name] = shape
         return True
 
@@ -224,9 +234,17 @@ class IExecutionContext:
             if nbytes and cudart._locate(self._addresses[name], nbytes) is None:
                 return self._error(f"execute_async_v3: {name} {shape} does not fit the device memory at "
                                    f"{self._addresses[name]:#x}")
-        addresses, inputs = dict(self._addresses), self._inputs()
+        if cudart.capturing(stream_handle) and self._state_changed:
+            return self._error("execute_async_v3 while capturing: input shapes or the profile changed since the "
+                               "last enqueue; enqueue once outside capture first")
+        if not cudart.capturing(stream_handle):
+            self._state_changed = False
+        addresses, inputs, captured_at = dict(self._addresses), self._inputs(), self._profile_changes
 
         def work() -> None:
+            if self._profile_changes != captured_at:
+                raise RuntimeError("stand-in: replaying a CUDA graph captured before this execution context's "
+                                   "optimisation profile changed (undefined on TensorRT): capture again")
             feeds = {}
             for name in inputs:
                 dtype = np.dtype(nptype(self.engine.get_tensor_dtype(name)))

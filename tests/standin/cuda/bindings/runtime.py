@@ -5,8 +5,9 @@ address range no host pointer uses; every allocation is a bytearray. Work on a s
 stream is capturing, in which case it is recorded into a graph and runs only when the instantiated graph is
 launched (so a captured step that was never launched leaves no trace, as on a GPU).
 
-`live_allocations()`, `read_device()`, `write_device()` and `enqueue()` are the stand-in's own helpers (leading
-names not in cudart) for the TensorRT stand-in and for tests.
+`live_allocations()`, `graph_launches()`, `capturing()`, `read_device()`, `write_device()` and `enqueue()` are
+the stand-in's own helpers (names not in cudart) for the TensorRT stand-in and for tests. 2D copies must not
+overlap and stay inside one allocation per row.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class cudaGraph_t(_Handle):
 class cudaGraphExec_t(_Handle):
     work: list[Callable[[], None]] = field(default_factory=list)
     launches: int = 0
+    destroyed: bool = False
 
     def __post_init__(self) -> None:
         _Handle.__init__(self)
@@ -106,6 +108,7 @@ class cudaDeviceProp:
 _allocations: dict[int, bytearray] = {}
 _streams: dict[int, cudaStream_t] = {}
 _next_address = DEVICE_BASE
+_launches = 0
 _OK = cudaError_t.cudaSuccess
 
 
@@ -134,6 +137,17 @@ def _locate(ptr: int, nbytes: int) -> tuple[bytearray, int] | None:
 def live_allocations() -> dict[int, int]:
     """Device pointer -> size of every allocation not yet freed (stand-in helper: leak checks)."""
     return {base: len(memory) for base, memory in _allocations.items()}
+
+
+def graph_launches() -> int:
+    """How many times any CUDA graph was launched in this process (stand-in helper)."""
+    return _launches
+
+
+def capturing(stream: int | cudaStream_t) -> bool:
+    """Whether `stream` is capturing (stand-in helper for the TensorRT stand-in)."""
+    found = _streams.get(int(stream))
+    return found is not None and found.capture is not None
 
 
 def read_device(ptr: int, nbytes: int) -> bytes:
@@ -235,6 +249,40 @@ def cudaMemcpyAsync(dst: int, src: int, count: int, kind: cudaMemcpyKind, stream
     return (enqueue(stream_obj, copy),)
 
 
+def cudaMemcpy2DAsync(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: cudaMemcpyKind,
+                      stream: int | cudaStream_t) -> tuple[cudaError_t]:
+    """Device to device only (all janus-edge needs): `height` rows of `width` bytes; every row must lie inside one
+    allocation on each side and the regions must not overlap (undefined in CUDA)."""
+    dst, dpitch, src, spitch, width, height = (int(v) for v in (dst, dpitch, src, spitch, width, height))
+    if cudaMemcpyKind(kind) != cudaMemcpyKind.cudaMemcpyDeviceToDevice or width > min(dpitch, spitch) or height < 1:
+        return (cudaError_t.cudaErrorInvalidValue,)
+    last_dst, last_src = dst + (height - 1) * dpitch, src + (height - 1) * spitch
+    if _locate(dst, last_dst + width - dst) is None or _locate(src, last_src + width - src) is None:
+        return (cudaError_t.cudaErrorInvalidValue,)  # rows outside one allocation
+    if dst < last_src + width and src < last_dst + width:
+        return (cudaError_t.cudaErrorInvalidValue,)  # overlapping source and destination
+    stream_obj = _streams.get(int(stream))
+    if stream_obj is None:
+        return (cudaError_t.cudaErrorInvalidResourceHandle,)
+
+    def copy() -> None:
+        rows = [read_device(src + row * spitch, width) for row in range(height)]
+        for row, data in enumerate(rows):
+            write_device(dst + row * dpitch, data)
+
+    return (enqueue(stream_obj, copy),)
+
+
+def cudaMemsetAsync(devPtr: int, value: int, count: int, stream: int | cudaStream_t) -> tuple[cudaError_t]:
+    ptr, count = int(devPtr), int(count)
+    if _locate(ptr, count) is None:
+        return (cudaError_t.cudaErrorInvalidValue,)
+    stream_obj = _streams.get(int(stream))
+    if stream_obj is None:
+        return (cudaError_t.cudaErrorInvalidResourceHandle,)
+    return (enqueue(stream_obj, lambda: write_device(ptr, bytes([int(value) & 0xFF]) * count)),)
+
+
 def cudaStreamCreate() -> tuple[cudaError_t, cudaStream_t]:
     stream = cudaStream_t()
     _streams[int(stream)] = stream
@@ -282,9 +330,11 @@ def cudaGraphInstantiate(graph: cudaGraph_t, flags: int) -> tuple[cudaError_t, c
 
 
 def cudaGraphLaunch(graphExec: cudaGraphExec_t, stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    if not isinstance(graphExec, cudaGraphExec_t):
+    global _launches
+    if not isinstance(graphExec, cudaGraphExec_t) or graphExec.destroyed:
         return (cudaError_t.cudaErrorInvalidValue,)
     graphExec.launches += 1
+    _launches += 1
     for work in graphExec.work:
         status = enqueue(stream, work)
         if status != _OK:
@@ -297,6 +347,9 @@ def cudaGraphDestroy(graph: cudaGraph_t) -> tuple[cudaError_t]:
 
 
 def cudaGraphExecDestroy(graphExec: cudaGraphExec_t) -> tuple[cudaError_t]:
+    if not isinstance(graphExec, cudaGraphExec_t) or graphExec.destroyed:
+        return (cudaError_t.cudaErrorInvalidValue,)
+    graphExec.destroyed = True
     return (_OK,)
 
 
