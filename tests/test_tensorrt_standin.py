@@ -6,7 +6,6 @@ real TensorRT or cuda-python would refuse). Not a hardware result: `make gpu-che
 from __future__ import annotations
 
 import ast
-import gc
 import inspect
 import json
 import shutil
@@ -58,9 +57,71 @@ def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_me
         np.testing.assert_array_equal(sampled, runtime.generate_images("a red fox", n=1, seed=3,
                                                                         temperature=1.0).tokens)
         assert len(cudart.live_allocations()) > len(before)
-        del engines
-        gc.collect()
+        graphs = engines.backend._sessions.values()
+        assert all(len(g.engine._contexts) == 1 for g in graphs)  # one context (activation memory) per engine
+        engines.close()
         assert cudart.live_allocations() == before  # every buffer, KV cache, engine and context went back
+        assert engines.understand([IMAGE], "Again?", max_new_tokens=3).token_ids  # reloads after close()
+        engines.close()
+        assert cudart.live_allocations() == before
+
+
+@pytest.fixture(scope="module")
+def standin_fp16_engines(tmp_path_factory, export_fp16):
+    out = tmp_path_factory.mktemp("standin-fp16")
+    with standin_imports():
+        from janus_edge.export.trt_build import build
+
+        build(export_fp16, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
+    return out / "engines", export_fp16
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_standin_decode_steps_write_in_place_replay_a_cuda_graph_and_allocate_nothing(
+        precision, standin_engines, export_hf, standin_fp16_engines):
+    """Teacher-forced decode steps across three capacity buckets, against ONNX Runtime's host cache: the same hidden
+    states, the cache in the export's KV dtype and sized per request, the device allocations identical after every
+    decode step (nothing allocated in or around the captured step), and every step after a bucket's first one a
+    CUDA-graph replay."""
+    engines, export = (standin_engines, export_hf) if precision == "fp32" else standin_fp16_engines
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime, sizing
+
+        trt, cpu = JanusRuntime.load(engines).backend, JanusRuntime.load(export).backend
+        model, rows, prompt, steps = trt.manifest.model, 2, 10, 150
+        capacity = sizing.request_capacity(prompt + steps, trt.manifest.limits.max_context)
+        rng = np.random.default_rng(1)
+        ids = rng.integers(0, 100, (rows, prompt + steps))
+        kv_dtype = trt.manifest.kv_dtype
+        assert kv_dtype == ("float16" if precision == "fp16" else "float32")
+        with trt.kv_decoder(rows, capacity) as decoder, cpu.kv_decoder(rows, capacity) as reference:
+            tensor = sizing.kv_cache_bytes(1, model.num_kv_heads, model.head_dim, kv_dtype, rows, capacity) // 2
+            cache = sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, kv_dtype, rows, capacity)
+            assert decoder.nbytes == cache + tensor  # the cache and one spare tensor for bucket crossings
+            sizes = sorted(cudart.live_allocations().values())
+            assert sizes.count(tensor) >= 2 * model.num_layers + 1
+            mask, positions = np.ones((rows, prompt), np.int64), np.tile(np.arange(prompt), (rows, 1))
+            hidden = decoder.step(trt.embed("text_embedding", ids[:, :prompt]), mask, positions, last_only=True)
+            expected = reference.step(cpu.run("text_embedding", input_ids=ids[:, :prompt])["inputs_embeds"], mask,
+                                      positions, last_only=True)
+            np.testing.assert_allclose(hidden, expected, atol=1e-5)
+            launches, allocations = cudart.graph_launches(), []
+            for step in range(prompt, prompt + steps):
+                mask, positions = np.ones((rows, step + 1), np.int64), np.full((rows, 1), step)
+                hidden = decoder.step(trt.embed("text_embedding", ids[:, step:step + 1]), mask, positions)
+                expected = reference.step(cpu.run("text_embedding", input_ids=ids[:, step:step + 1])["inputs_embeds"],
+                                          mask, positions)
+                np.testing.assert_allclose(hidden.download(trt.stream), expected, atol=1e-4 if precision == "fp16"
+                                           else 1e-5)
+                allocations.append(cudart.live_allocations())
+            assert all(a == allocations[0] for a in allocations)  # same pointers and sizes at every decode step
+            buckets = len({sizing.bucket(length + 1) for length in range(prompt, prompt + steps)})
+            assert buckets == 3 and decoder.captures == buckets
+            assert decoder.replays == steps - buckets == cudart.graph_launches() - launches
+        trt.close()
+        assert cudart.live_allocations() == {}
 
 
 def test_standin_cli_runs_engine_directories_and_refuses_a_bad_one(standin_engines, export_hf, tmp_path):
