@@ -128,10 +128,7 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
         sources = {name: export_dir / graph.file for name, graph in manifest.graphs.items()}
         for name, cfg in (("sampler", False), ("cfg_sampler", True)):
             sources[name] = Path(tmp) / f"{name}.onnx"
-            proto = sampler_graph(cfg)
-            sources[name].write_bytes(proto.SerializeToString())
-            inputs = {tensor.name for tensor in proto.graph.input}  # the sampler takes no draws any more
-            profiles[name] = [{k: v for k, v in profile.items() if k in inputs} for profile in profiles[name]]
+            sources[name].write_bytes(sampler_graph(cfg).SerializeToString())
         for name, source in sources.items():
             start = time.perf_counter()
             precision = manifest.graphs[name].precision if name in manifest.graphs else "fp32"

@@ -62,11 +62,8 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
         "lm_head": [one_position(hidden)],
         "generation_head": [one_position(hidden)],
         "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
-        "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]],
-                     "uniform": [[1, 1], [1, 1], [batch, 1]], "inv_temperature": _same([1])}],
+        "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
         "cfg_sampler": [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
-                                    [batch, model.codebook_size]],
-                         "uniform": [[1, 1], [1, 1], [images, 1]], "inv_temperature": _same([1]),
-                         "cfg_weight": _same([1])}],
+                                    [batch, model.codebook_size]], "cfg_weight": _same([1])}],
     }
     return {graph: [_valid(p) for p in ranges] for graph, ranges in profiles.items()}

@@ -93,11 +93,25 @@ def _mypy(tmp_path: Path, modules: list[str], extra_files: dict[str, str] | None
                           env={"MYPYPATH": f"{tmp_path / 'src'}:{stubs}", "PATH": "/usr/bin:/bin"})
 
 
-@pytest.mark.parametrize("probe", [False, True], ids=["our-code", "stubs-catch-a-typo"])
+CUDA_TYPO = """from janus_edge.runtime.backends.cuda import Stream
+
+def copy(stream: Stream, dst: int, src: int) -> None:
+    kind = stream.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+    stream.cudart.cudaMemcpyAsync(dst, src, size=4, kind=kind, stream=stream.handle)
+    stream.cudart.cudaMemcpy2DAsnyc(dst, 4, src, 4, 4, 1, kind, stream.handle)
+"""
+
+
+@pytest.mark.parametrize("probe", [None, "tensorrt", "cuda"],
+                         ids=["our-code", "stubs-catch-a-typo", "cuda-wrapper-catches-a-typo"])
 def test_mypy_with_tensorrt_stubs(tmp_path, probe):
-    if not probe:
+    if probe is None:
         result = _mypy(tmp_path, TRT_MODULES)
         assert result.returncode == 0, result.stdout + result.stderr
+        return
+    if probe == "cuda":  # cuda-python is untyped: `cuda.CudaRuntime` gives its calls cuda-python's names
+        result = _mypy(tmp_path, ["janus_edge.probe"], {"probe.py": CUDA_TYPO})
+        assert result.returncode != 0 and '"size"' in result.stdout and "cudaMemcpy2DAsnyc" in result.stdout
         return
     typo = ("import tensorrt as trt\n\ndef run(context: trt.IExecutionContext, stream: int) -> None:\n"
             "    context.execute_async_v4(stream)\n")
@@ -145,6 +159,8 @@ def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
         for profile in graph:
             for low, opt, high in profile.values():
                 assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high))
+    for name, cfg in (("sampler", False), ("cfg_sampler", True)):  # profiles name exactly the graphs' inputs
+        assert set(profiles[name][0]) == {tensor.name for tensor in sampler_graph(cfg).graph.input}
     wide = engine_profiles(manifest, TARGETS["datacenter"])
     assert wide["decoder"][0]["attention_mask"][2][1] == 2 * min(manifest.limits.max_context, 4096)
 
