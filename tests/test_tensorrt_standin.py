@@ -288,3 +288,24 @@ def test_standin_cudart_signatures_are_cuda_pythons():
     defined = {n.name: ",".join(a.arg for a in n.args.args) for n in tree.body
                if isinstance(n, ast.FunctionDef) and n.name.startswith("cuda")}
     assert defined == real
+
+
+def test_gpu_check_judges_teacher_forced_logits_and_runs_on_the_standin(standin_engines, standin_fp16_engines,
+                                                                         export_hf):
+    """gpu-check's own code path on the stand-in (not a GPU result): teacher-forced comparisons that pass for the
+    same graph, and that tell fp16 from fp32 (the fp16 engines against the fp32 export fail the fp32 criterion)."""
+    fp16_engines, export_fp16 = standin_fp16_engines
+    with standin_imports():
+        from janus_edge.gpu_check import check_precision, compare
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(standin_engines) as gpu, JanusRuntime.load(export_hf) as cpu:
+            ok, lines = check_precision(cpu, gpu, "fp32", IMAGE)
+            assert ok, lines
+            with JanusRuntime.load(fp16_engines) as gpu16:
+                for head in ("lm_head", "generation_head"):
+                    same = compare(JanusRuntime.load(export_fp16).backend, gpu16.backend, head)
+                    assert same.passes("fp32") and same.logits_error == 0.0
+                    mixed = compare(cpu.backend, gpu16.backend, head)
+                    # fp16 rounding alone: caught by the fp32 criterion, accepted by the fp16 one
+                    assert mixed.logits_error > 0 and not mixed.passes("fp32") and mixed.passes("fp16")
