@@ -140,6 +140,7 @@ class Plan:
     images: int
     weights_bytes: dict[str, float]
     kv_cache_bytes: float
+    runtime_buffers_bytes: float  # TensorRT backend: the KV spare tensor and the decode step's IO buffers
     activation_bytes: float
     workspace_bytes: float
     total_bytes: float
@@ -170,6 +171,15 @@ def kv_cache_bytes(d: Dims, decoder_scheme: str, rows: int, context: int) -> int
     return sizing.kv_cache_bytes(d.layers, d.kv_heads, d.head_dim, kv_dtype(decoder_scheme), rows, capacity)
 
 
+def runtime_buffers_bytes(d: Dims, decoder_scheme: str, rows: int, context: int) -> int:
+    """What the TensorRT backend allocates next to the cache for such a request (`runtime.sizing`'s numbers): the
+    spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
+    each, so activations count once (the largest of prefill, vision and VQ, below)."""
+    capacity, dtype = sizing.request_capacity(context, context), kv_dtype(decoder_scheme)
+    io = sizing.decode_io_bytes(d.layers, d.kv_heads, d.head_dim, d.hidden, dtype, rows, capacity)
+    return sizing.kv_spare_bytes(d.kv_heads, d.head_dim, dtype, rows, capacity) + sum(io.values())
+
+
 def make_plan(model: str, d: Dims, target: Target, precision: str, context: int, images: int,
               suggest: bool = True) -> Plan:
     if context < NUM_IMAGE_TOKENS + 16 or images < 1:
@@ -181,12 +191,13 @@ def make_plan(model: str, d: Dims, target: Target, precision: str, context: int,
     act_bytes = 4 if schemes["decoder"] == "fp32" else 2
     rows = 2 * images  # CFG generation is the widest request; understanding uses 1 row per conversation
     kv = kv_cache_bytes(d, schemes["decoder"], rows, context)
+    buffers = runtime_buffers_bytes(d, schemes["decoder"], rows, context)
     prefill = context * (2 * d.intermediate + 4 * d.hidden) * act_bytes  # MLP gate/up and a few hidden copies
     vq = 3 * d.vq_channels * 384 * 384 * act_bytes  # two full-resolution feature maps and a temporary, per image
     vision = images * NUM_IMAGE_TOKENS * (d.vision_mlp + 4 * d.vision_width) * act_bytes
     activations = max(prefill, vq, vision) + rows * (d.vocab + d.codebook) * 4
     workspace = target.workspace_gib * GIB
-    total = sum(weights.values()) + kv + activations + workspace
+    total = sum(weights.values()) + kv + buffers + activations + workspace
     step_weights = weights["decoder"] + weights["generation_head"]
     understanding_weights = weights["decoder"] + weights["lm_head"]
     bandwidth = target.bandwidth_gbs * 1e9
@@ -196,7 +207,7 @@ def make_plan(model: str, d: Dims, target: Target, precision: str, context: int,
               f"generation_b{rows}": (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3}
     image_floor = sum((step_weights + kv_token * (NUM_IMAGE_TOKENS // 2 + 64) * rows) / bandwidth
                       for _ in range(NUM_IMAGE_TOKENS))
-    plan = Plan(model, target.name, precision, context, images, weights, kv, activations, workspace, total,
+    plan = Plan(model, target.name, precision, context, images, weights, kv, buffers, activations, workspace, total,
                 target.usable_bytes, total <= target.usable_bytes, floors, image_floor)
     if not target.fp8 and "fp8" in precision:
         plan.notes.append(f"{target.name} has no FP8")
@@ -227,6 +238,7 @@ def format_plan(plan: Plan) -> str:
     lines += [f"  weights {name:<21}{gib(b)}" for name, b in plan.weights_bytes.items()]
     lines += [f"  weights total{'':<16}{gib(sum(plan.weights_bytes.values()))}",
               f"  KV cache{'':<21}{gib(plan.kv_cache_bytes)}",
+              f"  KV spare + step buffers{'':<6}{gib(plan.runtime_buffers_bytes)}",
               f"  activations (estimate){'':<7}{gib(plan.activation_bytes)}",
               f"  TensorRT workspace{'':<11}{gib(plan.workspace_bytes)}",
               f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "

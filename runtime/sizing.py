@@ -31,3 +31,21 @@ def kv_bytes_per_position(layers: int, kv_heads: int, head_dim: int, dtype: str 
 def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, dtype: str | np.dtype, rows: int, capacity: int) -> int:
     """What a decoder for `rows` rows and `capacity` slots allocates for its cache."""
     return kv_bytes_per_position(layers, kv_heads, head_dim, dtype) * int(rows) * int(capacity)
+
+
+def kv_spare_bytes(kv_heads: int, head_dim: int, dtype: str | np.dtype, rows: int, capacity: int) -> int:
+    """The one extra cache tensor the TensorRT backend keeps to re-lay its cache out at a bucket crossing (device
+    copies must not overlap, so the wider layout is written into the spare, which then takes the tensor's place)."""
+    return int(rows) * int(kv_heads) * int(capacity) * int(head_dim) * np.dtype(dtype).itemsize
+
+
+def decode_io_bytes(layers: int, kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype, rows: int,
+                    capacity: int) -> dict[str, int]:
+    """The TensorRT decoder's step buffers, reserved for full capacity when a request opens so decoding allocates
+    nothing: mask [rows, capacity+1] and position ids (int64), embeddings and hidden states (fp32), and one new
+    position's keys/values per cache tensor (KV dtype)."""
+    new = int(rows) * int(kv_heads) * int(head_dim) * np.dtype(dtype).itemsize
+    sizes = {"attention_mask": int(rows) * (int(capacity) + 1) * 8, "position_ids": int(rows) * 8,
+             "inputs_embeds": int(rows) * int(hidden) * 4, "hidden_states": int(rows) * int(hidden) * 4}
+    sizes.update({f"new_key_values.{i}.{kind}": new for i in range(int(layers)) for kind in ("key", "value")})
+    return sizes

@@ -309,3 +309,36 @@ def test_gpu_check_judges_teacher_forced_logits_and_runs_on_the_standin(standin_
                     mixed = compare(cpu.backend, gpu16.backend, head)
                     # fp16 rounding alone: caught by the fp32 criterion, accepted by the fp16 one
                     assert mixed.logits_error > 0 and not mixed.passes("fp32") and mixed.passes("fp16")
+
+
+@pytest.mark.parametrize("target_name", ["orin-nano-8gb", "agx-orin-64gb", "thor", "datacenter"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, precision, standin_engines,
+                                                                 standin_fp16_engines):
+    """`plan`'s KV cache plus its runtime buffers equal the device memory the TensorRT backend allocates when it
+    opens a request of that size (cache in the export's KV dtype, spare tensor, decode-step IO), for four targets."""
+    import dataclasses
+
+    from janus_edge.plan import MODELS, make_plan
+    from janus_edge.targets import TARGETS
+
+    engines = standin_engines if precision == "fp32" else standin_fp16_engines[0]
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime, sizing
+
+        with JanusRuntime.load(engines) as runtime:
+            manifest, model = runtime.manifest, runtime.manifest.model
+            dims = dataclasses.replace(MODELS["janus-pro-1b"], hidden=model.hidden_size, layers=model.num_layers,
+                                       heads=model.num_kv_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim)
+            target = TARGETS[target_name]
+            context = min(target.max_context, manifest.limits.max_context)
+            plan = make_plan("tiny", dims, target, precision, context, images=2)
+            runtime.backend.graph("decoder")  # the engine and its one context, before the request
+            before = cudart.live_allocations()
+            with runtime.backend.kv_decoder(4, capacity=context) as decoder:
+                added = {p: n for p, n in cudart.live_allocations().items() if p not in before}
+                assert sum(added.values()) == plan.kv_cache_bytes + plan.runtime_buffers_bytes
+                spare = sizing.kv_spare_bytes(model.num_kv_heads, model.head_dim, manifest.kv_dtype, 4, context)
+                assert decoder.nbytes == plan.kv_cache_bytes + spare

@@ -85,14 +85,15 @@ class TrtGraph(GraphSession):
                                "rebuild the engines with larger limits (janus-edge build --max-batch/--max-context)")
         return min(fitting, key=lambda i: sum(np.prod(high, dtype=np.float64) for _, high in self.ranges[i].values()))
 
-    def buffer(self, key: str, nbytes: int) -> DeviceBuffer:
+    def buffer(self, key: str, nbytes: int, exact: bool = False) -> DeviceBuffer:
         """This graph's IO buffer `key`, grown to hold `nbytes` (reused by every later call that fits)."""
         buffer = self.buffers.get(key)
         if buffer is None or buffer.nbytes < nbytes:
             if buffer is not None:
                 buffer.free()
-            # grow to the next power of two: a mask that gains a column every step reallocates log2(n) times
-            buffer = self.buffers[key] = DeviceBuffer(1 << max(int(nbytes) - 1, 1).bit_length())
+            # else grow to the next power of two: a mask that gains a column per step reallocates log2(n) times
+            size = nbytes if exact else 1 << max(int(nbytes) - 1, 1).bit_length()
+            buffer = self.buffers[key] = DeviceBuffer(size)
         return buffer
 
     def bind(self, inputs: dict[str, DeviceTensor], outputs: dict[str, DeviceBuffer]) -> dict[str, DeviceTensor]:

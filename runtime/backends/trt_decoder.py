@@ -54,13 +54,10 @@ class TrtKVDecoder(KVDecoder):
 
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
-        rows, graph = self.batch, self.graph
-        graph.buffer("attention_mask", rows * (self.allocated + 1) * graph.dtypes["attention_mask"].itemsize)
-        graph.buffer("position_ids", rows * graph.dtypes["position_ids"].itemsize)
-        for name in ("inputs_embeds", "hidden_states"):
-            graph.buffer(name, rows * self.hidden_size * graph.dtypes[name].itemsize)
-        for name in self.names:
-            graph.buffer(f"new_key_values.{name}", self._tensor_bytes(1))
+        sizes = sizing.decode_io_bytes(len(self.names) // 2, self.heads, self.head_dim, self.hidden_size, self.dtype,
+                                       self.batch, self.allocated)
+        for name, nbytes in sizes.items():
+            self.graph.buffer(name, nbytes, exact=True)
 
     def _cache_inputs(self) -> dict[str, DeviceTensor]:
         shape = (self.batch, self.heads, self.slots, self.head_dim)
