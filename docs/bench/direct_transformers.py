@@ -45,6 +45,7 @@ with torch.inference_mode():
         start = time.perf_counter()
         head(llm(inputs_embeds=token, cache=cache, use_cache=True).last_hidden_state)
         samples.append((time.perf_counter() - start) * 1e3)
-print(f"{args.attn} {args.dtype}{' resident' if args.resident else ''} batch {args.batch} past {args.past} threads {torch.get_num_threads()} "
+resident = " resident" if args.resident else ""
+print(f"{args.attn} {args.dtype}{resident} batch {args.batch} past {args.past} threads {torch.get_num_threads()} "
       f"torch {torch.__version__}: decode step median {statistics.median(samples[1:]):.1f} ms "
       f"(min {min(samples[1:]):.1f}, max {max(samples[1:]):.1f}, 6 steps)")

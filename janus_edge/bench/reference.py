@@ -81,7 +81,8 @@ def load_reference(model_dir: str, config: ReferenceConfig, device: str):
     return model
 
 
-def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfig) -> Result:
+def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfig, max_batch: int = 8
+                      ) -> Result:
     import torch
     import transformers
 
@@ -137,7 +138,7 @@ def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfi
 
     if "ttft" in stages:
         metrics["time_to_first_token"] = timed(run(lambda: understand(1, 1)), settings.runs, settings.warmup, sync)
-    throughput_rows(result, settings, max(settings.image_counts) * 2, sync, generate=run(generate),
+    throughput_rows(result, settings, max_batch, sync, generate=run(generate),
                     understand=run(lambda batch: understand(batch, settings.understand_tokens)))
     if "vq" in stages:
         ids = torch.from_numpy(rng.integers(0, model.config.vq_config.num_embeddings, (1, 576))).to(device)

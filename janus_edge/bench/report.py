@@ -18,7 +18,7 @@ DECODE_ROWS = {"b1": (1, "lm_head"), "b2": (2, "generation_head")}  # understand
 
 
 def _child(job) -> Result:
-    kind, path, settings, config = job
+    kind, path, settings, reference = job
     try:
         if kind == "export":
             from .exports import measure_export
@@ -26,9 +26,9 @@ def _child(job) -> Result:
             return measure_export(path, settings)
         from .reference import measure_reference
 
-        return measure_reference(path, settings, config)
+        return measure_reference(path, settings, *reference)
     except Exception as exc:  # reported in the table, so that the other measurements still stand
-        label = f"pytorch {config.name}" if config else Path(path).name
+        label = f"pytorch {reference[0].name}" if reference else Path(path).name
         return Result(label, kind, "?", error=f"{type(exc).__name__}: {exc}")
 
 
@@ -36,13 +36,17 @@ def run_bench(directories: list[str], reference: str | None, settings: Settings,
               log: Callable[[str], None] = print) -> dict:
     """Measures each directory, then each reference configuration, one child process at a time (peak memory is
     then per row, and one crash does not hide the others)."""
+    from janus_edge.runtime.manifest import load_manifest
+
+    # the reference generates as many images per call as the largest export allows (8 rows, the default, if none)
+    max_batch = max((load_manifest(d, verify=False).limits.max_batch for d in directories), default=8)
     jobs = [("export", str(d), settings, None) for d in directories] + \
-        [("reference", str(reference), settings, c) for c in (reference_configs if reference else ())]
+        [("reference", str(reference), settings, (c, max_batch)) for c in (reference_configs if reference else ())]
     bandwidth = copy_bandwidth_gbs()
     log(f"copy bandwidth {bandwidth:.1f} GB/s")
     results = []
     for job in jobs:
-        log(f"measuring {job[0]} {job[1]}" + (f" ({job[3].name})" if job[3] else ""))
+        log(f"measuring {job[0]} {job[1]}" + (f" ({job[3][0].name})" if job[3] else ""))
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
             results.append(pool.submit(_child, job).result())
     for result in results:

@@ -18,7 +18,8 @@ def add_arguments(parser) -> None:
                              "labelled extra; static-compile-bf16 on GPUs); auto: sdpa-bf16 where the CPU or GPU "
                              "runs bf16 natively, sdpa-fp32, and static-compile-bf16 on a GPU")
     parser.add_argument("--threads", type=int, default=0, help="PyTorch threads for the reference (0: every core)")
-    parser.add_argument("--stages", default=",".join(STAGES), help=f"stages to run, comma-separated: {','.join(STAGES)}")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"stages to run, comma-separated: {','.join(STAGES)}")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per stage (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--past", type=int, default=600, help="KV length at which decode steps are timed")
