@@ -1,0 +1,89 @@
+"""Measuring one export or engine directory through the runtime, with the backend its manifest names."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import Result, Settings, peak_host_mb, throughput_rows, timed, timing
+
+
+def backend_for(manifest) -> str:
+    """An engine directory (graphs of format "engine", from `janus-edge build`) runs on TensorRT, else ONNX Runtime."""
+    return "tensorrt" if any(g.format == "engine" for g in manifest.graphs.values()) else "onnxruntime"
+
+
+def check_directory(directory: str) -> None:
+    """A clear user error (JanusEdgeError) before any measuring: not an export, or TensorRT missing for engines."""
+    from janus_edge.runtime.manifest import load_manifest
+
+    if backend_for(load_manifest(directory, verify=False)) == "tensorrt":
+        from janus_edge.runtime.backends.tensorrt import require_tensorrt
+
+        require_tensorrt()
+
+
+def measure_export(directory: str, settings: Settings) -> Result:
+    from janus_edge.runtime import JanusRuntime, Turn
+    from janus_edge.runtime.manifest import load_manifest
+
+    start = time.perf_counter()
+    backend_name = backend_for(load_manifest(directory, verify=False))
+    runtime = JanusRuntime.load(directory, backend=backend_name)
+    for name in runtime.manifest.graphs:
+        runtime.backend.graph(name)
+    manifest, backend, rng = runtime.manifest, runtime.backend, np.random.default_rng(settings.seed)
+    result = Result(Path(directory).name, "export", manifest.precision, backend=backend_name)
+    metrics, stages = result.metrics, settings.stages
+    metrics["load"] = timing([(time.perf_counter() - start) * 1e3])  # one load: median = min = max
+    hidden = manifest.model.hidden_size
+    if "vision" in stages:
+        pixels = rng.standard_normal((1, 3, 384, 384), dtype=np.float32)
+        metrics["vision_encoder_per_image"] = timed(lambda: backend.run("vision_encoder", pixel_values=pixels),
+                                                    settings.runs, settings.warmup)
+    for length in settings.prompt_lengths if "prefill" in stages else ():
+        embeds = rng.standard_normal((1, length, hidden), dtype=np.float32)
+        mask, positions = np.ones((1, length), np.int64), np.arange(length)[None]
+        metrics[f"prefill_{length}"] = timed(lambda: backend.kv_decoder(1).step(embeds, mask, positions),
+                                             settings.runs, settings.warmup)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    if "ttft" in stages:
+        metrics["time_to_first_token"] = timed(lambda: runtime.understand([image], "Describe this image.",
+                                                                          max_new_tokens=1), settings.runs,
+                                               settings.warmup)
+    rows = {"b1": (1, "text_embedding", "input_ids", "lm_head"),
+            "b2": (2, "generation_embedding", "image_ids", "generation_head")}
+    for tag, (batch, embedding, ids_name, head) in rows.items() if "decode" in stages else ():
+        decoder = backend.kv_decoder(batch)
+        past = rng.standard_normal((batch, settings.past, hidden), dtype=np.float32)
+        decoder.step(past, np.ones((batch, settings.past), np.int64), np.arange(settings.past)[None].repeat(batch, 0))
+        ids = np.zeros((batch, 1), np.int64)
+
+        def step(decoder=decoder, batch=batch, embedding=embedding, ids_name=ids_name, head=head):
+            embeds = backend.run(embedding, **{ids_name: ids})["inputs_embeds"]
+            out = decoder.step(embeds, np.ones((batch, decoder.length + 1), np.int64),
+                               np.full((batch, 1), decoder.length, np.int64))
+            backend.run(head, hidden_states=out)
+
+        metrics[f"decode_{tag}"] = timed(step, settings.runs * 4, settings.warmup)
+        metrics[f"tokens_per_s_{tag}"] = 1e3 / metrics[f"decode_{tag}"]["median"]
+        del decoder, step
+    throughput_rows(result, settings, manifest.limits.max_batch,
+                    generate=lambda n: runtime.generate_images("a red fox", n=n, seed=0),
+                    understand=lambda batch: runtime.understand_batch(
+                        [[Turn("Describe this image.", [image])]] * batch, max_new_tokens=settings.understand_tokens))
+    if "vq" in stages:
+        ids = rng.integers(0, manifest.model.codebook_size, (1, 576))
+        metrics["vq_decode"] = timed(lambda: backend.run("vq_decoder", image_ids=ids), settings.runs, settings.warmup)
+    metrics["peak_host_mb"] = peak_host_mb()
+    directory_path = Path(directory)
+    for name, graph in manifest.graphs.items():
+        files = [graph.file] + [f for f in manifest.files if f.startswith(graph.file + ".")]
+        result.weight_bytes[name] = sum((directory_path / f).stat().st_size for f in files)
+    model = manifest.model
+    per_position = manifest.kv_cache_bytes(1, 1)
+    result.kv = {"bytes_per_position_per_row": per_position,
+                 "itemsize": per_position // (2 * model.num_layers * model.num_kv_heads * model.head_dim)}
+    return result
