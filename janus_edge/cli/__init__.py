@@ -23,6 +23,8 @@ COMMANDS = {
     "demo": "make the tiny model, export it, answer a question and generate images",
     "bench": "measure latency and memory of exports (and the PyTorch reference) side by side",
     "plan": "memory budget and latency floors of a model on a target",
+    "serve": "serve an export over HTTP with an OpenAI-compatible API",
+    "triton-repo": "write a Triton Inference Server model repository (Python backend) for an export",
 }
 
 
