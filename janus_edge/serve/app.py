@@ -21,6 +21,7 @@ from .metrics import CONTENT_TYPE, Metrics
 from .scheduler import Scheduler
 
 OPEN_PATHS = ("/health", "/metrics")  # load balancers and Prometheus scrape these without the key
+DRAIN_LIMIT = 256 * 1024 * 1024  # bodies refused for size are read and dropped up to this; larger ones cut off
 ENDPOINTS = ("/v1/chat/completions", "/v1/images/generations", "/v1/models", *OPEN_PATHS)
 
 
@@ -104,6 +105,8 @@ class RequestGuard:
         declared = headers.get("content-length", "")
         if declared.isdigit():
             if int(declared) > limit:
+                if int(declared) <= DRAIN_LIMIT:
+                    await _drain(receive)  # a client still sending would miss the answer if the socket closed
                 return await _send_error(send, too_large)
             return await self.app(scope, receive, send)
         chunks, size, more = [], 0, True  # no length given (chunked): read up to the limit, then replay
@@ -121,6 +124,14 @@ class RequestGuard:
             return replay.pop() if replay else await receive()
 
         await self.app(scope, replayed, send)
+
+
+async def _drain(receive) -> None:
+    """Reads and discards a refused body (never holding it), so the client reads the 413 instead of a reset."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 async def _send_error(send, error: APIError) -> None:

@@ -12,7 +12,6 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import dispatch
-from .errors import APIError, from_runtime
 from .inputs import conversation
 from .jobs import Cancelled, ChatJob, Sampling, StreamJob
 from .schemas import ChatCompletionRequest
@@ -33,13 +32,16 @@ def add_chat_route(app: FastAPI) -> None:
         limit = body.max_completion_tokens or body.max_tokens or \
             state.runtime.manifest.generation.understanding_max_new_tokens
         sampling = Sampling(limit, body.temperature or 0.0, body.top_p, body.seed)
-        kind = StreamJob if body.stream else ChatJob
-        job = kind(loop=_loop(), timeout_s=state.config.timeout_s, turns=turns, sampling=sampling)
-        dispatch.submit(request, job)
         reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": state.config.model_name}
         if body.stream:
+            stream = StreamJob(loop=asyncio.get_running_loop(), timeout_s=state.config.timeout_s, turns=turns,
+                               sampling=sampling)
+            dispatch.submit(request, stream)
             usage = body.stream_options.include_usage if body.stream_options else False
-            return await _stream(request, job, reply, prompt_tokens, usage, start)
+            return await _stream(request, stream, reply, prompt_tokens, usage, start)
+        job = ChatJob(loop=asyncio.get_running_loop(), timeout_s=state.config.timeout_s, turns=turns,
+                      sampling=sampling)
+        dispatch.submit(request, job)
         answer = await dispatch.wait(request, job)
         state.metrics.latency.labels("chat").observe(time.monotonic() - start)
         completion = len(answer.token_ids)
@@ -56,7 +58,7 @@ async def _stream(request: Request, job: StreamJob, reply: dict, prompt_tokens: 
     state = request.app.state
     first = await _next(request, job)
     if first[0] == "error":
-        raise _error(first[1])
+        raise dispatch.api_error(first[1])
     chunk = {**reply, "object": "chat.completion.chunk"}
 
     def event(delta: dict, finish: str | None = None, **extra) -> bytes:
@@ -71,7 +73,7 @@ async def _stream(request: Request, job: StreamJob, reply: dict, prompt_tokens: 
                 yield event({"content": item[1]})
                 item = await _next(request, job, watch_client=False)
             if item[0] == "error":  # a failure mid-stream: an OpenAI-style error event, then the end
-                error = _error(item[1])
+                error = dispatch.api_error(item[1])
                 yield f"data: {json.dumps({'error': {'message': error.message, 'type': error.type}})}\n\n".encode()
             else:
                 tokens = len(state.runtime.tokenizer.encode(item[1]))
@@ -104,19 +106,3 @@ async def _next(request: Request, job: StreamJob, watch_client: bool = True) -> 
             if time.monotonic() > job.deadline + 5 * dispatch.POLL_S:
                 job.cancel()
                 return ("error", dispatch.timed_out(request))
-
-
-def _error(exc: BaseException) -> APIError:
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, Cancelled):
-        return APIError(504, f"the request was stopped: {exc}", "timeout_error", code="timeout")
-    from janus_edge.runtime.errors import JanusEdgeError
-
-    if isinstance(exc, JanusEdgeError):
-        return from_runtime(exc)
-    return APIError(500, f"internal error ({type(exc).__name__})", "server_error")
-
-
-def _loop():
-    return asyncio.get_running_loop()

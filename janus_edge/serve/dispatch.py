@@ -42,10 +42,19 @@ async def wait(request: Request, job: Job):
 def result(job: Job):
     try:
         return job.future.result()
-    except Cancelled as exc:
-        raise APIError(504, f"the request was stopped: {exc}", "timeout_error", code="timeout") from None
-    except JanusEdgeError as exc:
-        raise from_runtime(exc) from None
+    except (Cancelled, JanusEdgeError) as exc:
+        raise api_error(exc) from None
+
+
+def api_error(exc: BaseException) -> APIError:
+    """What a failure the worker reported looks like to the client."""
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, Cancelled):
+        return APIError(504, f"the request was stopped: {exc}", "timeout_error", code="timeout")
+    if isinstance(exc, JanusEdgeError):
+        return from_runtime(exc)
+    return APIError(500, f"internal error ({type(exc).__name__})", "server_error")
 
 
 def timed_out(request: Request) -> APIError:

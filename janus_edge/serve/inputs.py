@@ -57,6 +57,7 @@ def _content(message: Message, param: str, allowed_dir: Path | None) -> tuple[st
 
 def decode_image_url(url: str, param: str, allowed_dir: Path | None):
     """A decoded RGB PIL image (the runtime's own defensive loader), or a 400 naming the part."""
+    source: bytes | Path
     if url.startswith("data:"):
         header, _, payload = url.partition(",")
         if not header.endswith(";base64") or not header[5:].startswith("image/"):

@@ -41,11 +41,15 @@ class Job:
         if self.expired():
             raise Cancelled("cancelled" if self.cancelled.is_set() else "timed out")
 
+    def batch_key(self):
+        """Jobs with equal keys (not None) may share one runtime call; None runs alone."""
+        return None
+
     def resolve(self, result) -> None:
-        self._call(lambda: self.future.done() or self.future.set_result(result))
+        self._call(lambda: None if self.future.done() else self.future.set_result(result))
 
     def fail(self, exc: BaseException) -> None:
-        self._call(lambda: self.future.done() or self.future.set_exception(exc))
+        self._call(lambda: None if self.future.done() else self.future.set_exception(exc))
 
     def _call(self, callback) -> None:
         try:
@@ -83,10 +87,10 @@ class StreamJob(ChatJob):
         self.pieces: asyncio.Queue = asyncio.Queue()
 
     def batch_key(self):
-        return None
+        return None  # the runtime streams one conversation at a time
 
     def emit(self, item: tuple) -> None:
-        """("piece", text), then ("done", None) or ("error", exception)."""
+        """("piece", text), then ("done", full text) or ("error", exception)."""
         self._call(lambda: self.pieces.put_nowait(item))
 
 
@@ -97,6 +101,3 @@ class ImageJob(Job):
     cfg_weight: float | None = None
     temperature: float | None = None
     seed: int | None = None
-
-    def batch_key(self):
-        return None

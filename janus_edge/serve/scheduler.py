@@ -93,7 +93,7 @@ class Scheduler:
         key = first.batch_key()
         if key is None:
             return [first]
-        batch, rest = [first], collections.deque()
+        batch, rest = [first], collections.deque[Job]()
         while self.waiting:
             job = self.waiting.popleft()
             if job.expired():
