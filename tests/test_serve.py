@@ -239,4 +239,4 @@ def test_cancelling_a_generation_or_a_stream_frees_the_kv_cache(runtime):
     next(pieces)
     pieces.close()
     gc.collect()
-    assert not [o for o in gc.get_objects() if isinstance(o, KVDecoder)]
+    assert not [o for o in gc.get_objects() if issubclass(type(o), KVDecoder)]
