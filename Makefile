@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow gpu-check gpu-install clean
+.PHONY: install triton-env demo test test-slow gpu-check gpu-install clean
 
 install: $(STAMP)
 
@@ -18,10 +18,30 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
+# The Python that runs janus-edge inside tritonserver's Python backend (tests/test_triton.py). The stub bundled in
+# nvidia-pytriton 0.7.0 links the system's libpython3.11, so this venv must come from Debian's /usr/bin/python3.11
+# (a venv from another 3.11 build fails inside the stub), and numpy must be 1.x (the stub's BYTES tensors came out
+# garbled with numpy 2). The wheel also carries the tritonserver 2.51 binary the test starts. Skipped, with a note,
+# where there is no /usr/bin/python3.11: the Triton test then skips too.
+SYSTEM_PYTHON311 ?= /usr/bin/python3.11
+TRITON_VENV := $(VENV)/triton-backend
+TRITON_STAMP := $(TRITON_VENV)/.installed
+TRITON_PINS := numpy==1.26.4 pillow==13.0.0 tokenizers==0.23.3 onnxruntime==1.32.0
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP): $(STAMP)
+	@if [ -x $(SYSTEM_PYTHON311) ]; then \
+	  $(SYSTEM_PYTHON311) -m venv $(TRITON_VENV) && \
+	  $(TRITON_VENV)/bin/python -m pip install -q $(TRITON_PINS) && \
+	  $(TRITON_VENV)/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0 && \
+	  $(TRITON_VENV)/bin/python -m pip install -q --no-deps -e . && touch $@; \
+	else echo "no $(SYSTEM_PYTHON311): the live Triton test will be skipped"; fi
+
 demo: $(STAMP)
 	$(VENV)/bin/janus-edge demo --out out/demo
 
-test: $(STAMP)
+test: $(STAMP) $(TRITON_STAMP)
 	$(PY) -m pytest -q
 
 # Full-size runs (Janus-Pro-1B config with random weights): minutes and ~20 GB of RAM; not in CI.

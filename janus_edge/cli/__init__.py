@@ -24,6 +24,8 @@ COMMANDS = {
     "bench": "measure latency and memory of exports (and the PyTorch reference) side by side",
     "plan": "memory budget and latency floors of a model on a target",
     "verify": "hash every file of an export against its manifest (loading re-hashes only changed files)",
+    "serve": "serve an export over HTTP with an OpenAI-compatible API",
+    "triton-repo": "write a Triton Inference Server model repository (Python backend) for an export",
 }
 
 

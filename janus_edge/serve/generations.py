@@ -1,0 +1,47 @@
+"""POST /v1/images/generations: 384x384 PNGs as base64, with janus-edge's cfg_weight and temperature."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import time
+
+from fastapi import FastAPI, Request
+
+from . import dispatch
+from .errors import APIError
+from .jobs import ImageJob
+from .schemas import ImageGenerationRequest
+
+SIZES = ("384x384",)
+
+
+def add_image_route(app: FastAPI) -> None:
+    @app.post("/v1/images/generations")
+    async def generate(body: ImageGenerationRequest, request: Request):
+        from .app import check_model
+
+        state = request.app.state
+        check_model(body.model, state.config)
+        if body.size not in SIZES:
+            raise APIError(400, f"size {body.size!r} is not offered; sizes: {', '.join(SIZES)}", param="size",
+                           code="unsupported_size")
+        most = state.runtime.manifest.limits.max_batch // 2
+        if body.n > most:
+            raise APIError(400, f"n={body.n} is over this export's limit of {most} images per request (each image "
+                           "takes 2 batch rows for guidance)", param="n", code="n_too_large")
+        start = time.monotonic()
+        job = ImageJob(loop=asyncio.get_running_loop(), timeout_s=state.config.timeout_s, prompt=body.prompt,
+                       n=body.n, cfg_weight=body.cfg_weight, temperature=body.temperature, seed=body.seed)
+        dispatch.submit(request, job)
+        result = await dispatch.wait(request, job)
+        data = [{"b64_json": await asyncio.to_thread(_png_base64, image)} for image in result.images]
+        state.metrics.latency.labels("images").observe(time.monotonic() - start)
+        return {"created": int(time.time()), "data": data}
+
+
+def _png_base64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
