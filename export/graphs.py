@@ -90,10 +90,10 @@ class Decoder(nn.Module):
     transformers' mask utilities, whose shortcuts branch on Python values at trace time.
     """
 
-    def __init__(self, model):
+    def __init__(self, llm):
         super().__init__()
-        self.llm = model.model.language_model
-        self.num_layers = model.config.text_config.num_hidden_layers
+        self.llm = llm  # a transformers Llama-style base model (Janus-Pro's and JanusFlow's LLM alike)
+        self.num_layers = llm.config.num_hidden_layers
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         from transformers import DynamicCache
@@ -183,7 +183,7 @@ def graph_specs(d: Dims) -> list[GraphSpec]:
                   [TensorSpec("image_ids", "int64", ["batch", "sequence"])],
                   [TensorSpec("inputs_embeds", "float32", hidden)],
                   lambda d, s: {"image_ids": _ids(d.codebook, s["batch"], s["sequence"])}),
-        GraphSpec("decoder", Decoder,
+        GraphSpec("decoder", lambda model: Decoder(model.model.language_model),
                   [TensorSpec("inputs_embeds", "float32", hidden),
                    TensorSpec("attention_mask", "int64", ["batch", "total_sequence"]),
                    TensorSpec("position_ids", "int64", ["batch", "sequence"])]

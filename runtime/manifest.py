@@ -36,7 +36,7 @@ class Graph:
 
 @dataclass
 class ModelInfo:
-    family: str  # janus-pro, janus
+    family: str  # janus-pro, janus, janusflow
     source_format: str  # hf, original
     hidden_size: int
     vocab_size: int
@@ -101,6 +101,20 @@ class GenerationDefaults:
 
 
 @dataclass
+class FlowSettings:
+    """JanusFlow's rectified flow (family "janusflow"): Euler steps from noise at t=0 to the image latent at t=1.
+
+    Step k feeds the flow encoder t = k / steps * time_scale and moves the latent by dt = 1 / steps, both rounded
+    to `schedule_dtype` as DeepSeek's code does (bfloat16 there even when the model runs in fp32). The latent's
+    shape is the flow_encoder graph's input; the default guidance weight is `generation.cfg_weight`.
+    """
+
+    steps: int = 30
+    time_scale: float = 1000.0
+    schedule_dtype: str = "bfloat16"  # "bfloat16" or "float32"
+
+
+@dataclass
 class Manifest:
     model: ModelInfo
     precision: str
@@ -114,6 +128,7 @@ class Manifest:
     files: dict[str, str]  # relative path -> sha256, for every file of the export
     producer: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    flow: FlowSettings | None = None  # JanusFlow exports only
 
     def kv_cache_bytes(self, rows: int, positions: int) -> int:
         """Bytes of the decoder's KV cache holding `positions` positions for `rows` rows (keys and values, all
@@ -143,7 +158,8 @@ class Manifest:
                    preprocessing=Preprocessing(**data["preprocessing"]),
                    generation=GenerationDefaults(**data["generation"]), tokenizer_file=data["tokenizer_file"],
                    files=dict(data["files"]), producer=dict(data.get("producer", {})),
-                   schema_version=data["schema_version"])
+                   schema_version=data["schema_version"],
+                   flow=FlowSettings(**data["flow"]) if data.get("flow") else None)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
