@@ -23,6 +23,8 @@ from .model import DECODER_DEFAULTS, ENCODER_DEFAULTS, FlowConfig, JanusFlowMode
 
 SUB_CONFIGS = ("vision_und_enc_config", "vision_gen_enc_config", "vision_gen_dec_config", "language_config")
 UNUSED_PREFIXES = ("vision_und_enc_model.vision_tower.attn_pool.",)  # SigLIP's attention-pool head, never run
+LLAMA_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "max_position_embeddings", "rms_norm_eps")
 VAE_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -57,18 +59,13 @@ def flow_config(config_json: dict, directory: Path) -> FlowConfig:
     siglip.update(layers=min(siglip["layers"], depth), image_size=int(vision.get("image_size", 384)),
                   pixel_mean=vision.get("pixel_mean"), pixel_std=vision.get("pixel_std"))
     language = {**LLAMA_DEFAULTS, **config_json["language_config"]}
-    vocab = tokenizer_vocab(directory / "tokenizer.json")
-    special = _special_tokens(directory)
-    text = LlamaConfig(
-        vocab_size=language["vocab_size"], hidden_size=language["hidden_size"],
-        intermediate_size=language["intermediate_size"], num_hidden_layers=language["num_hidden_layers"],
-        num_attention_heads=language["num_attention_heads"],
-        num_key_value_heads=language.get("num_key_value_heads", language["num_attention_heads"]),
-        max_position_embeddings=language["max_position_embeddings"], rms_norm_eps=language["rms_norm_eps"],
-        rope_parameters={"rope_type": "default", "rope_theta": float(language["rope_theta"])},
-        bos_token_id=token_id(vocab, special["bos_token"]), eos_token_id=token_id(vocab, special["eos_token"]),
-        pad_token_id=token_id(vocab, special.get("pad_token") or "<\uff5c\u2581pad\u2581\uff5c>"),
-        tie_word_embeddings=bool(language.get("tie_word_embeddings", False)))
+    vocab, special = tokenizer_vocab(directory / "tokenizer.json"), _special_tokens(directory)
+    ids = {f"{name}_token_id": token_id(vocab, special.get(f"{name}_token") or default)
+           for name, default in (("bos", ""), ("eos", ""), ("pad", "<\uff5c\u2581pad\u2581\uff5c>"))}
+    text = LlamaConfig(**{k: language[k] for k in LLAMA_KEYS}, **ids,
+                       num_key_value_heads=language.get("num_key_value_heads", language["num_attention_heads"]),
+                       rope_parameters={"rope_type": "default", "rope_theta": float(language["rope_theta"])},
+                       tie_word_embeddings=bool(language.get("tie_word_embeddings", False)))
     text._attn_implementation = "eager"  # the exported decoder builds its mask explicitly, as eager attention does
     encoder = {**ENCODER_DEFAULTS, **{k: v for k, v in params["vision_gen_enc_config"].items()
                                       if k in ENCODER_DEFAULTS}}
