@@ -24,7 +24,7 @@ from .checkpoint import latent_size
 
 FLOW_TOKENS = NUM_IMAGE_TOKENS + 1  # the time embedding, then the 24x24 latent tokens
 HEAVY = ("flow_encoder", "flow_decoder", "vae_decoder")  # batch is their only dynamic dimension
-FP32_ONLY = ("vae_decoder",)  # the SDXL VAE overflows in fp16
+FP32_ONLY = ("flow_encoder", "vae_decoder")  # fp16 loses the time sinusoid at t ~ 1000; SDXL VAE overflows
 
 
 @dataclass
