@@ -31,14 +31,14 @@ class FlowImages:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+def round_to(values: np.ndarray | np.floating | float, dtype: str) -> np.ndarray:
     """float32 values rounded to bfloat16 (round to nearest even) and back, or left as float32."""
-    values = np.asarray(values, dtype=np.float32)
+    array = np.asarray(values, dtype=np.float32)
     if dtype == "float32":
-        return values
-    bits = values.view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+        return array
+    bits = array.view(np.uint32).astype(np.uint64)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 class FlowPipeline:
