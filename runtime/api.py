@@ -9,7 +9,7 @@ from .backends import open_backend
 from .errors import RequestError
 from .images import ImageInput
 from .manifest import Manifest, load_manifest
-from .pipelines.flow import FlowImages, FlowPipeline
+from .pipelines.flow import FlowPipeline
 from .pipelines.generate import GeneratedImages, GenerationPipeline
 from .pipelines.understand import Answer, UnderstandingPipeline
 from .prompts import PromptBuilder, Turn
@@ -69,11 +69,12 @@ class JanusRuntime:
     def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                         seed: int | None = None, progress: Callable[[int, int], None] | None = None,
-                        steps: int | None = None, initial_latents=None) -> GeneratedImages | FlowImages:
+                        steps: int | None = None, initial_latents=None) -> GeneratedImages:
         """Generates `n` 384x384 images for `prompt`; temperature 0 picks the argmax token at every step.
 
-        JanusFlow exports run the rectified flow instead: `steps` Euler steps (default 30) from seeded noise or
-        from `initial_latents` [n,4,48,48] (which then set n); temperature, top_k and top_p do not apply.
+        JanusFlow exports run the rectified flow instead and return `FlowImages` (with the final `latents`):
+        `steps` Euler steps (default 30) from seeded noise or from `initial_latents` [n,4,48,48] (which then set
+        n); temperature, top_k and top_p do not apply.
         """
         defaults = self.manifest.generation
         if self._flow is not None:

@@ -21,14 +21,15 @@ from ..errors import RequestError
 from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
+from .generate import GeneratedImages
 
 
 @dataclass
-class FlowImages:
-    images: list  # PIL images, 384x384 RGB
-    latents: np.ndarray  # [n, 4, 48, 48] final latents (before the VAE's scaling)
-    pixels: np.ndarray  # [n, 3, 384, 384] VAE output in [-1, 1] (not clipped)
-    timings: dict[str, float] = field(default_factory=dict)
+class FlowImages(GeneratedImages):
+    """`GeneratedImages` (so callers of `generate_images` see one type) with no image tokens ([n, 0]); `pixels` is
+    the VAE's output in [-1, 1] (not clipped)."""
+
+    latents: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 48, 48), np.float32))  # [n,4,48,48], final
 
 
 def round_to(values: np.ndarray | np.floating | float, dtype: str) -> np.ndarray:
@@ -98,7 +99,8 @@ class FlowPipeline:
         start = time.perf_counter()
         pixels = np.concatenate([self.backend.run("vae_decoder", latents=z[i:i + 1])["pixels"] for i in range(n)])
         timings["vae_decode_s"] = time.perf_counter() - start
-        return FlowImages([Image.fromarray(a) for a in to_uint8(pixels)], z, pixels, timings)
+        return FlowImages([Image.fromarray(a) for a in to_uint8(pixels)], np.zeros((n, 0), np.int64), pixels, timings,
+                          latents=z)
 
     def _initial(self, n: int, seed: int | None, initial_latents) -> np.ndarray:
         """Noise from `seed`, or the caller's latents (to reproduce another implementation's run)."""
