@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow gpu-check clean
+.PHONY: install demo test test-slow gpu-check gpu-install clean
 
 install: $(STAMP)
 
@@ -32,6 +32,17 @@ test-slow: $(STAMP)
 # on them and compare with ONNX Runtime on the CPU.
 gpu-check: $(STAMP)
 	$(PY) -m janus_edge.gpu_check --out out/gpu-check
+
+# On a Jetson (JetPack 6.2 / 7.x) or an NGC TensorRT container: a venv that sees the system TensorRT
+# (--system-site-packages), with the Jetson/TensorRT requirement set; then `make gpu-check`. On an x86 machine
+# without a system TensorRT, install TensorRT for its CUDA first (see docs/jetson.md).
+gpu-install:
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-jetson.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -c "import tensorrt; print('TensorRT', tensorrt.__version__)" || echo "TensorRT not visible: see docs/jetson.md"
+	touch $(STAMP)
 
 clean:
 	rm -rf out .pytest_cache

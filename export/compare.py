@@ -68,7 +68,8 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
             with torch.no_grad():
                 expected = module(*feeds.values())
             expected = expected if isinstance(expected, tuple) else (expected,)
-            got = backend.graph(spec.name).run({k: v.numpy() for k, v in feeds.items()})
+            dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
+            got = backend.graph(spec.name).run({k: v.numpy().astype(dtypes[k]) for k, v in feeds.items()})
             label = ",".join(f"{k[0]}{v}" for k, v in case.items())
             for tensor, reference in zip(spec.outputs, expected):
                 actual, reference = got[tensor.name], reference.numpy()

@@ -22,7 +22,8 @@ from .staging import staged_directory
 
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB go to a side file; protobuf cannot hold 2 GiB
-SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5}
+SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5, "capacity": 7}
+KV_DTYPES = {"fp32": "float32", "fp16": "float16"}  # the KV cache is held in the export's precision
 
 
 def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", max_batch: int = 8,
@@ -45,7 +46,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
     dims = Dims.of(checkpoint.model)
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in graph_specs(dims):
+        for spec in graph_specs(dims, KV_DTYPES[precision]):
             log(f"exporting {spec.name} ({precision})")
             graphs[spec.name] = _export_graph(checkpoint.model, spec, dims, staging, precision)
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
@@ -77,7 +78,8 @@ def _export_graph(model, spec: GraphSpec, dims: Dims, directory: Path, precision
             torch.onnx.export(module, tuple(sample.values()), str(raw), input_names=[t.name for t in spec.inputs],
                               output_names=[t.name for t in spec.outputs], dynamic_axes=dynamic_axes(spec),
                               opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        proto = to_fp16(raw) if precision == "fp16" else onnx.load(str(raw))
+        fp16_io = tuple(t.name for t in spec.inputs + spec.outputs if t.dtype == "float16")
+        proto = to_fp16(raw, fp16_io) if precision == "fp16" else onnx.load(str(raw))
     save_graph(proto, directory / file)
     return Graph(file=file, precision=precision,
                  inputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.inputs],

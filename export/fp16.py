@@ -1,7 +1,8 @@
 """fp16 conversion of an exported graph, keeping precision-critical ops in fp32.
 
 LayerNorm/GroupNorm/InstanceNorm, Softmax, the pieces of RMSNorm (Pow, ReduceMean, Sqrt, Reciprocal) and GELU's Erf
-stay fp32 (fp16 vision encoders lose accuracy otherwise); graph inputs and outputs stay fp32.
+stay fp32 (fp16 vision encoders lose accuracy otherwise); graph inputs and outputs stay fp32 except those named in
+`fp16_io` (the decoder's KV cache, which is then held and moved in fp16: half the memory and traffic).
 
 Shapes are inferred from the file (which works past protobuf's 2 GB limit, weights in external data) and handed to
 the converter, whose own in-memory inference would fail on the full-size decoder.
@@ -16,7 +17,7 @@ KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalizat
                  "Sqrt", "Reciprocal", "Erf"]
 
 
-def to_fp16(path: Path):
+def to_fp16(path: Path, fp16_io: tuple[str, ...] = ()):
     """Reads the graph at `path` (with its external data) and returns it converted to fp16."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
@@ -28,7 +29,8 @@ def to_fp16(path: Path):
         onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
         proto = onnx.load(str(inferred), load_external_data=False)
     load_external_data_for_model(proto, str(Path(path).parent))
-    proto = convert_float_to_float16(proto, keep_io_types=True, op_block_list=KEEP_FP32_OPS,
+    io = [t.name for t in [*proto.graph.input, *proto.graph.output] if t.name not in fp16_io]
+    proto = convert_float_to_float16(proto, keep_io_types=io if fp16_io else True, op_block_list=KEEP_FP32_OPS,
                                      disable_shape_infer=True)
     wrapped = OnnxModel(proto)
     wrapped.topological_sort()  # the converter appends its input casts at the end of the node list

@@ -40,7 +40,7 @@ class Dims:
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: "float32", "int64"
-    shape: list  # ints and symbolic names ("batch", "sequence", "past_sequence", "total_sequence")
+    shape: list  # ints and symbolic names ("batch", "sequence", "capacity", "capacity_and_sequence")
 
 
 @dataclass
@@ -84,35 +84,16 @@ class GenerationEmbedding(nn.Module):
 
 
 class Decoder(nn.Module):
-    """The LLM with a KV cache as flat tensors: one graph serves prefill (past 0) and decode (sequence 1).
+    """The Janus LLM as an in-place KV-cache decoder graph (see `llm_decoder`)."""
 
-    The 4-D additive attention mask (causal and padding) is built here, in traceable tensor code, rather than by
-    transformers' mask utilities, whose shortcuts branch on Python values at trace time.
-    """
-
-    def __init__(self, llm):
+    def __init__(self, model):
         super().__init__()
-        self.llm = llm  # a transformers Llama-style base model (Janus-Pro's and JanusFlow's LLM alike)
-        self.num_layers = llm.config.num_hidden_layers
+        from .llm_decoder import InPlaceKVDecoder
+
+        self.decoder = InPlaceKVDecoder(model.model.language_model)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
-        from transformers import DynamicCache
-
-        seq = inputs_embeds.shape[1]
-        total = attention_mask.shape[1]
-        query_pos = torch.arange(seq, device=inputs_embeds.device) + (total - seq)
-        key_pos = torch.arange(total, device=inputs_embeds.device)
-        allowed = (key_pos[None, :] <= query_pos[:, None])[None, None] & attention_mask[:, None, None, :].bool()
-        min_value = torch.finfo(inputs_embeds.dtype).min
-        mask = torch.zeros_like(allowed, dtype=inputs_embeds.dtype).masked_fill(~allowed, min_value)
-        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
-        cache = DynamicCache(ddp_cache_data=pairs, config=self.llm.config)
-        out = self.llm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids, cache=cache,
-                       use_cache=True)
-        presents = []
-        for layer in out.cache.layers:
-            presents += [layer.keys, layer.values]
-        return (out.last_hidden_state, *presents)
+        return self.decoder(inputs_embeds, attention_mask, position_ids, *past)
 
 
 class LmHead(nn.Module):
@@ -149,26 +130,32 @@ def _ids(high: int, *shape: int) -> torch.Tensor:
 
 
 def _decoder_sample(d: Dims, s: dict[str, int]) -> dict[str, torch.Tensor]:
+    """A cache of `capacity` slots holding `past_sequence` positions (the rest unused), then `sequence` new ones."""
     b, seq, past = s["batch"], s["sequence"], s["past_sequence"]
-    total = past + seq
-    mask = torch.ones(b, total, dtype=torch.int64)
-    if b > 1 and total > 2:  # left padding in the last row, as batched prompts have
-        mask[-1, :1] = 0
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    capacity = s.get("capacity", past + 2)
+    mask = torch.zeros(b, capacity + seq, dtype=torch.int64)
+    mask[:, :past], mask[:, capacity:] = 1, 1
+    if b > 1 and past + seq > 2:  # left padding in the last row, as batched prompts have
+        mask[-1, 0 if past else capacity] = 0
+    valid = torch.cat([mask[:, :past], mask[:, capacity:]], dim=1)
+    position_ids = (valid.cumsum(-1) - 1).clamp(min=0)[:, past:]
     feeds = {"inputs_embeds": torch.randn(b, seq, d.hidden), "attention_mask": mask, "position_ids": position_ids}
-    for i in range(d.layers):
-        for kind in ("key", "value"):
-            feeds[f"past_key_values.{i}.{kind}"] = torch.randn(b, d.kv_heads, past, d.head_dim)
+    for name in kv_names(d.layers):
+        feeds[f"past_key_values.{name}"] = torch.randn(b, d.kv_heads, capacity, d.head_dim)
     return feeds
 
 
-def _kv_specs(d: Dims, prefix: str, length: str) -> list[TensorSpec]:
-    return [TensorSpec(f"{prefix}.{i}.{kind}", "float32", ["batch", d.kv_heads, length, d.head_dim])
-            for i in range(d.layers) for kind in ("key", "value")]
+def kv_names(layers: int) -> list[str]:
+    return [f"{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
 
 
-def graph_specs(d: Dims) -> list[GraphSpec]:
-    """The specs of every graph, in the order the manifest lists them."""
+def _kv_specs(d: Dims, prefix: str, length: str, dtype: str = "float32") -> list[TensorSpec]:
+    return [TensorSpec(f"{prefix}.{name}", dtype, ["batch", d.kv_heads, length, d.head_dim])
+            for name in kv_names(d.layers)]
+
+
+def graph_specs(d: Dims, kv_dtype: str = "float32") -> list[GraphSpec]:
+    """The specs of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`."""
     hidden = ["batch", "sequence", d.hidden]
     return [
         GraphSpec("vision_encoder", VisionEncoder,
@@ -183,12 +170,13 @@ def graph_specs(d: Dims) -> list[GraphSpec]:
                   [TensorSpec("image_ids", "int64", ["batch", "sequence"])],
                   [TensorSpec("inputs_embeds", "float32", hidden)],
                   lambda d, s: {"image_ids": _ids(d.codebook, s["batch"], s["sequence"])}),
-        GraphSpec("decoder", lambda model: Decoder(model.model.language_model),
+        GraphSpec("decoder", Decoder,
                   [TensorSpec("inputs_embeds", "float32", hidden),
-                   TensorSpec("attention_mask", "int64", ["batch", "total_sequence"]),
+                   TensorSpec("attention_mask", "int64", ["batch", "capacity_and_sequence"]),
                    TensorSpec("position_ids", "int64", ["batch", "sequence"])]
-                  + _kv_specs(d, "past_key_values", "past_sequence"),
-                  [TensorSpec("hidden_states", "float32", hidden)] + _kv_specs(d, "present", "total_sequence"),
+                  + _kv_specs(d, "past_key_values", "capacity", kv_dtype),
+                  [TensorSpec("hidden_states", "float32", hidden)]
+                  + _kv_specs(d, "new_key_values", "sequence", kv_dtype),
                   _decoder_sample),
         GraphSpec("lm_head", LmHead,
                   [TensorSpec("hidden_states", "float32", hidden)],

@@ -1,10 +1,12 @@
 """`janus-edge build`: one TensorRT engine per exported graph (plus the two sampler graphs), for a target.
 
 Strongly typed networks: precision comes from the ONNX (fp16 tensors, Q/DQ nodes), never from builder flags, which
-is the only mode TensorRT 11 has and works the same from 10.3 (JetPack 6.2) on. Built with Polygraphy's loaders
-(NetworkFromOnnxPath -> CreateConfig -> EngineBytesFromNetwork), a timing cache kept per GPU and TensorRT version,
-the target's workspace limit, and a progress display. The engine directory holds the engines, a copy of the
-export's manifest pointing at them, the tokenizer, and janus_edge_engines.json (what it was built for).
+is the only mode TensorRT 11 has and works the same from 10.3 (JetPack 6.2) on. Built with TensorRT's own builder
+API (the steps Polygraphy's NetworkFromOnnxPath -> CreateConfig -> EngineBytesFromNetwork take), typed by
+tensorrt-stubs so mypy checks every call, with a timing cache kept per GPU and TensorRT version, the target's
+workspace limit, and a progress display. The engine directory holds the engines, a copy of the export's manifest
+pointing at them (graph format "engine"), the tokenizer, and janus_edge_engines.json (what it was built for).
+`build` refuses a target that is not this machine's GPU unless forced: engines run only where they were built.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tensorrt as trt
 
 from janus_edge.runtime.backends.cuda import device_name_and_capability
 from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineInfo, EngineManifest
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
-from janus_edge.runtime.errors import RequestError
+from janus_edge.runtime.errors import BackendError, RequestError
 from janus_edge.runtime.manifest import load_manifest, sha256_file
-from janus_edge.targets import GIB, target as find_target
+from janus_edge.targets import GIB, gpu_mismatch, target as find_target
 
 from .sampler_graph import sampler_graph
 from .staging import staged_directory
@@ -33,7 +39,7 @@ def default_timing_cache(gpu: str, tensorrt_version: str) -> Path:
     return Path.home() / ".cache" / "janus-edge" / f"timing-{safe}-trt{tensorrt_version}.cache"
 
 
-def progress_monitor(label: str):
+def progress_monitor(label: str) -> "trt.IProgressMonitor":
     """A TensorRT IProgressMonitor that prints one line per top-level phase step (TensorRT >= 10.0)."""
     import tensorrt as trt
 
@@ -42,9 +48,9 @@ def progress_monitor(label: str):
             trt.IProgressMonitor.__init__(self)
             self.totals: dict[str, int] = {}
 
-        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+        def phase_start(self, phase_name: str, parent_phase: str, num_steps: int) -> None:  # parent: None at top
             self.totals[phase_name] = num_steps
-            if parent_phase is None:
+            if not parent_phase:
                 sys.stderr.write(f"\n  {label}: {phase_name}")
 
         def step_complete(self, phase_name: str, step: int) -> bool:
@@ -59,22 +65,61 @@ def progress_monitor(label: str):
     return Monitor()
 
 
+def engine_bytes(source: Path, profiles: list[dict[str, list[list[int]]]], cache: Path, workspace_bytes: int,
+                 label: str) -> bytes:
+    """One strongly typed engine from an ONNX file; reads and updates the timing cache at `cache`."""
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise BackendError(f"TensorRT's ONNX parser refused {source.name}: {errors}",
+                           "run `janus-edge check-trt EXPORT_DIR` to see which nodes this TensorRT lacks")
+    config = builder.create_builder_config()
+    config.clear_flag(trt.BuilderFlag.TF32)  # fp32 graphs stay fp32: token parity with ONNX Runtime
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
+    for shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for tensor, (low, opt, high) in shapes.items():
+            profile.set_shape(tensor, trt.Dims(low), trt.Dims(opt), trt.Dims(high))
+        config.add_optimization_profile(profile)
+    timing = config.create_timing_cache(cache.read_bytes() if cache.is_file() else b"")
+    if not config.set_timing_cache(timing, ignore_mismatch=False):
+        timing = config.create_timing_cache(b"")  # a cache from another GPU or TensorRT: start a fresh one
+        config.set_timing_cache(timing, ignore_mismatch=False)
+    config.progress_monitor = progress_monitor(label)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT could not build an engine from {source.name}", "see TensorRT's log above")
+    cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)
+
+
 def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timing_cache: str | None = None,
-          max_batch: int | None = None, max_context: int | None = None, log=print) -> EngineManifest:
+          max_batch: int | None = None, max_context: int | None = None, force: bool = False,
+          log=print) -> EngineManifest:
     require_tensorrt()
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, Profile
 
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
+    if any(graph.format != "onnx" for graph in manifest.graphs.values()):
+        raise RequestError(f"{export_dir} is an engine directory, not an ONNX export",
+                           "pass the export the engines were built from")
     if (max_batch is not None and max_batch < 1) or (max_context is not None and max_context < 1):
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} must be positive",
                            "leave them out to use the export's and the target's limits")
     target = find_target(target_name)
     gpu, capability = device_name_and_capability()
-    if capability != target.compute_capability:
-        log(f"note: building on {gpu} (compute capability {capability}) for target {target.name} "
-            f"({target.compute_capability}); engines run only on the GPU they are built on")
+    mismatch = gpu_mismatch(target, gpu, capability)
+    if mismatch and not force:
+        raise RequestError(mismatch, f"build on the {target.name} itself, choose the --target of this GPU, or pass "
+                                     "--force to build for this GPU with the target's limits")
+    if mismatch:
+        log(f"note (--force): {mismatch}")
     profiles = engine_profiles(manifest, target, max_batch, max_context)
     cache = Path(timing_cache) if timing_cache else default_timing_cache(gpu, trt.__version__)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -83,22 +128,15 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
         sources = {name: export_dir / graph.file for name, graph in manifest.graphs.items()}
         for name, cfg in (("sampler", False), ("cfg_sampler", True)):
             sources[name] = Path(tmp) / f"{name}.onnx"
-            sources[name].write_bytes(sampler_graph(cfg).SerializeToString())
+            proto = sampler_graph(cfg)
+            sources[name].write_bytes(proto.SerializeToString())
+            inputs = {tensor.name for tensor in proto.graph.input}  # the sampler takes no draws any more
+            profiles[name] = [{k: v for k, v in profile.items() if k in inputs} for profile in profiles[name]]
         for name, source in sources.items():
             start = time.perf_counter()
-            trt_profiles = []
-            for profile in profiles[name]:
-                built = Profile()
-                for tensor, (low, opt, high) in profile.items():
-                    built.add(tensor, low, opt, high)
-                trt_profiles.append(built)
             precision = manifest.graphs[name].precision if name in manifest.graphs else "fp32"
-            config = CreateConfig(profiles=trt_profiles, tf32=False, load_timing_cache=str(cache),
-                                  memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(target.workspace_gib * GIB)},
-                                  progress_monitor=progress_monitor(name))
-            network = NetworkFromOnnxPath(str(source), strongly_typed=True)
-            engine_bytes = EngineBytesFromNetwork(network, config, save_timing_cache=str(cache))()
-            (staging / f"{name}.engine").write_bytes(bytes(engine_bytes))
+            plan = engine_bytes(source, profiles[name], cache, int(target.workspace_gib * GIB), name)
+            (staging / f"{name}.engine").write_bytes(plan)
             engines[name] = EngineInfo(file=f"{name}.engine", source_onnx=source.name,
                                        source_onnx_sha256=manifest.files.get(source.name) or sha256_file(source),
                                        precision=precision, profiles=profiles[name])
@@ -111,9 +149,10 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
                                                        "max_context": min(max_context or target.max_context,
                                                                           manifest.limits.max_context),
                                                        "workspace_gib": target.workspace_gib, "strongly_typed": True,
-                                                       "timing_cache": str(cache)})
+                                                       "timing_cache": str(cache), "forced": bool(mismatch)})
         built_manifest.write(staging)
-        graphs = {name: dataclasses.replace(graph, file=f"{name}.engine") for name, graph in manifest.graphs.items()}
+        graphs = {name: dataclasses.replace(graph, file=f"{name}.engine", format="engine")
+                  for name, graph in manifest.graphs.items()}
         limits = dataclasses.replace(manifest.limits, max_context=built_manifest.build_options["max_context"],
                                      max_batch=built_manifest.build_options["max_batch"])
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}

@@ -3,8 +3,10 @@
 The support table is data (export/data/onnx_tensorrt_ops.json), taken from NVIDIA's published operator list of
 the onnx-tensorrt project (docs/operators.md) for TensorRT 10.3 (JetPack 6.2), 10.16 (JetPack 7.2; the 10.15
 table, the newest 10.x one published) and 11.0. Each node is checked for: the op being supported, its data input's
-dtype being one the table lists, and the restrictions that matter for our graphs (zero points of Q/DQ must be 0,
-CumSum/Reduce axes and TopK's K must be constants, K < 3840). The ONNX opset outside the table's range is a warning.
+dtypes (input 0 and every float or quantised input) being ones the table lists, and the restrictions that matter
+for our graphs (zero points of Q/DQ must be 0, CumSum/Reduce axes and TopK's K must be constants, K < 3840). Nodes
+inside If/Loop/Scan bodies are checked like top-level ones. Ops known to be slow on a version (CumSum before 10.8)
+and an ONNX opset outside the table's range are warnings.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ import numpy as np
 VERSIONS = ("10.3", "10.16", "11")
 ONNX_TO_TRT = {1: "FP32", 10: "FP16", 16: "BF16", 3: "INT8", 2: "UINT8", 6: "INT32", 7: "INT64", 9: "BOOL",
                22: "INT4", 17: "FP8", 23: "FP4"}
+QDQ = ("QuantizeLinear", "DequantizeLinear")  # scale and zero point are not data inputs
+VALUE_TYPES = {"FP32", "FP16", "BF16", "INT8", "INT4", "FP8", "FP4"}
+# op -> (first TensorRT release where it is fast, why it is slow before); shared/REFERENCE.md section 9
+SLOW_BEFORE = {"CumSum": ("10.8", "the ONNX parser imports CumSum as a loop with one iteration per element of the "
+                                  "axis (INetworkDefinition.add_cumulative exists from 10.8)")}
 AXES_AS_INPUT = {"CumSum": 1, "ReduceSum": 1, "ReduceMean": 1, "ReduceMax": 1, "Unsqueeze": 1, "Squeeze": 1,
                  "TopK": 1}
 
@@ -44,6 +51,7 @@ def support_table() -> dict:
 
 
 def check_model(proto, graph: str, version: str) -> list[Finding]:
+    """Checks every node, including those inside If/Loop/Scan bodies, of one ONNX model for one TensorRT."""
     import onnx
 
     table = support_table()["versions"][version]
@@ -53,32 +61,57 @@ def check_model(proto, graph: str, version: str) -> list[Finding]:
     if not low <= opset <= high:
         findings.append(Finding(version, graph, "-", "-", f"opset {opset} is outside the parser's documented "
                                 f"{table['opset_range']}", "warning"))
-    inferred = onnx.shape_inference.infer_shapes(proto)
-    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(
-        inferred.graph.input) + list(inferred.graph.output)}
-    initializers = {init.name: init for init in proto.graph.initializer}
+    graphs = list(_graphs(onnx.shape_inference.infer_shapes(proto).graph, graph))
+    types, initializers, constants = {}, {}, set()
+    for _, body in graphs:  # names of outer scopes are visible in bodies: one table for all
+        types.update({v.name: v.type.tensor_type.elem_type for v in [*body.value_info, *body.input, *body.output]})
+        initializers.update({init.name: init for init in body.initializer})
+        constants |= {o for n in body.node if n.op_type == "Constant" for o in n.output}
     types.update({name: init.data_type for name, init in initializers.items()})
-    constants = set(initializers) | {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
-    for node in proto.graph.node:
-        if node.op_type == "Constant":
-            continue
-        entry = table["ops"].get(node.op_type)
-        if node.domain not in ("", "ai.onnx") or entry is None or not entry["supported"]:
-            findings.append(Finding(version, graph, node.name, node.op_type, "operator not supported"))
-            continue
-        dtype = ONNX_TO_TRT.get(types.get(node.input[0], 0)) if node.input else None
-        if dtype and entry["types"] and dtype not in entry["types"]:
-            findings.append(Finding(version, graph, node.name, node.op_type,
-                                    f"input dtype {dtype} not among {', '.join(entry['types'])}"))
-        findings += _restrictions(node, version, graph, initializers, constants)
+    constants |= set(initializers)
+    for where, body in graphs:
+        for node in body.node:
+            if node.op_type != "Constant":
+                findings += _check_node(node, version, where, table, types, initializers, constants)
     return findings
+
+
+def _graphs(body, name: str):
+    """(name, graph) for a graph and, recursively, every subgraph its nodes carry (If/Loop/Scan bodies)."""
+    yield name, body
+    for node in body.node:
+        for attribute in node.attribute:
+            for index, sub in enumerate([attribute.g] if attribute.HasField("g") else list(attribute.graphs)):
+                yield from _graphs(sub, f"{name}/{node.name or node.op_type}.{attribute.name}"
+                                        + (f"[{index}]" if attribute.graphs else ""))
+
+
+def _check_node(node, version, where, table, types, initializers, constants) -> list[Finding]:
+    entry = table["ops"].get(node.op_type)
+    if node.domain not in ("", "ai.onnx") or entry is None or not entry["supported"]:
+        return [Finding(version, where, node.name, node.op_type, "operator not supported")]
+    findings = []
+    # every data input: input 0 always, later ones when they hold values (float or quantised), not indices/shapes
+    for index, name in enumerate(node.input if node.op_type not in QDQ else node.input[:1]):
+        dtype = ONNX_TO_TRT.get(types.get(name, 0)) if name else None
+        if dtype and entry["types"] and dtype not in entry["types"] and (index == 0 or dtype in VALUE_TYPES):
+            findings.append(Finding(version, where, node.name, node.op_type, f"input {index} ({name}) dtype {dtype} "
+                                    f"not among {', '.join(entry['types'])}"))
+    slow = SLOW_BEFORE.get(node.op_type)
+    if slow and _release(version) < _release(slow[0]):
+        findings.append(Finding(version, where, node.name, node.op_type, f"slow: {slow[1]}", "warning"))
+    return findings + _restrictions(node, version, where, initializers, constants)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def _restrictions(node, version, graph, initializers, constants) -> list[Finding]:
     from onnx import numpy_helper
 
     problems = []
-    if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) == 3:
+    if node.op_type in QDQ and len(node.input) == 3:
         zero = initializers.get(node.input[2])
         if zero is None or numpy_helper.to_array(zero).any():
             problems.append("zero point must be a constant 0")

@@ -1,7 +1,7 @@
 """TensorRT optimisation profiles for each exported graph, from the export's limits and the target's.
 
-Decoder, text embedding: one profile for prefill (many positions, empty past) and one for decode (one position,
-past up to the context). Heads and the generation embedding see one position per row. The VQ decoder runs one image
+Decoder, text embedding: one profile for prefill (many positions) and one for decode (one position). The decoder
+reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and the generation embedding see one position per row. The VQ decoder runs one image
 at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the export's max batch, which is
 2 x the images per generation request (CFG rows).
 """
@@ -9,6 +9,7 @@ at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the e
 from __future__ import annotations
 
 from janus_edge.runtime.manifest import Manifest
+from janus_edge.runtime.sizing import request_capacity
 from janus_edge.targets import Target
 
 Shape = list[int]
@@ -41,14 +42,16 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
         shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
         return {f"past_key_values.{i}.{kind}": shapes for i in range(model.num_layers) for kind in ("key", "value")}
 
+    prompt_slots = request_capacity(prompt, context)
     prefill = {"inputs_embeds": [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],
-               "attention_mask": [[1, 1], [1, prompt], [batch, context]],
-               "position_ids": [[1, 1], [1, prompt], [batch, context]], **kv(0, 0, 0)}
+               "attention_mask": [[1, 2], [1, prompt_slots + prompt], [batch, 2 * context]],
+               "position_ids": [[1, 1], [1, prompt], [batch, context]], **kv(1, prompt_slots, context)}
     cfg_rows = min(2, batch)
+    image_slots = request_capacity(prompt + model.num_image_tokens, context)
     decode = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, 1, hidden]],
-              "attention_mask": [[1, 2], [cfg_rows, prompt + 288], [batch, context]],
+              "attention_mask": [[1, 2], [cfg_rows, image_slots + 1], [batch, context + 1]],
               "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
-              **kv(1, prompt + 287, context - 1, (1, cfg_rows, batch))}
+              **kv(1, image_slots, context, (1, cfg_rows, batch))}
     one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
     profiles = {
         "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from janus_edge.runtime import sizing
 from janus_edge.runtime.errors import RequestError
 
 from .targets import GIB, Target
@@ -157,6 +158,18 @@ def kv_bytes_per_token(d: Dims, kv_dtype_bytes: int) -> int:
     return 2 * d.layers * d.kv_heads * d.head_dim * kv_dtype_bytes
 
 
+def kv_dtype(decoder_scheme: str) -> str:
+    """The KV cache dtype an export with this decoder scheme holds: fp16 from `export --precision fp16`; fp32 from
+    an fp32 export, and from `calibrate` (weight-only schemes keep the fp32 graph's activations and cache)."""
+    return "float16" if decoder_scheme == "fp16" else "float32"
+
+
+def kv_cache_bytes(d: Dims, decoder_scheme: str, rows: int, context: int) -> int:
+    """What a backend allocates for `rows` rows of a request that may fill `context`: `runtime.sizing`'s numbers."""
+    capacity = sizing.request_capacity(context, context)
+    return sizing.kv_cache_bytes(d.layers, d.kv_heads, d.head_dim, kv_dtype(decoder_scheme), rows, capacity)
+
+
 def make_plan(model: str, d: Dims, target: Target, precision: str, context: int, images: int,
               suggest: bool = True) -> Plan:
     if context < NUM_IMAGE_TOKENS + 16 or images < 1:
@@ -167,7 +180,7 @@ def make_plan(model: str, d: Dims, target: Target, precision: str, context: int,
     weights = {g: params[g] * bytes_per_weight(schemes[g]) for g in params}
     act_bytes = 4 if schemes["decoder"] == "fp32" else 2
     rows = 2 * images  # CFG generation is the widest request; understanding uses 1 row per conversation
-    kv = kv_bytes_per_token(d, act_bytes) * context * rows
+    kv = kv_cache_bytes(d, schemes["decoder"], rows, context)
     prefill = context * (2 * d.intermediate + 4 * d.hidden) * act_bytes  # MLP gate/up and a few hidden copies
     vq = 3 * d.vq_channels * 384 * 384 * act_bytes  # two full-resolution feature maps and a temporary, per image
     vision = images * NUM_IMAGE_TOKENS * (d.vision_mlp + 4 * d.vision_width) * act_bytes
@@ -177,7 +190,7 @@ def make_plan(model: str, d: Dims, target: Target, precision: str, context: int,
     step_weights = weights["decoder"] + weights["generation_head"]
     understanding_weights = weights["decoder"] + weights["lm_head"]
     bandwidth = target.bandwidth_gbs * 1e9
-    kv_token = kv_bytes_per_token(d, act_bytes)
+    kv_token = sizing.kv_bytes_per_position(d.layers, d.kv_heads, d.head_dim, kv_dtype(schemes["decoder"]))
     mean_length = context // 2
     floors = {"understanding_b1": (understanding_weights + kv_token * mean_length) / bandwidth * 1e3,
               f"generation_b{rows}": (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3}

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from .backends import open_backend
+from .backends.base import Closeable
+from .chat import ChatSession
 from .errors import RequestError
 from .images import ImageInput
 from .manifest import Manifest, load_manifest
@@ -19,7 +21,7 @@ from .tokenizer import TextTokenizer
 History = Sequence[Turn]
 
 
-class JanusRuntime:
+class JanusRuntime(Closeable):
     """Runs an export: image understanding and text-to-image generation.
 
     >>> rt = JanusRuntime.load("out/janus-pro-1b-onnx")
@@ -43,6 +45,10 @@ class JanusRuntime:
         manifest = load_manifest(directory, verify=verify)
         return cls(directory, manifest, open_backend(backend, directory, manifest, **backend_options))
 
+    def close(self) -> None:
+        """Frees the loaded graphs and the KV-cache buffers kept for reuse (they load again on the next call)."""
+        self.backend.close()
+
     def understand(self, images: Sequence[ImageInput], question: str, history: History | None = None,
                    max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float | None = None,
                    top_k: int | None = None, seed: int | None = None) -> Answer:
@@ -65,6 +71,11 @@ class JanusRuntime:
         sampler = Sampler(temperature, top_k, top_p, seed)
         limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
         return self._understanding.stream([*(history or []), Turn(question, _image_list(images))], limit, sampler)
+
+    def chat(self, max_new_tokens: int | None = None) -> ChatSession:
+        """A conversation that keeps its KV cache between turns (`ask`, `stream`); close it to free the cache."""
+        limit = self.manifest.generation.understanding_max_new_tokens if max_new_tokens is None else max_new_tokens
+        return ChatSession(self.backend, self._understanding, limit)
 
     def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,

@@ -7,22 +7,23 @@ that `load` verifies, so a tampered or half-copied export fails loudly instead o
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ManifestError
+from . import sizing
+from .integrity import sha256_file, verify_files
 
 MANIFEST_NAME = "janus_edge.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
 
 
 @dataclass
 class Tensor:
     name: str
     dtype: str  # numpy dtype name
-    shape: list  # ints, or symbolic names: batch, sequence, past_sequence, total_sequence
+    shape: list  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
 
 
 @dataclass
@@ -32,6 +33,20 @@ class Graph:
     outputs: list[Tensor]
     precision: str = "fp32"
     format: str = "onnx"  # "onnx" (ONNX Runtime) or "engine" (a TensorRT engine built by `janus-edge build`)
+
+
+@dataclass
+class KVCacheFormat:
+    """How the decoder graph uses its KV cache (its dtype is that of the decoder's `past_key_values.*` inputs).
+
+    "in_place": per layer the graph reads the cache `past_key_values.{i}.key/value` [batch, kv_heads, capacity,
+    head_dim] and returns only the new positions' `new_key_values.{i}.key/value` [batch, kv_heads, sequence,
+    head_dim], which the runtime writes into slots length..length+sequence-1. `attention_mask` [batch,
+    capacity + sequence] marks valid cache slots and new positions.
+    """
+
+    form: str = "in_place"
+    layout: str = "batch,kv_heads,capacity,head_dim"
 
 
 @dataclass
@@ -127,18 +142,20 @@ class Manifest:
     tokenizer_file: str
     files: dict[str, str]  # relative path -> sha256, for every file of the export
     producer: dict[str, str] = field(default_factory=dict)
+    kv_cache: KVCacheFormat = field(default_factory=KVCacheFormat)
     schema_version: int = SCHEMA_VERSION
     flow: FlowSettings | None = None  # JanusFlow exports only
+
+    @property
+    def kv_dtype(self) -> str:
+        """The KV cache's numpy dtype name, as the decoder graph's cache inputs declare it."""
+        return next(t.dtype for t in self.graphs["decoder"].inputs if t.name.startswith("past_key_values."))
 
     def kv_cache_bytes(self, rows: int, positions: int) -> int:
         """Bytes of the decoder's KV cache holding `positions` positions for `rows` rows (keys and values, all
         layers), in the dtype the decoder's cache tensors have. Backends, `plan` and `bench` all size it here."""
-        import numpy as np
-
-        past = next(t for t in self.graphs["decoder"].inputs if t.name.startswith("past_key_values."))
         model = self.model
-        return 2 * model.num_layers * rows * model.num_kv_heads * positions * model.head_dim * \
-            np.dtype(past.dtype).itemsize
+        return sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, self.kv_dtype, rows, positions)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)
@@ -158,20 +175,13 @@ class Manifest:
                    preprocessing=Preprocessing(**data["preprocessing"]),
                    generation=GenerationDefaults(**data["generation"]), tokenizer_file=data["tokenizer_file"],
                    files=dict(data["files"]), producer=dict(data.get("producer", {})),
-                   schema_version=data["schema_version"],
+                   kv_cache=KVCacheFormat(**data["kv_cache"]), schema_version=data["schema_version"],
                    flow=FlowSettings(**data["flow"]) if data.get("flow") else None)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
-    """Reads and checks an export directory's manifest; with `verify`, checks every file's sha256 too."""
+def load_manifest(directory: str | Path, verify: bool = True, full_check: bool = False) -> Manifest:
+    """Reads and checks an export directory's manifest; with `verify`, checks every file's sha256 too (only the
+    files changed since an earlier check are re-hashed, unless `full_check`; see integrity.py)."""
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if not directory.is_dir():
@@ -185,6 +195,10 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ManifestError(f"{path} is not valid JSON ({exc})", "re-run `janus-edge export`") from None
     version = data.get("schema_version") if isinstance(data, dict) else None
+    if version == 1:
+        raise ManifestError(f"{path} is a version-1 export, whose decoder copies its whole KV cache every step; "
+                            f"this janus-edge reads version {SCHEMA_VERSION} (in-place KV cache)",
+                            "re-export the checkpoint with this janus-edge (`janus-edge export`), then calibrate again")
     if version != SCHEMA_VERSION:
         raise ManifestError(f"{path} has manifest schema version {version!r}; this janus-edge reads version "
                             f"{SCHEMA_VERSION}", "re-export with this janus-edge version, or install the matching one")
@@ -193,16 +207,5 @@ def load_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     except (KeyError, TypeError) as exc:
         raise ManifestError(f"{path} is missing or has malformed field {exc}", "re-run `janus-edge export`") from None
     if verify:
-        verify_files(directory, manifest)
+        verify_files(directory, manifest.files, MANIFEST_NAME, full=full_check)
     return manifest
-
-
-def verify_files(directory: Path, manifest: Manifest) -> None:
-    for relative, expected in manifest.files.items():
-        file = directory / relative
-        if not file.is_file():
-            raise ManifestError(f"{file} is missing from the export (the manifest lists it)",
-                                "copy the whole export directory again, or re-run `janus-edge export`")
-        if sha256_file(file) != expected:
-            raise ManifestError(f"{file} changed after export (sha256 differs from {MANIFEST_NAME})",
-                                "restore the original file or re-run `janus-edge export`")

@@ -22,3 +22,26 @@ class TextTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+
+class IncrementalText:
+    """Text of a growing token sequence, decoded a few tokens at a time (not the whole answer per token).
+
+    Keeps the last emitted boundary and decodes only the tokens since the one before it (so merges across the
+    boundary, e.g. a leading space, come out right); a piece ending in U+FFFD is half a UTF-8 character and is
+    held back until its other bytes arrive.
+    """
+
+    def __init__(self, tokenizer: TextTokenizer):
+        self.tokenizer, self.ids = tokenizer, []
+        self.prefix, self.read = 0, 0  # ids[prefix:read] were decoded into text already emitted
+
+    def add(self, token: int) -> str:
+        """The new text after `token`, or "" while it is incomplete."""
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix:self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix:])
+        if len(text) <= len(before) or text.endswith("\ufffd"):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return text[len(before):]

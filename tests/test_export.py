@@ -31,7 +31,10 @@ def test_fp32_graphs_match_pytorch_within_1e4(request, fixture, tiny_hf, tiny_or
 def test_fp16_export_runs_and_passes_its_tolerances(export_fp16, tiny_hf):
     rows = compare(tiny_hf, export_fp16)
     assert all(r.ok for r in rows), [r for r in rows if not r.ok]
+    assert load_manifest(export_fp16).kv_dtype == "float16"
     proto = onnx.load(str(export_fp16 / "decoder.onnx"))
+    kv_types = {t.type.tensor_type.elem_type for t in [*proto.graph.input, *proto.graph.output] if "key_values" in t.name}
+    assert kv_types == {onnx.TensorProto.FLOAT16}, "the fp16 export holds its KV cache in fp16"
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in proto.graph.initializer)
     kept = {n.op_type for n in proto.graph.node if n.op_type in ("Softmax", "Pow", "ReduceMean")}
     assert kept, "norms and softmax should remain (in fp32) in the fp16 graph"
@@ -63,8 +66,10 @@ def test_manifest_describes_every_file_and_the_model(export_hf, tiny_hf):
     decoder = manifest.graphs["decoder"]
     assert [t.name for t in decoder.inputs[:3]] == ["inputs_embeds", "attention_mask", "position_ids"]
     assert len(decoder.outputs) == 1 + 2 * manifest.model.num_layers
-    assert decoder.inputs[3].shape == ["batch", manifest.model.num_kv_heads, "past_sequence",
-                                      manifest.model.head_dim]
+    assert decoder.inputs[3].shape == ["batch", manifest.model.num_kv_heads, "capacity", manifest.model.head_dim]
+    assert decoder.outputs[1].name == "new_key_values.0.key"
+    assert decoder.outputs[1].shape == ["batch", manifest.model.num_kv_heads, "sequence", manifest.model.head_dim]
+    assert (manifest.kv_cache.form, manifest.kv_dtype) == ("in_place", "float32")
     vocab = json.loads((tiny_hf / "tokenizer.json").read_text())["added_tokens"]
     ids = {t["content"]: t["id"] for t in vocab}
     assert manifest.tokens.image == ids["<image_placeholder>"]

@@ -207,9 +207,6 @@ def test_check_trt_accepts_every_graph(flow_export):
     assert [f for f in check_export(flow_export) if f.severity == "error"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="KVDecoder.rewind keeps `length` only; the bound (IO-binding, TensorRT) "
-                   "decoders' ping-pong buffers hold [B,H,T,hd] laid out for the old T, so the rewound past is read "
-                   "wrongly. An in-place cache of fixed capacity fixes it (the KV-cache work).")
 def test_flow_on_the_bound_kv_decoder_matches_the_host_one(flow_export):
     from janus_edge.runtime import JanusRuntime
 
@@ -235,9 +232,12 @@ def test_trt_profiles_cover_the_flow_step_the_pipeline_runs(flow_runtime):
 
     manifest = flow_runtime.manifest
     profiles = flow_profiles(manifest, manifest.limits.max_batch, manifest.limits.max_context)
+    from janus_edge.runtime.sizing import request_capacity
+
     prompt = len(flow_runtime.prompts.generation("a red fox in the snow")) - 1
-    used = {"decoder_flow_step": {"inputs_embeds": [2, 577, 64], "attention_mask": [2, prompt + 577],
-                                  "position_ids": [2, 577], "past_key_values.0.key": [2, 4, prompt, 16]},
+    slots = request_capacity(prompt + 577, manifest.limits.max_context)
+    used = {"decoder_flow_step": {"inputs_embeds": [2, 577, 64], "attention_mask": [2, slots + 577],
+                                  "position_ids": [2, 577], "past_key_values.0.key": [2, 4, slots, 16]},
             "flow_encoder": {"latents": [2, 4, 48, 48], "timesteps": [2]},
             "flow_decoder": {"hidden_states": [2, 577, 64], "skip": [2, 32, 24, 24], "time_embedding": [2, 64]},
             "vae_decoder": {"latents": [1, 4, 48, 48]}}

@@ -50,6 +50,8 @@ def test_orin_nano_fp16_floor_matches_the_reference_table():
     weights_read = (p["decoder"] + p["lm_head"]) * 2 + kv_bytes_per_token(d, 2) * 1024
     assert plan.decode_floor_ms["understanding_b1"] == pytest.approx(weights_read / 68e9 * 1e3)
     assert plan.kv_cache_bytes == kv_bytes_per_token(d, 2) * 2048 * 2
+    w4 = make_plan("janus-pro-1b", d, TARGETS["orin-nano-8gb"], "w4", 2048, 1)
+    assert w4.kv_cache_bytes == kv_bytes_per_token(d, 4) * 2048 * 2, "calibrated exports keep the fp32 cache"
 
 
 def test_precision_schemes():
@@ -63,14 +65,14 @@ def test_precision_schemes():
         parse_precision("fp8,w4")
 
 
-def test_7b_does_not_fit_orin_nano_in_fp16_and_a_fix_is_suggested():
-    plan = make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nano-8gb"], "fp16", 2048, 1)
-    assert not plan.fits and plan.total_bytes > 6.5 * GIB
+def test_7b_does_not_fit_orin_nx_in_fp16_and_a_fix_is_suggested():
+    plan = make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nx-16gb"], "fp16", 2048, 1)
+    assert not plan.fits and plan.total_bytes > 14.5 * GIB
     assert plan.suggestion.startswith("--precision")
     words = plan.suggestion.split()
     options = {"precision": "fp16", "context": "2048", "images": "1", **dict(zip(words[::2], words[1::2]))}
     options = {k.lstrip("-"): v for k, v in options.items()}
-    assert make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nano-8gb"], options["precision"],
+    assert make_plan("janus-pro-7b", MODELS["janus-pro-7b"], TARGETS["orin-nx-16gb"], options["precision"],
                      int(options["context"]), int(options["images"])).fits
 
 
@@ -78,3 +80,24 @@ def test_plan_cli_with_a_checkpoint_dir(tiny_original, tmp_path):
     result = run_cli("plan", "--model", tiny_original, "--target", "orin-nano-8gb", "--precision", "w4",
                      "--json", tmp_path / "plan.json", check_code=0)
     assert "FITS" in result.stdout and (tmp_path / "plan.json").is_file()
+
+
+@pytest.mark.parametrize("target_name", ["orin-nano-8gb", "agx-orin-64gb", "thor", "datacenter"])
+@pytest.mark.parametrize("fixture,precision", [("export_hf", "fp32"), ("export_fp16", "fp16")])
+def test_plan_counts_the_kv_cache_the_backend_allocates(request, target_name, fixture, precision):
+    """`plan`'s KV cache for a target equals what the ONNX Runtime backend allocates for that request (same rows,
+    same context, the export's own KV dtype), for the tiny export's dimensions."""
+    import dataclasses
+
+    from janus_edge.runtime import JanusRuntime
+
+    runtime = JanusRuntime.load(request.getfixturevalue(fixture))
+    model = runtime.manifest.model
+    dims = dataclasses.replace(MODELS["janus-pro-1b"], hidden=model.hidden_size, layers=model.num_layers,
+                               heads=model.num_kv_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim)
+    target = TARGETS[target_name]
+    context = min(target.max_context, runtime.manifest.limits.max_context)
+    plan = make_plan("tiny", dims, target, precision, context, images=2)
+    with runtime.backend.kv_decoder(4, capacity=context) as decoder:
+        assert decoder.nbytes == plan.kv_cache_bytes
+    assert runtime.manifest.kv_cache_bytes(4, context) == plan.kv_cache_bytes

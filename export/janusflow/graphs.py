@@ -4,7 +4,7 @@
     text_embedding   input_ids [B,S] -> [B,S,D]; <begin_of_image> embeds as JanusFlow's learned begin-of-
                      understanding vector, which is what DeepSeek's prepare_inputs_embeds writes there before
                      each understanding image (generation drops that token, so it never meets this graph)
-    decoder          the shared KV-cache decoder of export/graphs.py, on JanusFlow's LlamaModel
+    decoder          the shared in-place KV-cache decoder (export/llm_decoder.py) on JanusFlow's LlamaModel
     lm_head          hidden_states -> logits
     flow_encoder     (latents [B,4,48,48], timesteps [B]) -> inputs_embeds [B,577,D] (time embedding, then the
                      576 aligned latent tokens), skip [B,C,24,24], time_embedding [B,D]
@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Decoder, Dims, GraphSpec, TensorSpec, graph_specs
+from ..graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Dims, GraphSpec, TensorSpec, graph_specs
+from ..llm_decoder import InPlaceKVDecoder
 from .checkpoint import latent_size
 
 FLOW_TOKENS = NUM_IMAGE_TOKENS + 1  # the time embedding, then the 24x24 latent tokens
@@ -127,7 +128,7 @@ def flow_graph_specs(d: FlowDims) -> list[GraphSpec]:
                   lambda d, s: {"pixel_values": torch.randn(s["batch"], 3, IMAGE_SIZE, IMAGE_SIZE)}),
         GraphSpec("text_embedding", TextEmbedding, [TensorSpec("input_ids", "int64", ["batch", "sequence"])],
                   [TensorSpec("inputs_embeds", "float32", hidden)], _text_sample),
-        replace(shared, make_module=lambda checkpoint: Decoder(checkpoint.model.language_model.model)),
+        replace(shared, make_module=lambda checkpoint: InPlaceKVDecoder(checkpoint.model.language_model.model)),
         GraphSpec("lm_head", LmHead, [TensorSpec("hidden_states", "float32", hidden)],
                   [TensorSpec("logits", "float32", ["batch", "sequence", d.vocab])],
                   lambda d, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], d.hidden)}),

@@ -9,6 +9,7 @@ a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 is 
 from __future__ import annotations
 
 from janus_edge.runtime.manifest import Manifest
+from janus_edge.runtime.sizing import request_capacity
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]
@@ -28,10 +29,11 @@ def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, lis
     def rows_of(*shape: int) -> list[Shape]:
         return [[rows, *shape], [rows, *shape], [batch, *shape]]
 
-    kv = [[rows, model.num_kv_heads, 1, model.head_dim], [rows, model.num_kv_heads, past, model.head_dim],
-          [batch, model.num_kv_heads, context - tokens, model.head_dim]]
+    slots = request_capacity(past + tokens, context)  # the capacity the pipeline allocates for such a prompt
+    kv = [[rows, model.num_kv_heads, 1, model.head_dim], [rows, model.num_kv_heads, slots, model.head_dim],
+          [batch, model.num_kv_heads, context, model.head_dim]]
     step = {"inputs_embeds": rows_of(tokens, hidden),
-            "attention_mask": [[rows, tokens + 1], [rows, past + tokens], [batch, context]],
+            "attention_mask": [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
             "position_ids": rows_of(tokens),
             **{f"past_key_values.{i}.{kind}": kv for i in range(model.num_layers) for kind in ("key", "value")}}
     return {

@@ -23,6 +23,7 @@ COMMANDS = {
     "demo": "make the tiny model, export it, answer a question and generate images",
     "bench": "measure latency and memory of exports (and the PyTorch reference) side by side",
     "plan": "memory budget and latency floors of a model on a target",
+    "verify": "hash every file of an export against its manifest (loading re-hashes only changed files)",
 }
 
 

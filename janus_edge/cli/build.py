@@ -12,10 +12,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=int, default=None, help="rows (default: the export's)")
     parser.add_argument("--max-context", type=int, default=None, help="default: the target's limit")
     parser.add_argument("--timing-cache", default=None, help="default: ~/.cache/janus-edge/timing-GPU-TRT.cache")
+    parser.add_argument("--force", action="store_true",
+                        help="build even if this GPU is not the target's (the engines then run only on this GPU)")
 
 
 def run(args) -> int:
     from janus_edge.export.trt_build import build
 
-    build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.max_batch, args.max_context)
+    build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.max_batch, args.max_context,
+          args.force)
     return 0

@@ -9,12 +9,29 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InternalError, RequestError
 from ..manifest import Manifest
 from ..sampling import Sampler
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11+; annotations are not evaluated at run time (3.10 on JetPack 6.2)
+
+
+class Closeable:
+    """`close()` frees what the object holds; `with` closes it on exit."""
+
+    def close(self) -> None:
+        """Frees what this object holds."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class GraphSession(ABC):
@@ -25,11 +42,16 @@ class GraphSession(ABC):
         """Runs the graph; returns every output by name."""
 
 
-class KVDecoder(ABC):
-    """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions."""
+class KVDecoder(Closeable, ABC):
+    """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions.
+
+    Close it (or use it as a context manager) to hand its cache back to the backend for the next request.
+    """
 
     batch: int
     length: int
+    capacity: int | None  # the positions its cache was sized for (None: grows as needed)
+    nbytes: int  # bytes its KV cache holds now
 
     @abstractmethod
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
@@ -45,6 +67,15 @@ class KVDecoder(ABC):
         self.length = length
 
 
+def step_mask(attention_mask: np.ndarray, length: int, slots: int) -> np.ndarray:
+    """The decoder graph's mask [B, slots + S] from the step's [B, length + S]: cached positions, unused slots
+    (0), then the new positions."""
+    batch, seq = attention_mask.shape[0], attention_mask.shape[1] - length
+    mask = np.zeros((batch, slots + seq), dtype=np.int64)
+    mask[:, :length], mask[:, slots:] = attention_mask[:, :length], attention_mask[:, length:]
+    return mask
+
+
 def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_context: int) -> None:
     seq = embeds_shape[1]
     if embeds_shape[0] != decoder.batch or tuple(mask_shape) != (decoder.batch, decoder.length + seq):
@@ -55,7 +86,7 @@ def check_step(decoder: KVDecoder, embeds_shape: tuple, mask_shape: tuple, max_c
                            f"{max_context}", "export with a larger --max-context or shorten the request")
 
 
-class Backend(ABC):
+class Backend(Closeable, ABC):
     """Opens an export's graphs lazily, on first use."""
 
     name = "base"
@@ -75,8 +106,13 @@ class Backend(ABC):
         return self.graph(name).run(feeds)
 
     @abstractmethod
-    def kv_decoder(self, batch: int) -> KVDecoder:
-        """A decoder with an empty KV cache for `batch` rows, kept wherever this backend keeps tensors."""
+    def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
+        """A decoder with an empty KV cache for `batch` rows and up to `capacity` positions (None: as many as the
+        request reaches, up to the exported context), kept wherever this backend keeps tensors."""
+
+    def close(self) -> None:
+        """Frees the loaded graphs and pooled buffers; graphs load again if the backend is used afterwards."""
+        self._sessions.clear()
 
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""

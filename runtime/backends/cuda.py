@@ -37,6 +37,11 @@ class Stream:
         self.cudart = _cudart()
         self.handle = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
 
+    @property
+    def ptr(self) -> int:
+        """The stream as the plain int TensorRT's `stream_handle` parameters take (cudaStream_t is an object)."""
+        return int(self.handle)
+
     def synchronize(self) -> None:
         check(self.cudart.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
 

@@ -1,6 +1,6 @@
 """`janus_edge_engines.json`: what a TensorRT engine directory was built from, for and with.
 
-Engines are not portable across TensorRT versions or GPU architectures. The runtime compares this manifest with
+Engines are not portable across TensorRT versions, GPU architectures or (for good performance) GPU models. The runtime compares this manifest with
 the machine before deserialising anything and refuses a mismatch with a message that says both sides and the
 command that rebuilds the engines here.
 """
@@ -68,7 +68,9 @@ def check_compatible(manifest: EngineManifest, directory: Path, tensorrt_version
     problems = []
     if _release(manifest.tensorrt_version) != _release(tensorrt_version):
         problems.append(f"TensorRT {manifest.tensorrt_version} (this machine has {tensorrt_version})")
-    if manifest.compute_capability != compute_capability:
+    if manifest.compute_capability != compute_capability or manifest.gpu_name != gpu_name:
+        # same capability, other model (e.g. an A30 engine on an A100): TensorRT may load it, but its tactics were
+        # timed on the other GPU's memory system and can fail or run slowly; rebuild instead
         problems.append(f"a GPU of compute capability {manifest.compute_capability}, {manifest.gpu_name} "
                         f"(this machine has {compute_capability}, {gpu_name})")
     if problems:

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: the CPU by default, or any execution provider the installed onnxruntime offers.
 
-With a GPU provider (the CUDA or TensorRT execution providers of onnxruntime-gpu) the decoder runs through IO
-binding with a preallocated KV cache in device memory; only the hidden state of the new positions comes back.
+On the CPU the decoder's KV cache is host memory the graph reads in place (`kv_host`); with a GPU provider (the
+CUDA or TensorRT execution providers of onnxruntime-gpu) it lives in device memory behind IO binding
+(`ort_device`); only the hidden states of the new positions come back to the host.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import numpy as np
 
 from ..errors import BackendError, ManifestError
 from ..manifest import Manifest
-from .base import Backend, GraphSession, KVDecoder, check_step
+from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
+from .kv_host import BufferPool, HostKVCache
 
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 
@@ -26,78 +28,64 @@ class OrtGraph(GraphSession):
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
 
+def kv_names(manifest: Manifest) -> list[str]:
+    return [f"{i}.{kind}" for i in range(manifest.model.num_layers) for kind in ("key", "value")]
+
+
 class HostKVDecoder(KVDecoder):
-    """CPU: feeds the past tensors in as host arrays and keeps the present tensors the graph returns.
+    """The KV cache in host memory (`HostKVCache`), fed to ONNX Runtime as numpy views and updated in place.
 
-    Measured on the full-size 1B decoder (w4, CFG batch, past 300) this is faster on the CPU than binding
-    preallocated buffers (48 vs 59 ms a step), so IO binding is used for device providers only.
+    With `binding`, the views are wrapped as OrtValues and bound once per bucket (the CPU provider reads them where
+    they lie either way); without it they are plain `run()` inputs.
     """
 
-    def __init__(self, graph: OrtGraph, manifest: Manifest, batch: int):
+    def __init__(self, graph: OrtGraph, manifest: Manifest, batch: int, capacity: int | None, pool: BufferPool,
+                 binding: bool = False):
         model = manifest.model
-        self.graph, self.batch, self.max_context = graph, batch, manifest.limits.max_context
-        self.names = [f"{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
-        empty = np.zeros((batch, model.num_kv_heads, 0, model.head_dim), dtype=np.float32)
-        self.past = {f"past_key_values.{name}": empty for name in self.names}
-        self.length = 0
+        self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
+        self.max_context, self.names = manifest.limits.max_context, kv_names(manifest)
+        self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
+                                 capacity, self.max_context)
+        self.binding = graph.session.io_binding() if binding else None
+        self._bind_cache()
 
-    def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
-        check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
-        outputs = self.graph.run({"inputs_embeds": inputs_embeds, "attention_mask": attention_mask,
-                                  "position_ids": position_ids, **self.past})
-        self.past = {f"past_key_values.{name}": outputs[f"present.{name}"] for name in self.names}
-        self.length += inputs_embeds.shape[1]
-        hidden = outputs["hidden_states"]
-        return hidden[:, -1:] if last_only else hidden
+    @property
+    def nbytes(self) -> int:
+        return self.cache.nbytes
 
-    def rewind(self, length: int) -> None:
-        super().rewind(length)
-        self.past = {name: past[:, :, :length] for name, past in self.past.items()}
-
-
-class BoundKVDecoder(KVDecoder):
-    """The decoder through IO binding, with its KV cache in two preallocated buffers per tensor (on the CPU, or on
-    the GPU with onnxruntime-gpu) that serve in turn as past and present.
-
-    The graph still writes the whole present tensor each step (it concatenates inside), but into memory that is
-    already allocated and warm: no per-step allocation of the cache (on the CPU, fresh allocations cost page faults
-    on hundreds of megabytes per step at full size) and, on a GPU, no copy to the host.
-    """
-
-    def __init__(self, graph: OrtGraph, manifest: Manifest, batch: int, device: str, device_id: int = 0):
+    def _bind_cache(self) -> None:
+        if self.binding is None:
+            return
         import onnxruntime
 
-        model = manifest.model
-        self.graph, self.batch, self.length, self.max_context = graph, batch, 0, manifest.limits.max_context
-        self.device, self.device_id = device, device_id
-        self.heads, self.head_dim = model.num_kv_heads, model.head_dim
-        self.names = [f"{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
-        capacity = [batch * model.num_kv_heads * self.max_context * model.head_dim]
-        self.buffers = {name: [onnxruntime.OrtValue.ortvalue_from_shape_and_type(capacity, np.float32, device,
-                                                                                  device_id) for _ in range(2)]
-                        for name in self.names}
-        self.current = 0
+        for name, view in self.cache.views().items():
+            self.binding.bind_ortvalue_input(f"past_key_values.{name}", onnxruntime.OrtValue.ortvalue_from_numpy(view))
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
         seq = inputs_embeds.shape[1]
-        binding = self.graph.session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        binding.bind_cpu_input("attention_mask", np.ascontiguousarray(attention_mask, dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
-        binding.bind_output("hidden_states", "cpu")  # first bound, so first in get_outputs()
-        past_shape = [self.batch, self.heads, self.length, self.head_dim]
-        present_shape = [self.batch, self.heads, self.length + seq, self.head_dim]
-        for name, (first, second) in self.buffers.items():
-            past, present = (first, second) if self.current == 0 else (second, first)
-            binding.bind_input(f"past_key_values.{name}", self.device, self.device_id, np.float32, past_shape,
-                               past.data_ptr())
-            binding.bind_output(f"present.{name}", self.device, self.device_id, np.float32, present_shape,
-                                present.data_ptr())
-        self.graph.session.run_with_iobinding(binding)
-        self.current, self.length = 1 - self.current, self.length + seq
-        hidden = binding.get_outputs()[0].numpy()
+        if self.cache.reserve(self.length + seq, self.length):
+            self._bind_cache()
+        small = {"inputs_embeds": inputs_embeds, "attention_mask": step_mask(attention_mask, self.length,
+                                                                             self.cache.slots),
+                 "position_ids": position_ids}
+        if self.binding is None:
+            outputs = self.graph.run({**small, **{f"past_key_values.{n}": v for n, v in self.cache.views().items()}})
+        else:
+            for name, value in small.items():
+                self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name in self.graph.output_names:
+                self.binding.bind_output(name, "cpu")
+            self.graph.session.run_with_iobinding(self.binding)
+            outputs = dict(zip(self.graph.output_names, self.binding.copy_outputs_to_cpu()))
+        self.cache.write({name: outputs[f"new_key_values.{name}"] for name in self.names}, self.length)
+        self.length += seq
+        hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
+
+    def close(self) -> None:
+        self.cache.release()
+        self.binding = None
 
 
 class OnnxRuntimeBackend(Backend):
@@ -121,6 +109,7 @@ class OnnxRuntimeBackend(Backend):
         self.device = next((DEVICE_PROVIDERS[n] for n in names if n in DEVICE_PROVIDERS), "cpu")
         self.io_binding = self.device != "cpu" if io_binding is None else io_binding
         self.threads = threads
+        self.pool = BufferPool()
 
     def _open(self, name: str) -> GraphSession:
         options = self.ort.SessionOptions()
@@ -134,11 +123,22 @@ class OnnxRuntimeBackend(Backend):
         path = self.directory / self.manifest.graphs[name].file
         if not path.is_file():
             raise ManifestError(f"graph file {path} is missing", "copy the whole export directory again")
-        return OrtGraph(self.ort.InferenceSession(str(path), options, providers=self.providers))
+        providers = self.providers
+        if self.device != "cpu":
+            from .ort_device import session_providers
 
-    def kv_decoder(self, batch: int) -> KVDecoder:
+            providers = session_providers(providers, self.manifest, name, self.directory / "ort_tensorrt_cache")
+        return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
+
+    def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
-        if self.io_binding:
-            return BoundKVDecoder(graph, self.manifest, batch, self.device)
-        return HostKVDecoder(graph, self.manifest, batch)
+        if self.device != "cpu":
+            from .ort_device import DeviceKVDecoder
+
+            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.device)
+        return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
+
+    def close(self) -> None:
+        super().close()
+        self.pool.clear()

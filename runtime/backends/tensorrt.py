@@ -3,8 +3,9 @@
 - Every engine's inputs and outputs live in device buffers that grow to the largest shape seen.
 - The decoder's KV cache is preallocated on the device for the maximum context (two buffers per tensor, used in
   turn as past and present), and never copied to the host.
-- Per decode step only token ids (and the sampler's uniform draws) cross between host and device: embeddings,
-  hidden states and logits stay on the device, and CFG mixing and sampling run in a small sampler engine.
+- Per greedy decode step only token ids cross between host and device: embeddings, hidden states and logits stay
+  on the device, and CFG mixing and argmax run in a small sampler engine. Sampling at a temperature downloads the
+  mixed logits and draws on the host (no CumSum on the device: slow before TensorRT 10.8).
 - Not done: CUDA-graph capture of the decode step. The decoder graph's past length grows every step (its KV is
   concatenated inside the graph), so shapes never repeat; capture needs a static-cache decoder graph.
 
@@ -76,7 +77,8 @@ class TrtGraph(GraphSession):
             if context is None:
                 raise BackendError("TensorRT could not create an execution context (out of device memory?)",
                                    "free device memory or build with a smaller --max-context")
-            context.set_optimization_profile_async(profile, stream.handle)
+            if not context.set_optimization_profile_async(profile, stream.ptr):
+                raise InternalError(f"TensorRT refused optimisation profile {profile} for a new context")
             self.contexts.append(context)
         self.buffers: dict[str, DeviceBuffer] = {}
 
@@ -112,15 +114,17 @@ class TrtGraph(GraphSession):
                 buffer = value.buffer
             if not context.set_input_shape(name, shapes[name]):
                 raise InternalError(f"TensorRT refused shape {shapes[name]} for input {name}")
-            context.set_tensor_address(name, buffer.ptr)
+            if not context.set_tensor_address(name, buffer.ptr):
+                raise InternalError(f"TensorRT refused the address of input {name}")
         outputs = {}
         for name in self.outputs:
             shape = _dims(context.get_tensor_shape(name))
             nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
             target = bound[name].buffer if bound and name in bound else self._buffer(name, nbytes)
-            context.set_tensor_address(name, target.ptr)
+            if not context.set_tensor_address(name, target.ptr):
+                raise InternalError(f"TensorRT refused the address of output {name}")
             outputs[name] = DeviceTensor(target, shape, self.dtypes[name])
-        if not context.execute_async_v3(self.stream.handle):
+        if not context.execute_async_v3(self.stream.ptr):
             raise BackendError("TensorRT failed to enqueue the engine", "see TensorRT's log above")
         return outputs
 
@@ -201,20 +205,17 @@ class TensorRTBackend(Backend):
         return self.graph(graph).run_device({name: ids})["inputs_embeds"]
 
     def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
+        """Greedy: CFG mix and argmax in the sampler engine, only token ids come back. Sampling: the (mixed)
+        logits come back and the host sampler draws, exactly as on ONNX Runtime (see export/sampler_graph.py)."""
         logits = self.graph(head).run_device({"hidden_states": hidden})["logits"]
-        rows = logits.shape[0] // 2 if cfg_weight is not None else logits.shape[0]
-        if sampler.top_k is not None or sampler.top_p is not None:  # not on the device yet: host fallback
-            host = logits.buffer.download(logits.shape, logits.dtype, self.stream)[:, -1]
-            if cfg_weight is not None:
-                host = host[rows:] + cfg_weight * (host[:rows] - host[rows:])
-            return sampler(host)
         flat = DeviceTensor(logits.buffer, (logits.shape[0], logits.shape[-1]), logits.dtype)
-        feeds: dict[str, Feed] = {"logits": flat,
-                                  "inv_temperature": np.array([1.0 / max(sampler.temperature, 1e-6)], np.float32),
-                                  "uniform": (sampler.draw(rows) if sampler.temperature else np.zeros((rows, 1)))
-                                  .astype(np.float32)}
+        feeds: dict[str, Feed] = {"logits": flat}
         if cfg_weight is not None:
             feeds["cfg_weight"] = np.array([cfg_weight], np.float32)
+        greedy = sampler.temperature == 0 and sampler.top_k is None and sampler.top_p is None
+        if not greedy and cfg_weight is None:
+            return sampler(flat.buffer.download(flat.shape, flat.dtype, self.stream))
         outputs = self.graph(SAMPLERS["cfg" if cfg_weight is not None else "plain"]).run_device(feeds)
-        chosen = outputs["greedy" if sampler.temperature == 0 else "sampled"]
-        return chosen.buffer.download(chosen.shape, chosen.dtype, self.stream)
+        chosen = outputs["greedy" if greedy else "mixed"]
+        host = chosen.buffer.download(chosen.shape, chosen.dtype, self.stream)
+        return host if greedy else sampler(host)

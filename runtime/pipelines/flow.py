@@ -21,6 +21,7 @@ from ..errors import RequestError
 from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
+from ..sizing import request_capacity
 from .generate import GeneratedImages
 
 
@@ -74,14 +75,27 @@ class FlowPipeline:
         rows = np.array([ids] * n + [[tokens.bos] + [tokens.pad] * (len(ids) - 1)] * n, dtype=np.int64)
         mask = np.ones_like(rows)
         mask[n:, 1:] = 0
-        decoder = self.backend.kv_decoder(2 * n)
-        decoder.step(self.backend.embed("text_embedding", rows), mask, np.broadcast_to(np.arange(len(ids)),
-                                                                                       rows.shape).copy())
-        timings["prefill_s"] = time.perf_counter() - start
+        with self.backend.kv_decoder(2 * n, request_capacity(len(ids) + self.flow_tokens,
+                                                             limits.max_context)) as decoder:
+            decoder.step(self.backend.embed("text_embedding", rows), mask,
+                         np.broadcast_to(np.arange(len(ids)), rows.shape).copy())
+            timings["prefill_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            z = self._flow(decoder, z, mask, len(ids), steps, cfg_weight, progress)
+        timings["flow_s"] = time.perf_counter() - start
+        timings["flow_ms_per_step"] = timings["flow_s"] / steps * 1e3
         start = time.perf_counter()
+        pixels = np.concatenate([self.backend.run("vae_decoder", latents=z[i:i + 1])["pixels"] for i in range(n)])
+        timings["vae_decode_s"] = time.perf_counter() - start
+        return FlowImages([Image.fromarray(a) for a in to_uint8(pixels)], np.zeros((n, 0), np.int64), pixels, timings,
+                          latents=z)
+
+    def _flow(self, decoder, z: np.ndarray, mask: np.ndarray, prompt: int, steps: int, cfg_weight: float,
+              progress: Callable[[int, int], None] | None) -> np.ndarray:
+        """The Euler steps: each runs the flow tokens on top of the prompt's cache, then rewinds to the prompt."""
+        n = z.shape[0]
         flow_mask = np.concatenate([mask, np.ones((2 * n, self.flow_tokens), dtype=np.int64)], axis=1)
-        positions = np.broadcast_to(np.arange(len(ids), len(ids) + self.flow_tokens), (2 * n, self.flow_tokens))
-        positions = positions.copy()
+        positions = np.broadcast_to(np.arange(prompt, prompt + self.flow_tokens), (2 * n, self.flow_tokens)).copy()
         dt = round_to(np.float32(1.0 / steps), self.settings.schedule_dtype)
         for step in range(steps):
             t = round_to(np.full(2 * n, step / steps * self.settings.time_scale, np.float32),
@@ -91,16 +105,10 @@ class FlowPipeline:
             v = self.backend.run("flow_decoder", hidden_states=hidden, skip=encoded["skip"],
                                  time_embedding=encoded["time_embedding"])["velocity"]
             z = z + dt * (cfg_weight * v[:n] - (cfg_weight - 1.0) * v[n:])
-            decoder.rewind(len(ids))
+            decoder.rewind(prompt)
             if progress:
                 progress(step + 1, steps)
-        timings["flow_s"] = time.perf_counter() - start
-        timings["flow_ms_per_step"] = timings["flow_s"] / steps * 1e3
-        start = time.perf_counter()
-        pixels = np.concatenate([self.backend.run("vae_decoder", latents=z[i:i + 1])["pixels"] for i in range(n)])
-        timings["vae_decode_s"] = time.perf_counter() - start
-        return FlowImages([Image.fromarray(a) for a in to_uint8(pixels)], np.zeros((n, 0), np.int64), pixels, timings,
-                          latents=z)
+        return z
 
     def _initial(self, n: int, seed: int | None, initial_latents) -> np.ndarray:
         """Noise from `seed`, or the caller's latents (to reproduce another implementation's run)."""

@@ -19,6 +19,7 @@ from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
 from ..sampling import Sampler
+from ..sizing import request_capacity
 
 
 @dataclass
@@ -50,21 +51,22 @@ class GenerationPipeline:
         rows = np.array([ids] * n + [self.prompts.unconditional(ids)] * n, dtype=np.int64)
         mask = np.ones_like(rows)
         positions = np.broadcast_to(np.arange(rows.shape[1]), rows.shape).copy()
-        decoder = self.backend.kv_decoder(2 * n)
-        hidden = decoder.step(self.backend.embed("text_embedding", rows), mask, positions, last_only=True)
-        timings["prefill_s"] = time.perf_counter() - start
-        start = time.perf_counter()
         tokens = np.zeros((n, steps), dtype=np.int64)
-        for step in range(steps):
-            tokens[:, step] = self.backend.choose("generation_head", hidden, sampler, cfg_weight)
-            if progress:
-                progress(step + 1, steps)
-            if step == steps - 1:
-                break
-            step_ids = np.concatenate([tokens[:, step], tokens[:, step]])[:, None]
-            mask = np.ones((2 * n, decoder.length + 1), dtype=np.int64)
-            positions = np.full((2 * n, 1), decoder.length, dtype=np.int64)
-            hidden = decoder.step(self.backend.embed("generation_embedding", step_ids), mask, positions)
+        capacity = request_capacity(len(ids) + steps - 1, limits.max_context)
+        with self.backend.kv_decoder(2 * n, capacity) as decoder:
+            hidden = decoder.step(self.backend.embed("text_embedding", rows), mask, positions, last_only=True)
+            timings["prefill_s"] = time.perf_counter() - start
+            start = time.perf_counter()
+            for step in range(steps):
+                tokens[:, step] = self.backend.choose("generation_head", hidden, sampler, cfg_weight)
+                if progress:
+                    progress(step + 1, steps)
+                if step == steps - 1:
+                    break
+                step_ids = np.concatenate([tokens[:, step], tokens[:, step]])[:, None]
+                mask = np.ones((2 * n, decoder.length + 1), dtype=np.int64)
+                positions = np.full((2 * n, 1), decoder.length, dtype=np.int64)
+                hidden = decoder.step(self.backend.embed("generation_embedding", step_ids), mask, positions)
         timings["decode_s"] = time.perf_counter() - start
         timings["decode_ms_per_step"] = timings["decode_s"] / steps * 1e3
         start = time.perf_counter()

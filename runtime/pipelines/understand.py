@@ -8,13 +8,14 @@ from typing import Iterator
 
 import numpy as np
 
-from ..backends.base import Backend
+from ..backends.base import Backend, KVDecoder
 from ..errors import RequestError
 from ..images import load_image, preprocess
 from ..manifest import Manifest
 from ..prompts import PromptBuilder, Turn
 from ..sampling import Sampler
-from ..tokenizer import TextTokenizer
+from ..sizing import request_capacity
+from ..tokenizer import IncrementalText, TextTokenizer
 
 
 @dataclass
@@ -45,22 +46,16 @@ class UnderstandingPipeline:
 
     def stream(self, turns: list[Turn], max_new_tokens: int, sampler: Sampler) -> Iterator[str]:
         """Yields the answer's text piece by piece as tokens are produced (one conversation)."""
-        ids: list[int] = []
-        shown = ""
+        text = IncrementalText(self.tokenizer)
         for step in self._steps([turns], max_new_tokens, sampler, {}):
-            token = int(step[0])
-            if token == self.manifest.tokens.eos:
+            if int(step[0]) == self.manifest.tokens.eos:
                 break
-            ids.append(token)
-            text = self.tokenizer.decode(ids)
-            if not text.endswith("\ufffd") and len(text) > len(shown):  # hold back half a UTF-8 character
-                yield text[len(shown):]
-                shown = text
+            if piece := text.add(int(step[0])):
+                yield piece
 
-    def _steps(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler,
-               timings: dict[str, float]) -> Iterator[np.ndarray]:
-        """Yields the tokens chosen at each step, [B] (pad for rows that already ended)."""
-        manifest, tokens = self.manifest, self.manifest.tokens
+    def check(self, conversations: list[list[Turn]], max_new_tokens: int) -> list[list[int]]:
+        """The prompts' token ids, after checking the request against the export's limits."""
+        manifest = self.manifest
         if not conversations or not all(conversations):
             raise RequestError("a conversation has no question", "pass at least one Turn per conversation")
         if len(conversations) > manifest.limits.max_batch:
@@ -68,7 +63,6 @@ class UnderstandingPipeline:
                                f"{manifest.limits.max_batch}", "split the batch or export with a larger --max-batch")
         if max_new_tokens < 1:
             raise RequestError(f"max_new_tokens is {max_new_tokens}", "ask for at least 1 new token")
-        start = time.perf_counter()
         rows = [self.prompts.understanding(turns) for turns in conversations]
         longest = max(len(r) for r in rows)
         if longest > manifest.limits.max_context:
@@ -76,37 +70,58 @@ class UnderstandingPipeline:
                                f"exported context of {manifest.limits.max_context} (each image takes "
                                f"{manifest.model.num_image_tokens + 2})",
                                "shorten the question or history, send fewer images, or export with --max-context")
-        images = [load_image(image) for turns in conversations for turn in turns for image in turn.images]
-        pixels = [preprocess(image, manifest.preprocessing) for image in images]
+        return rows
+
+    def _steps(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler,
+               timings: dict[str, float]) -> Iterator[np.ndarray]:
+        """Yields the tokens chosen at each step, [B] (pad for rows that already ended)."""
+        start = time.perf_counter()
+        rows = self.check(conversations, max_new_tokens)
+        longest = max(len(r) for r in rows)
+        pixels = [preprocess(load_image(image), self.manifest.preprocessing)
+                  for turns in conversations for turn in turns for image in turn.images]
         timings["preprocess_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        ids = np.full((len(rows), longest), tokens.pad, dtype=np.int64)
+        ids = np.full((len(rows), longest), self.manifest.tokens.pad, dtype=np.int64)
         mask = np.zeros((len(rows), longest), dtype=np.int64)
         for i, row in enumerate(rows):  # left padding, as batched generation needs
             ids[i, longest - len(row):], mask[i, longest - len(row):] = row, 1
         embeds = self.embed(ids, pixels)
         timings["vision_s"] = time.perf_counter() - start
+        budget = self.budget(longest, max_new_tokens, timings)
+        capacity = request_capacity(longest + budget - 1, self.manifest.limits.max_context)
+        with self.backend.kv_decoder(len(rows), capacity) as decoder:
+            yield from self.decode(decoder, embeds, mask, np.maximum(mask.cumsum(-1) - 1, 0), budget, sampler,
+                                   timings)
 
-        start = time.perf_counter()
-        decoder = self.backend.kv_decoder(len(rows))
-        positions = np.maximum(mask.cumsum(-1) - 1, 0)
-        hidden = decoder.step(embeds, mask, positions, last_only=True)
-        timings["prefill_s"] = time.perf_counter() - start
-        finished = np.zeros(len(rows), dtype=bool)
-        budget = min(max_new_tokens, manifest.limits.max_context - longest + 1)  # the last token is never fed
+    def budget(self, prompt_length: int, max_new_tokens: int, timings: dict[str, float]) -> int:
+        """New tokens a prompt of `prompt_length` may get within the context (the last token is never fed)."""
+        budget = min(max_new_tokens, self.manifest.limits.max_context - prompt_length + 1)
         timings["context_full"] = float(budget < max_new_tokens)
+        return budget
+
+    def decode(self, decoder: KVDecoder, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, budget: int,
+               sampler: Sampler, timings: dict[str, float]) -> Iterator[np.ndarray]:
+        """Prefills `embeds` on `decoder` (which may already hold earlier positions), then yields up to `budget`
+        tokens per row, feeding each back but the last."""
+        tokens = self.manifest.tokens
+        batch = embeds.shape[0]
+        start = time.perf_counter()
+        hidden = decoder.step(embeds, mask, positions, last_only=True)
+        timings["prefill_s"], timings["prefill_tokens"] = time.perf_counter() - start, float(embeds.shape[1])
+        finished = np.zeros(batch, dtype=bool)
         start = time.perf_counter()
         for step in range(budget):
             chosen = np.where(finished, tokens.pad, self.backend.choose("lm_head", hidden, sampler))
             finished |= chosen == tokens.eos
             if step == 0:
-                timings["time_to_first_token_s"] = timings["preprocess_s"] + timings["vision_s"] + \
-                    timings["prefill_s"] + time.perf_counter() - start
+                timings["time_to_first_token_s"] = timings.get("preprocess_s", 0.0) + timings.get("vision_s", 0.0) \
+                    + timings["prefill_s"] + time.perf_counter() - start
             yield chosen
             if finished.all() or step == budget - 1:
                 break
-            mask = np.concatenate([mask, np.ones((len(rows), 1), dtype=np.int64)], axis=1)
+            mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
             positions = positions[:, -1:] + 1
             hidden = decoder.step(self.backend.embed("text_embedding", chosen[:, None]), mask, positions)
         decode_s = time.perf_counter() - start

@@ -1,0 +1,101 @@
+"""The KV cache in host memory: preallocated buffers, updated in place, reused across requests.
+
+Each cache tensor is one flat buffer; the decoder graph is fed a contiguous [B,H,C,hd] view of its start, where C
+is the current bucket (`sizing.bucket`). ONNX Runtime's CPU provider reads such numpy inputs where they lie (no
+copy), so a step reads only C slots. When the cache outgrows its bucket, each row's valid positions move to their
+place in the wider view, inside the same buffer (last row first, so nothing is overwritten before it is moved).
+Buffers come from a `BufferPool` owned by the backend and go back to it on `close()`, so the next request reuses
+warm memory instead of page-faulting hundreds of megabytes in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import sizing
+
+
+class BufferPool:
+    """Sets of flat buffers (one per cache tensor) that decoders borrow and return."""
+
+    def __init__(self) -> None:
+        self.free: list[list[np.ndarray]] = []
+
+    def take(self, count: int, size: int, dtype: np.dtype) -> list[np.ndarray]:
+        """`count` zero-filled (new) or previously used buffers of at least `size` elements of `dtype`."""
+        fitting = [i for i, s in enumerate(self.free) if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
+        if fitting:
+            return self.free.pop(min(fitting, key=lambda i: self.free[i][0].size))
+        return [np.zeros(size, dtype=dtype) for _ in range(count)]  # zeros: unused slots must hold finite values
+
+    def give(self, buffers: list[np.ndarray]) -> None:
+        self.free.append(buffers)
+
+    def clear(self) -> None:
+        self.free.clear()
+
+
+class HostKVCache:
+    """Keys and values for `batch` rows in flat host buffers of `capacity` slots (None: grows as needed)."""
+
+    def __init__(self, pool: BufferPool, names: list[str], batch: int, heads: int, head_dim: int, dtype: str,
+                 capacity: int | None, max_context: int):
+        self.pool, self.names, self.batch = pool, names, batch
+        self.heads, self.head_dim, self.dtype = heads, head_dim, np.dtype(dtype)
+        self.max_context, self.fixed = max_context, capacity is not None
+        self.allocated = min(capacity or sizing.bucket(1), max_context)
+        self.buffers = pool.take(len(names), self._elements(self.allocated), self.dtype)
+        self.slots = min(sizing.bucket(1), self.allocated)  # the width of the views the graph reads
+
+    def _elements(self, slots: int) -> int:
+        return self.batch * self.heads * slots * self.head_dim
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this cache holds (the allocation, not the current view)."""
+        return len(self.names) * self._elements(self.allocated) * self.dtype.itemsize
+
+    def views(self) -> dict[str, np.ndarray]:
+        shape = (self.batch, self.heads, self.slots, self.head_dim)
+        return {name: buf[:self._elements(self.slots)].reshape(shape) for name, buf in zip(self.names, self.buffers)}
+
+    def reserve(self, needed: int, length: int) -> bool:
+        """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
+        if needed <= self.slots:
+            return False
+        slots = min(sizing.bucket(needed), self.max_context)
+        if slots > self.allocated:
+            self._reallocate(sizing.request_capacity(max(needed, 2 * self.allocated), self.max_context), length)
+        rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim
+        for buf in self.buffers:
+            old = buf[:rows * self.slots * width].reshape(rows, self.slots * width)
+            new = buf[:rows * slots * width].reshape(rows, slots * width)
+            for row in range(rows - 1, 0, -1):  # row 0 is already in place
+                new[row, :keep] = old[row, :keep]
+        self.slots = slots
+        return True
+
+    def _reallocate(self, slots: int, length: int) -> None:
+        if self.fixed:
+            from ..errors import InternalError
+
+            raise InternalError(f"the KV cache was sized for {self.allocated} positions; {slots} are needed")
+        old_views = self.views()
+        self.allocated = slots
+        buffers = self.pool.take(len(self.names), self._elements(slots), self.dtype)
+        shape = (self.batch, self.heads, self.slots, self.head_dim)
+        for name, buf in zip(self.names, buffers):
+            buf[:self._elements(self.slots)].reshape(shape)[:, :, :length] = old_views[name][:, :, :length]
+        self.pool.give(self.buffers)
+        self.buffers = buffers
+
+    def write(self, new: dict[str, np.ndarray], start: int) -> None:
+        """Writes the new positions' keys/values [B,H,S,hd] into slots start..start+S-1."""
+        for name, view in self.views().items():
+            value = new[name]
+            view[:, :, start:start + value.shape[2]] = value
+
+    def release(self) -> None:
+        if self.buffers:
+            self.pool.give(self.buffers)
+            self.buffers = []

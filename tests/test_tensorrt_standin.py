@@ -1,0 +1,216 @@
+"""The TensorRT backend end to end on the TEST-ONLY STAND-IN (tests/standin/: ONNX Runtime + host memory, not a
+GPU): build, understanding and generation with the same greedy tokens as ONNX Runtime, device memory returned,
+refusals of foreign engines as one line with exit 2, and the stand-in's own rules (so it cannot pass a call the
+real TensorRT or cuda-python would refuse). Not a hardware result: `make gpu-check` is."""
+
+from __future__ import annotations
+
+import ast
+import gc
+import inspect
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from standin_env import STANDIN, standin_env, standin_imports
+from test_tensorrt import _patched_stubs
+
+IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def standin_engines(tmp_path_factory, export_hf):
+    out = tmp_path_factory.mktemp("standin")
+    with standin_imports():
+        from janus_edge.export.trt_build import build
+
+        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
+    return out / "engines"
+
+
+def _cli(*args, **machine) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "janus_edge", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, env=standin_env(**machine))
+
+
+def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_memory(standin_engines, runtime):
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime
+
+        before = dict(cudart.live_allocations())
+        engines = JanusRuntime.load(standin_engines)  # the default backend name: the engine format picks TensorRT
+        assert engines.backend.name == "tensorrt"
+        for question in ("Describe this image.", "What colour is it?"):
+            expected = runtime.understand([IMAGE], question, max_new_tokens=12).token_ids
+            assert engines.understand([IMAGE], question, max_new_tokens=12).token_ids == expected
+        expected_images = runtime.generate_images("a red fox", n=2, temperature=0)
+        images = engines.generate_images("a red fox", n=2, temperature=0)
+        np.testing.assert_array_equal(images.tokens, expected_images.tokens)
+        np.testing.assert_allclose(images.pixels, expected_images.pixels, atol=1e-5)
+        # seeded sampling draws on the host from the same stream: the same tokens as ONNX Runtime
+        sampled = engines.generate_images("a red fox", n=1, seed=3, temperature=1.0).tokens
+        np.testing.assert_array_equal(sampled, runtime.generate_images("a red fox", n=1, seed=3,
+                                                                        temperature=1.0).tokens)
+        assert len(cudart.live_allocations()) > len(before)
+        del engines
+        gc.collect()
+        assert cudart.live_allocations() == before  # every buffer, KV cache, engine and context went back
+
+
+def test_standin_cli_runs_engine_directories_and_refuses_a_bad_one(standin_engines, export_hf, tmp_path):
+    result = _cli("understand", standin_engines, "--question", "What?", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    refused = _cli("understand", standin_engines, "--question", "Hi", "--provider", "CUDAExecutionProvider")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "holds TensorRT engines" in refused.stderr
+    onnx_as_engines = _cli("understand", export_hf, "--backend", "tensorrt", "--question", "Hi")
+    assert onnx_as_engines.returncode == 2 and "holds ONNX graphs, not TensorRT engines" in onnx_as_engines.stderr
+    broken = shutil.copytree(standin_engines, tmp_path / "broken")
+    (broken / "janus_edge_engines.json").unlink()
+    missing = _cli("understand", broken, "--question", "Hi")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "janus_edge_engines.json is missing" in missing.stderr
+
+
+@pytest.mark.parametrize("machine, words", [
+    ({"JANUS_STANDIN_TRT_VERSION": "10.16.1.4"}, "TensorRT 10.3.0.30 (this machine has 10.16.1.4)"),
+    ({"JANUS_STANDIN_GPU": "NVIDIA H200"}, "NVIDIA H100 80GB HBM3 (this machine has 9.0, NVIDIA H200)"),
+    ({"JANUS_STANDIN_GPU": "Orin", "JANUS_STANDIN_CC": "8.7"}, "compute capability 9.0"),
+], ids=["other-tensorrt", "other-gpu-model", "other-architecture"])
+def test_standin_engines_from_another_tensorrt_or_gpu_are_refused_in_one_line(standin_engines, machine, words):
+    result = _cli("understand", standin_engines, "--question", "Hi", **machine)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and words in result.stderr and "janus-edge build" in result.stderr
+
+
+def test_standin_tampered_plan_is_refused_by_deserialisation(standin_engines, tmp_path):
+    engines = shutil.copytree(standin_engines, tmp_path / "engines")
+    plan = (engines / "lm_head.engine").read_bytes().replace(b'"trt": "10.3.0.30"', b'"trt": "10.3.9.99"', 1)
+    (engines / "lm_head.engine").write_bytes(plan)
+    with standin_imports():
+        from janus_edge.runtime import JanusRuntime
+        from janus_edge.runtime.errors import BackendError
+
+        backend = JanusRuntime.load(engines, verify=False).backend
+        with pytest.raises(BackendError, match="could not load lm_head.engine"):
+            backend.graph("lm_head")
+
+
+def test_standin_build_refuses_a_target_that_is_not_this_gpu_unless_forced(export_hf, tmp_path):
+    result = _cli("build", export_hf, tmp_path / "engines", "--target", "orin-nano-8gb")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "GPU is NVIDIA H100 80GB HBM3 (compute capability 9.0), not target orin-nano-8gb" in result.stderr
+    assert "--force" in result.stderr and not (tmp_path / "engines").exists()
+    forced = _cli("build", export_hf, tmp_path / "engines", "--target", "orin-nano-8gb", "--force",
+                  "--timing-cache", tmp_path / "cache")
+    assert forced.returncode == 0, forced.stderr
+    written = json.loads((tmp_path / "engines" / "janus_edge_engines.json").read_text())
+    assert written["target"] == "orin-nano-8gb" and written["build_options"]["forced"] is True
+    manifest = json.loads((tmp_path / "engines" / "janus_edge.json").read_text())
+    assert {g["format"] for g in manifest["graphs"].values()} == {"engine"}
+    on_orin = _cli("build", export_hf, tmp_path / "orin", "--target", "orin-nano-8gb", "--timing-cache",
+                   tmp_path / "cache", JANUS_STANDIN_GPU="Orin", JANUS_STANDIN_CC="8.7")
+    assert on_orin.returncode == 0, on_orin.stderr
+
+
+# --- the stand-in's own rules: each one fails a call the real API would fail -----------------------------------
+
+def test_standin_enforces_profiles_addresses_streams_and_capture(standin_engines):
+    with standin_imports():
+        import tensorrt as trt
+        from cuda.bindings import runtime as cudart
+
+        assert trt.STANDIN
+        engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine((standin_engines / "lm_head.engine").read_bytes())
+        first, second = engine.create_execution_context(), engine.create_execution_context()
+        assert first.active_optimization_profile == 0 and second.active_optimization_profile == -1
+        status, stream = cudart.cudaStreamCreate()
+        assert not second.set_optimization_profile_async(0, int(stream))  # one profile per context
+        with pytest.raises(TypeError):
+            first.execute_async_v3(stream)  # TensorRT takes the stream as an int
+        low, _, high = engine.get_tensor_profile_shape("hidden_states", 0)
+        assert not first.set_input_shape("hidden_states", (high[0] + 1, 1, high[2]))  # outside the profile
+        assert first.set_input_shape("hidden_states", tuple(low))
+        assert not first.execute_async_v3(int(stream))  # no addresses set
+        status, hidden = cudart.cudaMalloc(int(np.prod(tuple(low))) * 4)
+        status, logits = cudart.cudaMalloc(4)  # too small for the logits
+        first.set_tensor_address("hidden_states", hidden)
+        first.set_tensor_address("logits", logits)
+        assert not first.execute_async_v3(int(stream))
+        assert cudart.cudaFree(logits)[0] == cudart.cudaError_t.cudaSuccess
+        assert cudart.cudaFree(logits)[0] == cudart.cudaError_t.cudaErrorInvalidDevicePointer  # double free
+        status, logits = cudart.cudaMalloc(int(np.prod(first.get_tensor_shape("logits"))) * 4)
+        first.set_tensor_address("logits", logits)
+        # CUDA-graph capture: work is recorded, not run; allocating inside the capture invalidates it
+        cudart.write_device(hidden, np.ones(tuple(low), np.float32).tobytes())
+        assert cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)[0] == 0
+        assert first.execute_async_v3(int(stream))
+        assert not any(cudart.read_device(logits, 16))  # nothing ran yet
+        status, graph = cudart.cudaStreamEndCapture(stream)
+        status, executable = cudart.cudaGraphInstantiate(graph, 0)
+        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and any(cudart.read_device(logits, 16))
+        cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal)
+        assert cudart.cudaMalloc(64)[0] == cudart.cudaError_t.cudaErrorStreamCaptureUnsupported
+        assert cudart.cudaStreamEndCapture(stream)[0] == cudart.cudaError_t.cudaErrorStreamCaptureInvalidated
+        host = np.zeros(4, np.float32)
+        kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice  # the wrong direction for these pointers
+        assert cudart.cudaMemcpyAsync(host.ctypes.data, logits, 16, kind, stream)[0] != 0
+        for pointer in (hidden, logits):
+            cudart.cudaFree(pointer)
+
+
+def _stub_classes(stubs) -> dict[str, dict[str, list[str]]]:
+    """class -> method -> parameter names, from tensorrt-stubs (the real API's signatures)."""
+    tree = ast.parse((stubs / "tensorrt_bindings" / "tensorrt.pyi").read_text())
+    classes: dict[str, dict[str, list[str]]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            methods = classes.setdefault(node.name, {})
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef):
+                    methods.setdefault(item.name, []).append(",".join(a.arg for a in item.args.args))
+    return classes  # overloads keep every variant
+
+
+def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
+    """Every public stand-in method exists in tensorrt-stubs with the same parameter names (so a keyword or name
+    the real TensorRT would reject also fails on the stand-in)."""
+    stubs = _stub_classes(_patched_stubs(tmp_path))
+    with standin_imports():
+        import tensorrt as trt
+
+        checked = 0
+        for name in trt.__all__:
+            cls = getattr(trt, name)
+            if not inspect.isclass(cls) or issubclass(cls, int) or name == "IHostMemory":
+                continue
+            assert name in stubs, f"{name} is not a TensorRT class"
+            for method, function in vars(cls).items():
+                if method.startswith("_") and method != "__init__" or not inspect.isfunction(function):
+                    continue
+                if method == "__init__" and "__init__" not in stubs[name]:
+                    continue  # made by a factory in TensorRT (builder.create_builder_config() ...), never by users
+                params = ",".join(inspect.signature(function).parameters)
+                assert params in stubs[name].get(method, []), f"{name}.{method}({params}) vs {stubs[name].get(method)}"
+                checked += 1
+        assert checked > 30
+
+
+def test_standin_cudart_signatures_are_cuda_pythons():
+    """Parameter names of cuda-python's cudart (cuda/bindings/runtime.pyx, 12.x) for every function we mimic."""
+    real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
+            "cudaStreamCreate": "", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
+            "cudaStreamBeginCapture": "stream,mode", "cudaStreamEndCapture": "stream",
+            "cudaGraphInstantiate": "graph,flags", "cudaGraphLaunch": "graphExec,stream", "cudaGraphDestroy": "graph",
+            "cudaGraphExecDestroy": "graphExec", "cudaEventCreate": "", "cudaEventRecord": "event,stream",
+            "cudaEventSynchronize": "event", "cudaEventElapsedTime": "start,end", "cudaEventDestroy": "event",
+            "cudaGetDevice": "", "cudaGetDeviceProperties": "device", "cudaMemGetInfo": ""}
+    tree = ast.parse((STANDIN / "cuda" / "bindings" / "runtime.py").read_text())
+    defined = {n.name: ",".join(a.arg for a in n.args.args) for n in tree.body
+               if isinstance(n, ast.FunctionDef) and n.name.startswith("cuda")}
+    assert defined == real
