@@ -247,3 +247,15 @@ def test_trt_profiles_cover_the_flow_step_the_pipeline_runs(flow_runtime):
             low, opt, high = profile[name]
             assert all(lo <= o <= hi for lo, o, hi in zip(low, opt, high)), (graph, name)
             assert all(lo <= s <= hi for lo, s, hi in zip(low, shape, high)), (graph, name, shape, profile[name])
+
+
+def test_chat_keeps_its_cache_and_answers_as_understand_does(flow_runtime):
+    from janus_edge.runtime import Turn
+
+    image = Image.fromarray(data.coffee()).resize((200, 160))
+    with flow_runtime.chat(max_new_tokens=8) as chat:
+        first = chat.ask("What is in this picture?", [image])
+        second = chat.ask("What colour is it?")
+    history = [Turn("What is in this picture?", [image], first.text)]
+    expected = flow_runtime.understand([], "What colour is it?", history=history, max_new_tokens=8)
+    assert second.token_ids == expected.token_ids
