@@ -61,12 +61,17 @@ def load_config(directory: str | Path):
                           "checkpoint", "pass a Janus-Pro checkpoint directory")
 
 
-def load_checkpoint(directory: str | Path, family: str | None = None) -> Checkpoint:
+def load_checkpoint(directory: str | Path, family: str | None = None, vae: str | Path | None = None) -> Checkpoint:
+    """`vae` is the SDXL VAE directory (diffusers layout) that JanusFlow checkpoints need."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"model directory {directory} does not exist", "pass the checkpoint's directory")
     config_json = read_json(directory / "config.json", "model configuration (model_type 'janus' or 'multi_modality')")
     model_type = config_json.get("model_type")
+    if model_type == "multi_modality" and "vision_gen_enc_config" in config_json:  # JanusFlow: its own loader
+        from .janusflow.checkpoint import load_janusflow
+
+        return load_janusflow(directory, config_json, vae)
     if model_type == "janus":
         source_format, config = "hf", _hf_config(config_json)
         state = _load_weights(directory, HF_WEIGHTS)
@@ -171,15 +176,8 @@ def _load_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _build_model(config, state: dict[str, torch.Tensor], directory: Path):
-    from transformers import JanusForConditionalGeneration
-
-    config._attn_implementation = "eager"  # matches the exported graphs, whose mask is built explicitly
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in JanusForConditionalGeneration(config).state_dict().items()}
-    if config.tie_word_embeddings:
-        expected.pop("lm_head.weight", None)
-        state.pop("lm_head.weight", None)
+def check_shapes(expected: dict, state: dict[str, torch.Tensor], directory: Path) -> None:
+    """Refuses weights whose names or shapes disagree with the model that config.json describes."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k}: weights {tuple(state[k].shape)}, config {tuple(expected[k])}"
@@ -190,6 +188,18 @@ def _build_model(config, state: dict[str, torch.Tensor], directory: Path):
     if problems:
         raise CheckpointError(f"the weights in {directory} do not match its config.json: " + "; ".join(problems),
                               "check that config.json belongs to these weights (same model size and version)")
+
+
+def _build_model(config, state: dict[str, torch.Tensor], directory: Path):
+    from transformers import JanusForConditionalGeneration
+
+    config._attn_implementation = "eager"  # matches the exported graphs, whose mask is built explicitly
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in JanusForConditionalGeneration(config).state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight", None)
+        state.pop("lm_head.weight", None)
+    check_shapes(expected, state, directory)
     state = {k: v.float() for k, v in state.items()}
     return JanusForConditionalGeneration.from_pretrained(None, config=config, state_dict=state,
                                                          dtype=torch.float32).eval()

@@ -25,7 +25,7 @@ from .graphs import Dims, graph_specs
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2)}
 CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
          {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
-HEAVY_GRAPHS = ("vision_encoder", "vq_decoder")  # per-image graphs: batch is their only dynamic dim
+HEAVY_GRAPHS = ("vision_encoder", "vq_decoder", "flow_encoder", "flow_decoder", "vae_decoder")  # batch only
 
 
 @dataclass
@@ -39,20 +39,28 @@ class Row:
     note: str = ""
 
 
-def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0) -> list[Row]:
+def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: str | Path | None = None) -> list[Row]:
+    """`vae`: the SDXL VAE directory of a JanusFlow checkpoint."""
     manifest = load_manifest(export_dir)
-    checkpoint = load_checkpoint(model_dir, manifest.model.family)
+    checkpoint = load_checkpoint(model_dir, manifest.model.family, vae=vae)
     backend = OnnxRuntimeBackend(Path(export_dir), manifest)
-    dims = Dims.of(checkpoint.model)
+    if manifest.model.family == "janusflow":  # JanusFlow's graphs wrap the checkpoint (model and VAE)
+        from .janusflow.graphs import FlowDims, flow_graph_specs
+
+        dims, target = FlowDims.of(checkpoint), checkpoint
+        specs = flow_graph_specs(dims)
+    else:
+        dims, target = Dims.of(checkpoint.model), checkpoint.model
+        specs = graph_specs(dims)
     rows: list[Row] = []
     torch.manual_seed(seed)
-    for spec in graph_specs(dims):
+    for spec in specs:
         if spec.name not in manifest.graphs:
             rows.append(Row(spec.name, "-", "-", float("nan"), float("nan"), False, "missing from manifest"))
             continue
         precision = manifest.graphs[spec.name].precision
         rows += _structure(spec.name, backend, manifest)
-        module = spec.make_module(checkpoint.model).eval()
+        module = spec.make_module(target).eval()
         cases = CASES[:2] if spec.name in HEAVY_GRAPHS else CASES
         for case in cases:
             case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}

@@ -17,6 +17,7 @@ from . import metadata
 from .checkpoint import Checkpoint, load_checkpoint
 from .fp16 import to_fp16
 from .graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Dims, GraphSpec, graph_specs
+from .janusflow.checkpoint import is_janusflow
 from .staging import staged_directory
 
 OPSET = 17
@@ -26,12 +27,17 @@ KV_DTYPES = {"fp32": "float32", "fp16": "float16"}  # the KV cache is held in th
 
 
 def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", max_batch: int = 8,
-           max_context: int = 4096, family: str | None = None, log=print) -> Manifest:
+           max_context: int = 4096, family: str | None = None, log=print, vae: str | Path | None = None) -> Manifest:
+    """`vae`: the SDXL VAE directory a JanusFlow checkpoint needs (diffusers layout); unused for Janus-Pro."""
     if precision not in ("fp32", "fp16"):
         raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4 come from calibrate)")
     if max_batch < 1 or max_context < NUM_IMAGE_TOKENS + 16:
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
                            f"use a batch >= 1 and a context >= {NUM_IMAGE_TOKENS + 16} (576 image tokens + prompt)")
+    if is_janusflow(model_dir):
+        from .janusflow.export import export_janusflow
+
+        return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
     checkpoint = load_checkpoint(model_dir, family)
     limit = checkpoint.model.config.text_config.max_position_embeddings
     if max_context > limit:

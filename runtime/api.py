@@ -8,8 +8,10 @@ from typing import Callable, Iterator, Sequence
 from .backends import open_backend
 from .backends.base import Closeable
 from .chat import ChatSession
+from .errors import RequestError
 from .images import ImageInput
 from .manifest import Manifest, load_manifest
+from .pipelines.flow import FlowPipeline
 from .pipelines.generate import GeneratedImages, GenerationPipeline
 from .pipelines.understand import Answer, UnderstandingPipeline
 from .prompts import PromptBuilder, Turn
@@ -33,6 +35,7 @@ class JanusRuntime(Closeable):
         self.prompts = PromptBuilder(manifest, self.tokenizer)
         self._understanding = UnderstandingPipeline(backend, manifest, self.tokenizer, self.prompts)
         self._generation = GenerationPipeline(backend, manifest, self.prompts)
+        self._flow = FlowPipeline(backend, manifest, self.prompts) if manifest.flow else None
 
     @classmethod
     def load(cls, export_dir: str | Path, backend: str = "onnxruntime", verify: bool = True,
@@ -76,10 +79,24 @@ class JanusRuntime(Closeable):
 
     def generate_images(self, prompt: str, n: int = 4, cfg_weight: float | None = None,
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
-                        seed: int | None = None, progress: Callable[[int, int], None] | None = None
-                        ) -> GeneratedImages:
-        """Generates `n` 384x384 images for `prompt`; temperature 0 picks the argmax token at every step."""
+                        seed: int | None = None, progress: Callable[[int, int], None] | None = None,
+                        steps: int | None = None, initial_latents=None) -> GeneratedImages:
+        """Generates `n` 384x384 images for `prompt`; temperature 0 picks the argmax token at every step.
+
+        JanusFlow exports run the rectified flow instead and return `FlowImages` (with the final `latents`):
+        `steps` Euler steps (default 30) from seeded noise or from `initial_latents` [n,4,48,48] (which then set
+        n); temperature, top_k and top_p do not apply.
+        """
         defaults = self.manifest.generation
+        if self._flow is not None:
+            if temperature is not None or top_k is not None or top_p is not None:
+                raise RequestError("temperature, top_k and top_p do not apply to JanusFlow's flow (it samples no "
+                                   "tokens)", "drop them; steps, cfg_weight and seed steer JanusFlow")
+            weight = defaults.cfg_weight if cfg_weight is None else cfg_weight
+            return self._flow.run(prompt, n, weight, steps, seed, initial_latents, progress)
+        if steps is not None or initial_latents is not None:
+            raise RequestError("steps and initial_latents apply to JanusFlow exports only",
+                               f"this export is {self.manifest.model.family}: drop them")
         sampler = Sampler(defaults.temperature if temperature is None else temperature, top_k, top_p, seed)
         weight = defaults.cfg_weight if cfg_weight is None else cfg_weight
         return self._generation.run(prompt, n, weight, sampler, progress)

@@ -51,7 +51,7 @@ class KVCacheFormat:
 
 @dataclass
 class ModelInfo:
-    family: str  # janus-pro, janus
+    family: str  # janus-pro, janus, janusflow
     source_format: str  # hf, original
     hidden_size: int
     vocab_size: int
@@ -116,6 +116,20 @@ class GenerationDefaults:
 
 
 @dataclass
+class FlowSettings:
+    """JanusFlow's rectified flow (family "janusflow"): Euler steps from noise at t=0 to the image latent at t=1.
+
+    Step k feeds the flow encoder t = k / steps * time_scale and moves the latent by dt = 1 / steps, both rounded
+    to `schedule_dtype` as DeepSeek's code does (bfloat16 there even when the model runs in fp32). The latent's
+    shape is the flow_encoder graph's input; the default guidance weight is `generation.cfg_weight`.
+    """
+
+    steps: int = 30
+    time_scale: float = 1000.0
+    schedule_dtype: str = "bfloat16"  # "bfloat16" or "float32"
+
+
+@dataclass
 class Manifest:
     model: ModelInfo
     precision: str
@@ -130,6 +144,7 @@ class Manifest:
     producer: dict[str, str] = field(default_factory=dict)
     kv_cache: KVCacheFormat = field(default_factory=KVCacheFormat)
     schema_version: int = SCHEMA_VERSION
+    flow: FlowSettings | None = None  # JanusFlow exports only
 
     @property
     def kv_dtype(self) -> str:
@@ -160,7 +175,8 @@ class Manifest:
                    preprocessing=Preprocessing(**data["preprocessing"]),
                    generation=GenerationDefaults(**data["generation"]), tokenizer_file=data["tokenizer_file"],
                    files=dict(data["files"]), producer=dict(data.get("producer", {})),
-                   kv_cache=KVCacheFormat(**data["kv_cache"]), schema_version=data["schema_version"])
+                   kv_cache=KVCacheFormat(**data["kv_cache"]), schema_version=data["schema_version"],
+                   flow=FlowSettings(**data["flow"]) if data.get("flow") else None)
 
 
 def load_manifest(directory: str | Path, verify: bool = True, full_check: bool = False) -> Manifest:

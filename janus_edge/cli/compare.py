@@ -7,11 +7,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="the checkpoint the export was made from")
     parser.add_argument("export_dir", help="the export directory to check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--vae", default=None, help="JanusFlow only: the SDXL VAE directory the export was made with")
 
 
 def run(args) -> int:
     from janus_edge.export.compare import compare, format_table
 
-    rows = compare(args.model_dir, args.export_dir, args.seed)
+    rows = compare(args.model_dir, args.export_dir, args.seed, vae=args.vae)
     print(format_table(rows))
     return 0 if all(r.ok for r in rows) else 1

@@ -1,4 +1,4 @@
-"""`janus-edge export MODEL_DIR OUT_DIR [--precision fp32|fp16] [--max-batch N] [--max-context N]`"""
+"""`janus-edge export MODEL_DIR OUT_DIR [--precision fp32|fp16] [--max-batch N] [--max-context N] [--vae DIR]`"""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-context", type=int, default=4096, help="largest total sequence (default 4096)")
     parser.add_argument("--family", choices=["janus-pro", "janus"], default=None,
                         help="prompt format (default: from the checkpoint; janus = Janus-1.3B roles)")
+    parser.add_argument("--vae", default=None,
+                        help="JanusFlow only: the SDXL VAE directory in diffusers' layout (stabilityai/sdxl-vae)")
 
 
 def run(args) -> int:
     from janus_edge.export.exporter import export
 
-    export(args.model_dir, args.out_dir, args.precision, args.max_batch, args.max_context, args.family)
+    export(args.model_dir, args.out_dir, args.precision, args.max_batch, args.max_context, args.family, vae=args.vae)
     return 0

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default 1; 0 takes the argmax token")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="JanusFlow: Euler steps of the flow (default 30)")
+    parser.add_argument("--initial-latents", default=None, metavar="FILE.npy",
+                        help="JanusFlow: start from these latents [n,4,48,48] (sets n) instead of seeded noise")
 
 
 def progress_bar(label: str):
@@ -52,9 +55,25 @@ def save_images(result, out: Path, stem: str = "image") -> list[Path]:
 
 def run(args) -> int:
     runtime = load_runtime(args)
+    flow = {"steps": args.steps, "initial_latents": _latents(args.initial_latents)}
     result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,
                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                                     seed=args.seed, progress=progress_bar("generating"))
+                                     seed=args.seed, progress=progress_bar("generating"),
+                                     **{k: v for k, v in flow.items() if v is not None})
     paths = save_images(result, Path(args.out))
     print(f"saved {len(result.images)} images and a grid: {', '.join(str(p) for p in paths)}")
     return 0
+
+
+def _latents(path: str | None):
+    import numpy as np
+
+    from janus_edge.runtime.errors import RequestError
+
+    if path is None:
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"--initial-latents {path} cannot be read as a .npy array ({exc})",
+                           "save the latents with numpy.save") from None
