@@ -126,6 +126,7 @@ def _manifest(checkpoint: Checkpoint, dims: Dims, graphs: dict[str, Graph], prec
 
 
 def _version() -> str:
-    from janus_edge import __version__
+    """The installed janus-edge's version (read from its metadata: export never imports the CLI shell)."""
+    from importlib.metadata import version
 
-    return __version__
+    return version("janus-edge")

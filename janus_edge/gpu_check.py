@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from janus_edge.export.exporter import export
     from janus_edge.export.tiny import write_checkpoint
-    from janus_edge.export.trt_build import build
+    from janus_edge.export.tensorrt.build import build
     from janus_edge.runtime import JanusRuntime
 
     out = Path(args.out)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from janus_edge.runtime import sizing
 from janus_edge.runtime.errors import RequestError
 
-from .targets import GIB, Target
+from janus_edge.export.tensorrt.targets import GIB, Target
 
 NUM_IMAGE_TOKENS = 576
 LLM_GRAPHS = ("text_embedding", "decoder", "lm_head", "generation_head")

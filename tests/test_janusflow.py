@@ -202,7 +202,7 @@ def test_checkpoint_missing_a_module_fails_in_one_line(flow_dir, tmp_path):
 
 
 def test_check_trt_accepts_every_graph(flow_export):
-    from janus_edge.export.trt_check import check_export
+    from janus_edge.export.tensorrt.check import check_export
 
     assert [f for f in check_export(flow_export) if f.severity == "error"] == []
 
@@ -228,7 +228,7 @@ def test_fp16_export_keeps_time_embedding_and_vae_in_fp32(flow_dir, tmp_path):
 
 
 def test_trt_profiles_cover_the_flow_step_the_pipeline_runs(flow_runtime):
-    from janus_edge.export.janusflow.trt import flow_profiles
+    from janus_edge.export.tensorrt.flow_profiles import flow_profiles
 
     manifest = flow_runtime.manifest
     profiles = flow_profiles(manifest, manifest.limits.max_batch, manifest.limits.max_context)

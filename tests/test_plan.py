@@ -7,7 +7,7 @@ import torch
 
 from conftest import run_cli
 from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, kv_bytes_per_token, make_plan, parse_precision
-from janus_edge.targets import GIB, TARGETS
+from janus_edge.export.tensorrt.targets import GIB, TARGETS
 
 
 def test_decoder_and_kv_by_hand():

@@ -18,22 +18,23 @@ from onnx import TensorProto, helper
 
 from conftest import run_cli
 from test_calibration import calibrated  # noqa: F401 (the calibrated exports fixture, reused)
-from janus_edge.export.sampler_graph import sampler_graph
-from janus_edge.export.trt_check import VERSIONS, check_export, check_model, support_table
-from janus_edge.export.trt_profiles import engine_profiles
+from janus_edge.export.tensorrt.sampler_graph import sampler_graph
+from janus_edge.export.tensorrt.check import VERSIONS, check_export, check_model, support_table
+from janus_edge.export.tensorrt.profiles import engine_profiles
 from janus_edge.runtime.backends.engine_manifest import EngineInfo, EngineManifest, check_compatible
 from janus_edge.runtime.errors import BackendError
 from janus_edge.runtime.manifest import load_manifest, sha256_file
 from janus_edge.runtime.sampling import Sampler
-from janus_edge.targets import TARGETS
+from janus_edge.export.tensorrt.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / ".typing"
 TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
-               "janus_edge.runtime.backends.trt_decoder",
-               "janus_edge.runtime.backends.engine_manifest", "janus_edge.export.trt_build",
-               "janus_edge.export.trt_profiles", "janus_edge.export.trt_check", "janus_edge.cli.build",
-               "janus_edge.cli.check_trt", "janus_edge.gpu_check"]
+               "janus_edge.runtime.backends.trt_decoder", "janus_edge.runtime.backends.engine_manifest",
+               "janus_edge.export.tensorrt.build", "janus_edge.export.tensorrt.profiles",
+               "janus_edge.export.tensorrt.flow_profiles", "janus_edge.export.tensorrt.check",
+               "janus_edge.export.tensorrt.sampler_graph", "janus_edge.export.tensorrt.targets",
+               "janus_edge.cli.build", "janus_edge.cli.check_trt", "janus_edge.gpu_check"]
 
 
 def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):

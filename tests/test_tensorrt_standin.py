@@ -25,7 +25,7 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
 def standin_engines(tmp_path_factory, export_hf):
     out = tmp_path_factory.mktemp("standin")
     with standin_imports():
-        from janus_edge.export.trt_build import build
+        from janus_edge.export.tensorrt.build import build
 
         build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
     return out / "engines"
@@ -70,7 +70,7 @@ def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_me
 def standin_fp16_engines(tmp_path_factory, export_fp16):
     out = tmp_path_factory.mktemp("standin-fp16")
     with standin_imports():
-        from janus_edge.export.trt_build import build
+        from janus_edge.export.tensorrt.build import build
 
         build(export_fp16, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
     return out / "engines", export_fp16
@@ -320,7 +320,7 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
     import dataclasses
 
     from janus_edge.plan import MODELS, make_plan
-    from janus_edge.targets import TARGETS
+    from janus_edge.export.tensorrt.targets import TARGETS
 
     engines = standin_engines if precision == "fp32" else standin_fp16_engines[0]
     with standin_imports():

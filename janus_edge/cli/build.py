@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
-    from janus_edge.targets import TARGETS
+    from janus_edge.export.tensorrt.targets import TARGETS
 
     parser.add_argument("export_dir", help="an export (fp16, or a calibrated int8/w8/w4 one)")
     parser.add_argument("engine_dir", help="where to write the engines")
@@ -17,7 +17,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from janus_edge.export.trt_build import build
+    from janus_edge.export.tensorrt.build import build
 
     build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.max_batch, args.max_context,
           args.force)

@@ -10,8 +10,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from janus_edge.export.sampler_graph import sampler_graph
-    from janus_edge.export.trt_check import VERSIONS, check_export, format_findings
+    from janus_edge.export.tensorrt.sampler_graph import sampler_graph
+    from janus_edge.export.tensorrt.check import VERSIONS, check_export, format_findings
 
     versions = tuple(args.trt_version or VERSIONS)
     samplers = {"sampler": sampler_graph(cfg=False), "cfg_sampler": sampler_graph(cfg=True)}

@@ -6,7 +6,7 @@ import json
 
 
 def add_arguments(parser) -> None:
-    from janus_edge.targets import TARGETS
+    from janus_edge.export.tensorrt.targets import TARGETS
 
     parser.add_argument("--model", required=True, help="janus-pro-1b, janus-pro-7b or a checkpoint directory")
     parser.add_argument("--target", required=True, choices=list(TARGETS))
@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from janus_edge.plan import MODELS, dims_from_config, format_plan, make_plan
-    from janus_edge.targets import target
+    from janus_edge.export.tensorrt.targets import target
 
     if args.model in MODELS:
         dims = MODELS[args.model]

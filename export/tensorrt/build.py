@@ -27,11 +27,11 @@ from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineI
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
 from janus_edge.runtime.errors import BackendError, RequestError
 from janus_edge.runtime.manifest import load_manifest, sha256_file
-from janus_edge.targets import GIB, gpu_mismatch, target as find_target
 
+from ..staging import staged_directory
+from .profiles import engine_profiles
 from .sampler_graph import sampler_graph
-from .staging import staged_directory
-from .trt_profiles import engine_profiles
+from .targets import GIB, gpu_mismatch, target as find_target
 
 
 def default_timing_cache(gpu: str, tensorrt_version: str) -> Path:

@@ -1,6 +1,6 @@
 """`janus-edge check-trt`: will TensorRT's ONNX parser take these graphs? A static check that runs anywhere.
 
-The support table is data (export/data/onnx_tensorrt_ops.json), taken from NVIDIA's published operator list of
+The support table is data (export/tensorrt/data/onnx_tensorrt_ops.json), taken from NVIDIA's published operator list of
 the onnx-tensorrt project (docs/operators.md) for TensorRT 10.3 (JetPack 6.2), 10.16 (JetPack 7.2; the 10.15
 table, the newest 10.x one published) and 11.0. Each node is checked for: the op being supported, its data input's
 dtypes (input 0 and every float or quantised input) being ones the table lists, and the restrictions that matter
@@ -43,7 +43,7 @@ class Finding:
 
 @lru_cache(maxsize=1)
 def support_table() -> dict:
-    data = json.loads(resources.files("janus_edge.export").joinpath("data/onnx_tensorrt_ops.json").read_text())
+    data = json.loads(resources.files(__package__).joinpath("data/onnx_tensorrt_ops.json").read_text())
     for version in data["versions"].values():  # the 10.3 table spells INT64 as INF64 once
         for op in version["ops"].values():
             op["types"] = ["INT64" if t == "INF64" else t for t in op["types"]]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from janus_edge.runtime.manifest import Manifest
 from janus_edge.runtime.sizing import request_capacity
-from janus_edge.targets import Target
+
+from .targets import Target
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]

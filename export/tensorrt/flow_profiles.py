@@ -1,4 +1,4 @@
-"""TensorRT optimisation profiles for JanusFlow, to add to `export/trt_profiles.engine_profiles` for flow exports.
+"""TensorRT optimisation profiles for JanusFlow, to add to `profiles.engine_profiles` for flow exports.
 
 The flow step is unlike Janus-Pro's token loop: every step runs 577 positions (time embedding + 576 latent tokens)
 on top of the prompt's cache, for 2 rows per image, so it is compute-bound. The decoder gets a third profile for
