@@ -1,14 +1,15 @@
 """`janus-edge calibrate`: an fp32 export -> a new export at reduced precision, same manifest contract.
 
-Schemes (combinable, e.g. "int8,w4"):
+Schemes (combinable, e.g. "int8,w4"; parsed by export/precision.py, which `plan` uses too):
 - int8: Q/DQ INT8 (activations and per-channel weights, symmetric) for the vision encoder and the VQ decoder,
   calibrated on real photographs and on image tokens the model generates;
 - w8 / w4: weight-only INT8 / block-wise INT4 for the decoder, lm_head and generation_head (round-to-nearest:
   data-free, so no calibration set is needed), with the text embedding table in fp16. An INT8 table gathered row
   by row would be smaller still, but TensorRT's ONNX parser has no INT8 Gather (10.3 to 11; see
-  export/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole table
+  export/tensorrt/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole table
   every step in ONNX Runtime;
 - fp16: every graph not covered by another scheme goes to fp16 with norms, softmax and GELU kept in fp32.
+Graphs no scheme covers stay fp32, and so does the KV cache.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import dataclasses
 import shutil
 from pathlib import Path
 
-from janus_edge.export.exporter import save_graph
 from janus_edge.export.fp16 import to_fp16
+from janus_edge.export.onnx_io import load_graph, save_graph
+from janus_edge.export.precision import parse_precision
 from janus_edge.export.staging import staged_directory
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
@@ -26,46 +28,21 @@ from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 from . import data, int8, weight_only
 
-SCHEMES = ("int8", "w8", "w4", "fp16")
-INT8_GRAPHS = ("vision_encoder", "vq_decoder")
-WEIGHT_ONLY_GRAPHS = ("decoder", "lm_head", "generation_head")
-
-
-def parse_scheme(scheme: str) -> list[str]:
-    parts = [p.strip() for p in scheme.split(",") if p.strip()]
-    if not parts or any(p not in SCHEMES for p in parts) or {"w8", "w4"} <= set(parts) or len(set(parts)) < len(parts):
-        raise RequestError(f"scheme {scheme!r} is not one janus-edge makes",
-                           "use int8, w8, w4, fp16 or a combination such as int8,w4 (w8 and w4 exclude each other)")
-    return parts
-
-
-def graph_precisions(parts: list[str], graphs) -> dict[str, str]:
-    """Which precision each graph gets: the first scheme that covers it, fp16 if asked, else it stays fp32."""
-    chosen = {}
-    for name in graphs:
-        if "int8" in parts and name in INT8_GRAPHS:
-            chosen[name] = "int8"
-        elif {"w8", "w4"} & set(parts) and name in WEIGHT_ONLY_GRAPHS:
-            chosen[name] = "w8" if "w8" in parts else "w4"
-        elif {"w8", "w4"} & set(parts) and name == "text_embedding":
-            chosen[name] = "fp16"
-        else:
-            chosen[name] = "fp16" if "fp16" in parts else "fp32"
-    return chosen
-
 
 def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_dir: str | None = None,
               prompts_file: str | None = None, samples: int = 4, log=print) -> Manifest:
-    parts = parse_scheme(scheme)
+    chosen = parse_precision(scheme, calibrated=True)
+    if chosen.words == ("fp32",):
+        raise RequestError("calibrate makes reduced precisions; fp32 is what it starts from",
+                           "use int8, w8, w4, fp16 or a combination such as int8,w4")
     export_dir = Path(export_dir)
     runtime = JanusRuntime.load(export_dir)
     source = runtime.manifest
     if source.precision != "fp32":
         raise RequestError(f"{export_dir} is a {source.precision} export; calibration starts from fp32",
                            "export with --precision fp32 and calibrate that")
-    precisions = graph_precisions(parts, source.graphs)
     feeds = {}
-    if "int8" in parts:
+    if "int8" in chosen.words:
         log(f"collecting calibration inputs ({samples} images, {samples} generated token grids)")
         calibration = data.load_set(images_dir, prompts_file, samples)
         feeds = {"vision_encoder": data.vision_inputs(calibration, runtime),
@@ -73,7 +50,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
         for name, graph in source.graphs.items():
-            precision = precisions[name]
+            precision = chosen.graph(name)
             log(f"{name}: {precision}")
             source_path = export_dir / graph.file
             if precision == "fp32":
@@ -84,9 +61,9 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
             graphs[name] = dataclasses.replace(graph, precision=precision)
         shutil.copyfile(export_dir / source.tokenizer_file, staging / source.tokenizer_file)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        producer = {**source.producer, "calibration": ",".join(parts),
+        producer = {**source.producer, "calibration": chosen.text,
                     "quantizer": "janus-edge RTN (weight-only), onnxruntime.quantization (int8 Q/DQ)"}
-        manifest = dataclasses.replace(source, precision=",".join(parts), graphs=graphs, files=files,
+        manifest = dataclasses.replace(source, precision=chosen.text, graphs=graphs, files=files,
                                        producer=producer)
         manifest.write(staging)
     log(f"wrote the {manifest.precision} export to {out_dir}")
@@ -98,16 +75,6 @@ def _convert(path: Path, precision: str, feeds):
         return int8.quantize_int8(path, feeds)
     if precision == "fp16":
         return to_fp16(path)
-    proto = load_at_quant_opset(path)
+    proto = load_graph(path, before_weights=weight_only.upgrade_opset)  # converted before its weights load
     weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
-    return proto
-
-
-def load_at_quant_opset(path: Path):
-    """Loads a graph converted to opset 21; the conversion runs before its (possibly > 2 GB) weights are attached."""
-    import onnx
-    from onnx.external_data_helper import load_external_data_for_model
-
-    proto = weight_only.upgrade_opset(onnx.load(str(path), load_external_data=False))
-    load_external_data_for_model(proto, str(path.parent))
     return proto

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from janus_edge.export.onnx_io import has_side_file, load_graph
+
 
 class _Reader:
     """onnxruntime.quantization's CalibrationDataReader over a list of feeds."""
@@ -25,14 +27,12 @@ class _Reader:
 
 def quantize_int8(source: Path, feeds: list[dict[str, np.ndarray]]):
     """Returns the Q/DQ model proto of `source` calibrated on `feeds` (MinMax ranges)."""
-    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared, output = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        large = source.stat().st_size + sum(p.stat().st_size for p in source.parent.glob(source.name + ".data")) \
-            > (1 << 30)
+        large = has_side_file(source)
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
         quantize_static(str(prepared), str(output), _Reader(feeds), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Conv"], per_channel=True,
@@ -40,4 +40,4 @@ def quantize_int8(source: Path, feeds: list[dict[str, np.ndarray]]):
                         calibrate_method=CalibrationMethod.MinMax, use_external_data_format=large,
                         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                        "QuantizeBias": False})  # TensorRT has no INT32 DequantizeLinear
-        return onnx.load(str(output))
+        return load_graph(output)

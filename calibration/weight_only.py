@@ -12,18 +12,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from janus_edge.export.onnx_io import initializers, replace_initializer
+
 BLOCK_SIZES = (128, 64, 32, 16)
 QUANT_OPSET = 21
-
-
-def _initializers(graph) -> dict:
-    return {init.name: init for init in graph.initializer}
-
-
-def _replace_initializer(graph, old, new: list) -> None:
-    """Swaps one initializer for others in place (rebuilding the list would copy every tensor, gigabytes)."""
-    graph.initializer.remove(old)
-    graph.initializer.extend(new)
 
 
 def _uses(graph, name: str) -> int:
@@ -37,10 +29,10 @@ def quantize_matmul_weights(proto, bits: int) -> int:
     qmax = 2 ** (bits - 1) - 1
     storage = ml_dtypes.int4 if bits == 4 else np.int8
     graph, done = proto.graph, 0
-    initializers = _initializers(graph)
+    weights = initializers(graph)
     new_nodes = []
     for node in graph.node:
-        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
         if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2 or \
                 _uses(graph, weight.name) != 1:
             continue
@@ -54,8 +46,8 @@ def quantize_matmul_weights(proto, bits: int) -> int:
         scale[scale == 0] = 1.0
         q = np.clip(np.rint(blocks / scale[:, None, :]), -qmax - 1, qmax).reshape(k, n).astype(storage)
         q_name, s_name, out = f"{weight.name}_w{bits}", f"{weight.name}_w{bits}_scale", f"{weight.name}_dq"
-        _replace_initializer(graph, weight, [numpy_helper.from_array(q, q_name),
-                                                  numpy_helper.from_array(scale.astype(np.float32), s_name)])
+        replace_initializer(graph, weight, [numpy_helper.from_array(q, q_name),
+                                            numpy_helper.from_array(scale.astype(np.float32), s_name)])
         new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}_dq",
                                           axis=0, block_size=block))
         node.input[1] = out

@@ -16,7 +16,8 @@ from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from janus_edge.runtime.manifest import Manifest, load_manifest
 
 from .checkpoint import load_checkpoint
-from .graphs import Dims, graph_specs
+from .configs import model_info
+from .graphs import graph_specs
 
 # (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
 # L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4) are reported but judged only on
@@ -45,13 +46,13 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
     checkpoint = load_checkpoint(model_dir, manifest.model.family, vae=vae)
     backend = OnnxRuntimeBackend(Path(export_dir), manifest)
     if manifest.model.family == "janusflow":  # JanusFlow's graphs wrap the checkpoint (model and VAE)
-        from .janusflow.graphs import FlowDims, flow_graph_specs
+        from .janusflow.graphs import FlowGeometry, flow_graph_specs, flow_model_info
 
-        dims, target = FlowDims.of(checkpoint), checkpoint
-        specs = flow_graph_specs(dims)
+        info, target = flow_model_info(checkpoint), checkpoint
+        specs = flow_graph_specs(info, FlowGeometry.of(checkpoint))
     else:
-        dims, target = Dims.of(checkpoint.model), checkpoint.model
-        specs = graph_specs(dims)
+        info, target = model_info(checkpoint.model.config), checkpoint.model
+        specs = graph_specs(info)
     rows: list[Row] = []
     torch.manual_seed(seed)
     for spec in specs:
@@ -64,7 +65,7 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
         cases = CASES[:2] if spec.name in HEAVY_GRAPHS else CASES
         for case in cases:
             case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
-            feeds = spec.sample(dims, case)
+            feeds = spec.sample(info, case)
             with torch.no_grad():
                 expected = module(*feeds.values())
             expected = expected if isinstance(expected, tuple) else (expected,)

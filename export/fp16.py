@@ -13,6 +13,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from .onnx_io import attach_weights, load_graph
+
 KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "Pow", "ReduceMean",
                  "Sqrt", "Reciprocal", "Erf"]
 
@@ -20,15 +22,14 @@ KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalizat
 def to_fp16(path: Path, fp16_io: tuple[str, ...] = ()):
     """Reads the graph at `path` (with its external data) and returns it converted to fp16."""
     import onnx
-    from onnx.external_data_helper import load_external_data_for_model
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     with tempfile.TemporaryDirectory() as tmp:
         inferred = Path(tmp) / "inferred.onnx"
         onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
-        proto = onnx.load(str(inferred), load_external_data=False)
-    load_external_data_for_model(proto, str(Path(path).parent))
+        proto = load_graph(inferred, weights=False)
+    attach_weights(proto, Path(path).parent)
     io = [t.name for t in [*proto.graph.input, *proto.graph.output] if t.name not in fp16_io]
     proto = convert_float_to_float16(proto, keep_io_types=io if fp16_io else True, op_block_list=KEEP_FP32_OPS,
                                      disable_shape_infer=True)

@@ -1,8 +1,8 @@
 """The seven graphs janus-edge exports: one small `torch.nn.Module` wrapper and one `GraphSpec` each.
 
-A spec says everything the exporter, the manifest and `compare` need: the wrapper, the input and output names,
-the symbolic dimensions, and how to make sample inputs. Sample sizes are >= 2 in every dynamic dimension, because
-exporters specialise dimensions of size 0 or 1.
+A spec says everything the exporter, the manifest and `compare` need: the wrapper, the inputs and outputs (the
+manifest's own `Tensor`s, with symbolic dimensions), and how to make sample inputs for a `ModelInfo`. Sample sizes
+are >= 2 in every dynamic dimension, because exporters specialise dimensions of size 0 or 1.
 """
 
 from __future__ import annotations
@@ -13,47 +13,19 @@ from typing import Callable
 import torch
 from torch import nn
 
-NUM_IMAGE_TOKENS = 576
-IMAGE_SIZE = 384
-
-
-@dataclass
-class Dims:
-    """The model sizes the graphs' shapes are built from (read from the loaded model's config)."""
-
-    hidden: int
-    vocab: int
-    codebook: int
-    layers: int
-    kv_heads: int
-    head_dim: int
-
-    @classmethod
-    def of(cls, model) -> "Dims":
-        text = model.config.text_config
-        return cls(hidden=text.hidden_size, vocab=text.vocab_size, codebook=model.config.vq_config.num_embeddings,
-                   layers=text.num_hidden_layers, kv_heads=text.num_key_value_heads,
-                   head_dim=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str  # numpy dtype name: "float32", "int64"
-    shape: list  # ints and symbolic names ("batch", "sequence", "capacity", "capacity_and_sequence")
-
+from janus_edge.runtime.manifest import ModelInfo, Tensor, kv_input, kv_output
 
 @dataclass
 class GraphSpec:
     name: str
     make_module: Callable[[nn.Module], nn.Module]
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    sample: Callable[[Dims, dict[str, int]], dict[str, torch.Tensor]] = field(repr=False)
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    sample: Callable[[ModelInfo, dict[str, int]], dict[str, torch.Tensor]] = field(repr=False)
 
 
 class VisionEncoder(nn.Module):
-    """SigLIP + aligner: pixel_values [B,3,384,384] -> image_embeds [B,576,D]."""
+    """SigLIP + aligner: pixel_values [B,3,H,W] -> image_embeds [B,T,D] (384 x 384 -> 576 tokens in Janus)."""
 
     def __init__(self, model):
         super().__init__()
@@ -115,7 +87,7 @@ class GenerationHead(nn.Module):
 
 
 class VQDecoder(nn.Module):
-    """Image token ids [B,576] -> pixels [B,3,384,384] in [-1,1] (not clipped)."""
+    """Image token ids [B,T] -> pixels [B,3,H,W] in [-1,1] (not clipped)."""
 
     def __init__(self, model):
         super().__init__()
@@ -129,7 +101,7 @@ def _ids(high: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, high, shape, dtype=torch.int64)
 
 
-def _decoder_sample(d: Dims, s: dict[str, int]) -> dict[str, torch.Tensor]:
+def _decoder_sample(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
     """A cache of `capacity` slots holding `past_sequence` positions (the rest unused), then `sequence` new ones."""
     b, seq, past = s["batch"], s["sequence"], s["past_sequence"]
     capacity = s.get("capacity", past + 2)
@@ -139,55 +111,58 @@ def _decoder_sample(d: Dims, s: dict[str, int]) -> dict[str, torch.Tensor]:
         mask[-1, 0 if past else capacity] = 0
     valid = torch.cat([mask[:, :past], mask[:, capacity:]], dim=1)
     position_ids = (valid.cumsum(-1) - 1).clamp(min=0)[:, past:]
-    feeds = {"inputs_embeds": torch.randn(b, seq, d.hidden), "attention_mask": mask, "position_ids": position_ids}
-    for name in kv_names(d.layers):
-        feeds[f"past_key_values.{name}"] = torch.randn(b, d.kv_heads, capacity, d.head_dim)
+    feeds = {"inputs_embeds": torch.randn(b, seq, m.hidden_size), "attention_mask": mask, "position_ids": position_ids}
+    for name in m.kv_names:
+        feeds[kv_input(name)] = torch.randn(b, m.num_kv_heads, capacity, m.head_dim)
     return feeds
 
 
-def kv_names(layers: int) -> list[str]:
-    return [f"{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
+def decoder_spec(m: ModelInfo, kv_dtype: str = "float32") -> GraphSpec:
+    """The in-place KV-cache decoder's spec (Janus-Pro's and JanusFlow's alike); the cache in `kv_dtype`."""
+    hidden = ["batch", "sequence", m.hidden_size]
+    cache = lambda name, length: Tensor(name, kv_dtype, ["batch", m.num_kv_heads, length, m.head_dim])  # noqa: E731
+    return GraphSpec("decoder", Decoder,
+                     [Tensor("inputs_embeds", "float32", hidden),
+                      Tensor("attention_mask", "int64", ["batch", "capacity_and_sequence"]),
+                      Tensor("position_ids", "int64", ["batch", "sequence"])]
+                     + [cache(kv_input(name), "capacity") for name in m.kv_names],
+                     [Tensor("hidden_states", "float32", hidden)]
+                     + [cache(kv_output(name), "sequence") for name in m.kv_names],
+                     _decoder_sample)
 
 
-def _kv_specs(d: Dims, prefix: str, length: str, dtype: str = "float32") -> list[TensorSpec]:
-    return [TensorSpec(f"{prefix}.{name}", dtype, ["batch", d.kv_heads, length, d.head_dim])
-            for name in kv_names(d.layers)]
-
-
-def graph_specs(d: Dims, kv_dtype: str = "float32") -> list[GraphSpec]:
+def graph_specs(m: ModelInfo, kv_dtype: str = "float32") -> list[GraphSpec]:
     """The specs of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`."""
-    hidden = ["batch", "sequence", d.hidden]
+    hidden = ["batch", "sequence", m.hidden_size]
+    size, tokens = m.image_size, m.num_image_tokens
     return [
         GraphSpec("vision_encoder", VisionEncoder,
-                  [TensorSpec("pixel_values", "float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
-                  [TensorSpec("image_embeds", "float32", ["batch", NUM_IMAGE_TOKENS, d.hidden])],
-                  lambda d, s: {"pixel_values": torch.randn(s["batch"], 3, IMAGE_SIZE, IMAGE_SIZE)}),
+                  [Tensor("pixel_values", "float32", ["batch", 3, size, size])],
+                  [Tensor("image_embeds", "float32", ["batch", tokens, m.hidden_size])],
+                  lambda m, s: {"pixel_values": torch.randn(s["batch"], 3, m.image_size, m.image_size)}),
         GraphSpec("text_embedding", TextEmbedding,
-                  [TensorSpec("input_ids", "int64", ["batch", "sequence"])],
-                  [TensorSpec("inputs_embeds", "float32", hidden)],
-                  lambda d, s: {"input_ids": _ids(d.vocab, s["batch"], s["sequence"])}),
+                  [Tensor("input_ids", "int64", ["batch", "sequence"])],
+                  [Tensor("inputs_embeds", "float32", hidden)],
+                  lambda m, s: {"input_ids": _ids(m.vocab_size, s["batch"], s["sequence"])}),
         GraphSpec("generation_embedding", GenerationEmbedding,
-                  [TensorSpec("image_ids", "int64", ["batch", "sequence"])],
-                  [TensorSpec("inputs_embeds", "float32", hidden)],
-                  lambda d, s: {"image_ids": _ids(d.codebook, s["batch"], s["sequence"])}),
-        GraphSpec("decoder", Decoder,
-                  [TensorSpec("inputs_embeds", "float32", hidden),
-                   TensorSpec("attention_mask", "int64", ["batch", "capacity_and_sequence"]),
-                   TensorSpec("position_ids", "int64", ["batch", "sequence"])]
-                  + _kv_specs(d, "past_key_values", "capacity", kv_dtype),
-                  [TensorSpec("hidden_states", "float32", hidden)]
-                  + _kv_specs(d, "new_key_values", "sequence", kv_dtype),
-                  _decoder_sample),
+                  [Tensor("image_ids", "int64", ["batch", "sequence"])],
+                  [Tensor("inputs_embeds", "float32", hidden)],
+                  lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], s["sequence"])}),
+        decoder_spec(m, kv_dtype),
         GraphSpec("lm_head", LmHead,
-                  [TensorSpec("hidden_states", "float32", hidden)],
-                  [TensorSpec("logits", "float32", ["batch", "sequence", d.vocab])],
-                  lambda d, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], d.hidden)}),
+                  [Tensor("hidden_states", "float32", hidden)],
+                  [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
+                  _hidden_sample),
         GraphSpec("generation_head", GenerationHead,
-                  [TensorSpec("hidden_states", "float32", hidden)],
-                  [TensorSpec("logits", "float32", ["batch", "sequence", d.codebook])],
-                  lambda d, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], d.hidden)}),
+                  [Tensor("hidden_states", "float32", hidden)],
+                  [Tensor("logits", "float32", ["batch", "sequence", m.codebook_size])],
+                  _hidden_sample),
         GraphSpec("vq_decoder", VQDecoder,
-                  [TensorSpec("image_ids", "int64", ["batch", NUM_IMAGE_TOKENS])],
-                  [TensorSpec("pixels", "float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
-                  lambda d, s: {"image_ids": _ids(d.codebook, s["batch"], NUM_IMAGE_TOKENS)}),
+                  [Tensor("image_ids", "int64", ["batch", tokens])],
+                  [Tensor("pixels", "float32", ["batch", 3, size, size])],
+                  lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], m.num_image_tokens)}),
     ]
+
+
+def _hidden_sample(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
+    return {"hidden_states": torch.randn(s["batch"], s["sequence"], m.hidden_size)}

@@ -8,6 +8,7 @@ that `load` verifies, so a tampered or half-copied export fails loudly instead o
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,10 +20,29 @@ MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
 
 
+def kv_names(num_layers: int) -> list[str]:
+    """Names of the KV cache's tensors, "0.key", "0.value", "1.key", ...: the decoder graph reads the cache as
+    inputs `kv_input(name)` and returns the new positions as outputs `kv_output(name)`. The one place these names
+    are spelled; export, backends and TensorRT profiles all take them from here."""
+    return [f"{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
+
+
+def kv_input(name: str) -> str:
+    """The decoder input holding cache tensor `name` (an element of `kv_names`)."""
+    return f"past_key_values.{name}"
+
+
+def kv_output(name: str) -> str:
+    """The decoder output holding the new positions of cache tensor `name`."""
+    return f"new_key_values.{name}"
+
+
 @dataclass
 class Tensor:
+    """One input or output of a graph: name, numpy dtype name and shape."""
+
     name: str
-    dtype: str  # numpy dtype name
+    dtype: str  # numpy dtype name: "float32", "float16", "int64"
     shape: list  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
 
 
@@ -41,27 +61,56 @@ class KVCacheFormat:
 
     "in_place": per layer the graph reads the cache `past_key_values.{i}.key/value` [batch, kv_heads, capacity,
     head_dim] and returns only the new positions' `new_key_values.{i}.key/value` [batch, kv_heads, sequence,
-    head_dim], which the runtime writes into slots length..length+sequence-1. `attention_mask` [batch,
-    capacity + sequence] marks valid cache slots and new positions.
+    head_dim] (names from `kv_names`, `kv_input`, `kv_output`), which the runtime writes into slots
+    length..length+sequence-1. `attention_mask` [batch, capacity + sequence] marks valid cache slots and new
+    positions.
     """
 
     form: str = "in_place"
     layout: str = "batch,kv_heads,capacity,head_dim"
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelInfo:
+    """The model's architecture: the one description of its sizes that export, `plan` and the runtime share.
+
+    Export builds it from the checkpoint's config (`export.configs.model_info`), `plan` from a preset or a config;
+    the runtime reads the first fields. The later ones let `plan` count every graph's parameters; they are None
+    where the model has no such part (JanusFlow has no VQ model) or in exports written before they were recorded.
+    """
+
     family: str  # janus-pro, janus, janusflow
     source_format: str  # hf, original
     hidden_size: int
     vocab_size: int
-    codebook_size: int
+    codebook_size: int  # image tokens' vocabulary (0: JanusFlow, which generates latents)
     num_layers: int
     num_kv_heads: int
     head_dim: int
-    image_size: int = 384
-    num_image_tokens: int = 576
-    max_position_embeddings: int = 4096
+    image_size: int  # pixels per side of the square images both encoders see and the decoder produces
+    num_image_tokens: int  # tokens per image: (image_size / patch_size) squared
+    max_position_embeddings: int
+    intermediate_size: int | None = None
+    num_heads: int | None = None
+    vision_hidden_size: int | None = None
+    vision_layers: int | None = None
+    vision_heads: int | None = None
+    vision_intermediate_size: int | None = None
+    codebook_dim: int | None = None
+    vq_base_channels: int | None = None
+    vq_channel_multiplier: list[int] | None = None
+    vq_latent_channels: int | None = None
+    vq_res_blocks: int | None = None
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels per side of one image token."""
+        return self.image_size // math.isqrt(self.num_image_tokens)
+
+    @property
+    def kv_names(self) -> list[str]:
+        """The decoder's cache tensors, one key and one value per layer (see `kv_names`)."""
+        return kv_names(self.num_layers)
 
 
 @dataclass
@@ -149,13 +198,15 @@ class Manifest:
     @property
     def kv_dtype(self) -> str:
         """The KV cache's numpy dtype name, as the decoder graph's cache inputs declare it."""
-        return next(t.dtype for t in self.graphs["decoder"].inputs if t.name.startswith("past_key_values."))
+        first = kv_input(self.model.kv_names[0])
+        return next(t.dtype for t in self.graphs["decoder"].inputs if t.name == first)
 
     def kv_cache_bytes(self, rows: int, positions: int) -> int:
         """Bytes of the decoder's KV cache holding `positions` positions for `rows` rows (keys and values, all
         layers), in the dtype the decoder's cache tensors have. Backends, `plan` and `bench` all size it here."""
         model = self.model
-        return sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, self.kv_dtype, rows, positions)
+        return sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, self.kv_dtype, rows,
+                                     positions)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)

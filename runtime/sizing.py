@@ -39,13 +39,13 @@ def kv_spare_bytes(kv_heads: int, head_dim: int, dtype: str | np.dtype, rows: in
     return int(rows) * int(kv_heads) * int(capacity) * int(head_dim) * np.dtype(dtype).itemsize
 
 
-def decode_io_bytes(layers: int, kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype, rows: int,
+def decode_io_bytes(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype, rows: int,
                     capacity: int) -> dict[str, int]:
     """The TensorRT decoder's step buffers, reserved for full capacity when a request opens so decoding allocates
     nothing: mask [rows, capacity+1] and position ids (int64), embeddings and hidden states (fp32), and one new
-    position's keys/values per cache tensor (KV dtype)."""
+    position's keys/values for each of `kv_outputs` (the decoder's KV outputs, in the KV dtype)."""
     new = int(rows) * int(kv_heads) * int(head_dim) * np.dtype(dtype).itemsize
     sizes = {"attention_mask": int(rows) * (int(capacity) + 1) * 8, "position_ids": int(rows) * 8,
              "inputs_embeds": int(rows) * int(hidden) * 4, "hidden_states": int(rows) * int(hidden) * 4}
-    sizes.update({f"new_key_values.{i}.{kind}": new for i in range(int(layers)) for kind in ("key", "value")})
+    sizes.update({name: new for name in kv_outputs})
     return sizes

@@ -6,8 +6,11 @@ import pytest
 import torch
 
 from conftest import run_cli
-from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, kv_bytes_per_token, make_plan, parse_precision
+from test_calibration import SCHEMES, calibrated  # noqa: F401 (the calibrated exports fixture, reused)
+from janus_edge.export.configs import janus_config
+from janus_edge.export.precision import parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS
+from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, kv_bytes_per_token, make_plan
 
 
 def test_decoder_and_kv_by_hand():
@@ -24,8 +27,6 @@ def test_decoder_and_kv_by_hand():
 def test_parameter_counts_equal_transformers_modules(name):
     from transformers import JanusForConditionalGeneration
 
-    from janus_edge.export.configs import janus_config
-
     with torch.device("meta"):
         model = JanusForConditionalGeneration(janus_config(name))
     count = lambda *modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
@@ -38,6 +39,26 @@ def test_parameter_counts_equal_transformers_modules(name):
                 "lm_head": count(model.lm_head), "generation_head": count(m.generation_head),
                 "vq_decoder": count(vq.decoder, vq.post_quant_conv) + vq.quantize.embedding.weight.numel()}
     assert graph_parameters(MODELS[name]) == expected
+
+
+@pytest.mark.parametrize("name", ["janus-pro-1b", "janus-pro-7b", "janus-1.3b"])
+def test_a_preset_is_the_model_description_its_transformers_config_gives_back(name):
+    from janus_edge.export.configs import PRESETS, model_info
+
+    assert model_info(janus_config(name), PRESETS[name].family) == PRESETS[name]
+
+
+@pytest.mark.parametrize("fixture", ["export_hf", "export_original"])
+def test_an_export_records_the_tiny_preset_it_was_made_from(request, fixture):
+    """The manifest carries the whole description (plan can count an export's graphs without its checkpoint)."""
+    import dataclasses
+
+    from janus_edge.export.configs import PRESETS
+    from janus_edge.runtime.manifest import load_manifest
+
+    model = load_manifest(request.getfixturevalue(fixture)).model
+    assert model == dataclasses.replace(PRESETS["tiny"], vocab_size=model.vocab_size, source_format=model.source_format)
+    assert model.vocab_size > 0 and model.source_format == ("hf" if fixture == "export_hf" else "original")
 
 
 def test_orin_nano_fp16_floor_matches_the_reference_table():
@@ -55,10 +76,12 @@ def test_orin_nano_fp16_floor_matches_the_reference_table():
 
 
 def test_precision_schemes():
-    assert parse_precision("int8,w4")["vision_encoder"] == "int8"
-    assert parse_precision("int8,w4")["decoder"] == "w4"
-    assert parse_precision("w8")["vq_decoder"] == "fp16"
-    assert parse_precision("w4")["text_embedding"] == "fp16"  # as calibrate makes it
+    assert parse_precision("int8,w4").graph("vision_encoder") == "int8"
+    assert parse_precision("int8,w4").graph("decoder") == "w4"
+    assert parse_precision("w8").graph("vq_decoder") == "fp32"  # no word covers it: calibrate leaves it fp32
+    assert parse_precision("w8,fp16").graph("vq_decoder") == "fp16"
+    assert parse_precision("w4").graph("text_embedding") == "fp16"  # as calibrate makes it
+    assert parse_precision("fp16").kv_dtype == "float16" and parse_precision("fp16,int8").kv_dtype == "float32"
     assert bytes_per_weight("w4") == 0.5 + 2 / 128
     from janus_edge.runtime.errors import RequestError
     with pytest.raises(RequestError):
@@ -87,17 +110,28 @@ def test_plan_cli_with_a_checkpoint_dir(tiny_original, tmp_path):
 def test_plan_counts_the_kv_cache_the_backend_allocates(request, target_name, fixture, precision):
     """`plan`'s KV cache for a target equals what the ONNX Runtime backend allocates for that request (same rows,
     same context, the export's own KV dtype), for the tiny export's dimensions."""
-    import dataclasses
-
     from janus_edge.runtime import JanusRuntime
 
     runtime = JanusRuntime.load(request.getfixturevalue(fixture))
-    model = runtime.manifest.model
-    dims = dataclasses.replace(MODELS["janus-pro-1b"], hidden=model.hidden_size, layers=model.num_layers,
-                               heads=model.num_kv_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim)
     target = TARGETS[target_name]
     context = min(target.max_context, runtime.manifest.limits.max_context)
-    plan = make_plan("tiny", dims, target, precision, context, images=2)
+    plan = make_plan("tiny", runtime.manifest.model, target, precision, context, images=2)
     with runtime.backend.kv_decoder(4, capacity=context) as decoder:
         assert decoder.nbytes == plan.kv_cache_bytes
     assert runtime.manifest.kv_cache_bytes(4, context) == plan.kv_cache_bytes
+
+
+@pytest.mark.parametrize("scheme", SCHEMES + ["fp32", "fp16-export"])
+def test_plan_counts_each_graph_at_the_precision_calibrate_or_export_writes(request, calibrated, scheme):
+    """`plan --precision P` and `calibrate --scheme P` (or `export --precision P`) mean the same export: plan's
+    precision of every graph, and its KV dtype, equal what the command writes into the manifest."""
+    from janus_edge.runtime.manifest import load_manifest
+
+    sources = {"fp32": request.getfixturevalue("export_hf"), "fp16-export": request.getfixturevalue("export_fp16")}
+    manifest = load_manifest(sources.get(scheme) or calibrated[scheme])
+    plan = make_plan("tiny", manifest.model, TARGETS["datacenter"], manifest.precision, 1024, 1)
+    assert plan.graph_precisions == {name: graph.precision for name, graph in manifest.graphs.items()}
+    made_by_export = scheme in sources
+    assert parse_precision(manifest.precision, calibrated=not made_by_export).kv_dtype == manifest.kv_dtype
+    if scheme != "fp16":  # calibrate's fp16 keeps its source's fp32 cache; plan's fp16 is the fp16 export's
+        assert plan.kv_dtype == manifest.kv_dtype

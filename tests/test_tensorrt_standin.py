@@ -317,10 +317,8 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
                                                                  standin_fp16_engines):
     """`plan`'s KV cache plus its runtime buffers equal the device memory the TensorRT backend allocates when it
     opens a request of that size (cache in the export's KV dtype, spare tensor, decode-step IO), for four targets."""
-    import dataclasses
-
-    from janus_edge.plan import MODELS, make_plan
     from janus_edge.export.tensorrt.targets import TARGETS
+    from janus_edge.plan import make_plan
 
     engines = standin_engines if precision == "fp32" else standin_fp16_engines[0]
     with standin_imports():
@@ -330,11 +328,9 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
 
         with JanusRuntime.load(engines) as runtime:
             manifest, model = runtime.manifest, runtime.manifest.model
-            dims = dataclasses.replace(MODELS["janus-pro-1b"], hidden=model.hidden_size, layers=model.num_layers,
-                                       heads=model.num_kv_heads, kv_heads=model.num_kv_heads, head_dim=model.head_dim)
             target = TARGETS[target_name]
             context = min(target.max_context, manifest.limits.max_context)
-            plan = make_plan("tiny", dims, target, precision, context, images=2)
+            plan = make_plan("tiny", model, target, precision, context, images=2)
             runtime.backend.graph("decoder")  # the engine and its one context, before the request
             before = cudart.live_allocations()
             with runtime.backend.kv_decoder(4, capacity=context) as decoder:

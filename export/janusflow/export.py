@@ -17,9 +17,8 @@ from janus_edge.runtime.manifest import (MANIFEST_NAME, FlowSettings, Generation
 
 from .. import metadata
 from ..checkpoint import load_checkpoint
-from ..graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS
 from ..staging import staged_directory
-from .graphs import FLOW_TOKENS, FP32_ONLY, FlowDims, flow_graph_specs
+from .graphs import FP32_ONLY, FlowGeometry, flow_graph_specs, flow_model_info, flow_tokens
 
 CFG_WEIGHT = 2.0  # DeepSeek's README and demo default for JanusFlow
 
@@ -33,13 +32,13 @@ def export_janusflow(model_dir: str | Path, out_dir: str | Path, vae: str | Path
     if limits.max_context > text.max_position_embeddings:
         raise RequestError(f"--max-context {limits.max_context} is over the model's {text.max_position_embeddings} "
                            "positions", f"use --max-context {text.max_position_embeddings} or less")
-    dims = FlowDims.of(checkpoint)
+    info = flow_model_info(checkpoint)
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in flow_graph_specs(dims):
+        for spec in flow_graph_specs(info, FlowGeometry.of(checkpoint)):
             graph_precision = "fp32" if spec.name in FP32_ONLY else precision
             log(f"exporting {spec.name} ({graph_precision})")
-            graphs[spec.name] = _export_graph(checkpoint, spec, dims, staging, graph_precision)
+            graphs[spec.name] = _export_graph(checkpoint, spec, info, staging, graph_precision)
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
         import onnx
         import transformers
@@ -47,13 +46,13 @@ def export_janusflow(model_dir: str | Path, out_dir: str | Path, vae: str | Path
         producer = {"janus_edge": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
                     "onnx": onnx.__version__, "opset": str(OPSET), "exporter": "torch.onnx (TorchScript)",
                     "vae_scaling_factor": str(checkpoint.vae.config.scaling_factor)}
-        manifest = _manifest(checkpoint, dims, graphs, precision, limits, staging, producer)
+        manifest = _manifest(checkpoint, info, graphs, precision, limits, staging, producer)
         manifest.write(staging)
     log(f"wrote {len(graphs)} graphs and {MANIFEST_NAME} to {out_dir}")
     return manifest
 
 
-def _manifest(checkpoint, dims: FlowDims, graphs: dict[str, Graph], precision: str, limits: Limits,
+def _manifest(checkpoint, info: ModelInfo, graphs: dict[str, Graph], precision: str, limits: Limits,
               directory: Path, producer: dict[str, str]) -> Manifest:
     text = checkpoint.model.config.language
     vocab = metadata.tokenizer_vocab(checkpoint.tokenizer_file)
@@ -62,12 +61,8 @@ def _manifest(checkpoint, dims: FlowDims, graphs: dict[str, Graph], precision: s
                            image=metadata.token_id(vocab, fmt.image_token),
                            image_start=metadata.token_id(vocab, fmt.image_start),
                            image_end=metadata.token_id(vocab, fmt.image_end))
-    info = ModelInfo(family="janusflow", source_format="original", hidden_size=dims.hidden, vocab_size=dims.vocab,
-                     codebook_size=0, num_layers=dims.layers, num_kv_heads=dims.kv_heads, head_dim=dims.head_dim,
-                     image_size=IMAGE_SIZE, num_image_tokens=NUM_IMAGE_TOKENS,
-                     max_position_embeddings=text.max_position_embeddings)
     files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
     return Manifest(model=info, precision=precision, limits=limits, graphs=graphs, tokens=tokens, prompt=fmt,
                     preprocessing=metadata.preprocessing(checkpoint.processor),
-                    generation=GenerationDefaults(cfg_weight=CFG_WEIGHT, image_tokens=FLOW_TOKENS),
+                    generation=GenerationDefaults(cfg_weight=CFG_WEIGHT, image_tokens=flow_tokens(info)),
                     tokenizer_file="tokenizer.json", files=files, producer=producer, flow=FlowSettings())

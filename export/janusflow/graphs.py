@@ -19,29 +19,45 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from ..graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Dims, GraphSpec, TensorSpec, graph_specs
+from janus_edge.runtime.manifest import ModelInfo, Tensor
+
+from ..configs import llm_fields
+from ..graphs import GraphSpec, decoder_spec
 from ..llm_decoder import InPlaceKVDecoder
 from .checkpoint import latent_size
 
-FLOW_TOKENS = NUM_IMAGE_TOKENS + 1  # the time embedding, then the 24x24 latent tokens
-HEAVY = ("flow_encoder", "flow_decoder", "vae_decoder")  # batch is their only dynamic dimension
 FP32_ONLY = ("flow_encoder", "vae_decoder")  # fp16 loses the time sinusoid at t ~ 1000; SDXL VAE overflows
 
 
+def flow_model_info(checkpoint) -> ModelInfo:
+    """The `ModelInfo` of a loaded JanusFlow checkpoint (no VQ model: codebook_size 0)."""
+    config = checkpoint.model.config
+    vision = config.vision
+    size = vision["image_size"]
+    return ModelInfo(family="janusflow", source_format="original", codebook_size=0, image_size=size,
+                     num_image_tokens=(size // vision["patch_size"]) ** 2, **llm_fields(config.language),
+                     vision_hidden_size=vision["width"], vision_layers=vision["layers"], vision_heads=vision["heads"],
+                     vision_intermediate_size=int(vision["width"] * vision["mlp_ratio"]))
+
+
+def flow_tokens(m: ModelInfo) -> int:
+    """Positions of one flow step: the time embedding, then the latent's tokens (one per image token)."""
+    return m.num_image_tokens + 1
+
+
 @dataclass
-class FlowDims(Dims):
-    latent_channels: int = 4
-    latent_size: int = 48
-    skip_channels: int = 768
-    begin_of_image_id: int = 0
+class FlowGeometry:
+    """What JanusFlow's flow graphs add to the model description: the latent and the skip features' shapes."""
+
+    latent_channels: int
+    latent_size: int
+    skip_channels: int
+    begin_of_image_id: int
 
     @classmethod
-    def of(cls, checkpoint) -> "FlowDims":
+    def of(cls, checkpoint) -> "FlowGeometry":
         config = checkpoint.model.config
-        text = config.language
-        return cls(hidden=text.hidden_size, vocab=text.vocab_size, codebook=0, layers=text.num_hidden_layers,
-                   kv_heads=text.num_key_value_heads, head_dim=text.hidden_size // text.num_attention_heads,
-                   latent_channels=config.encoder["input_channels"], latent_size=latent_size(config),
+        return cls(latent_channels=config.encoder["input_channels"], latent_size=latent_size(config),
                    skip_channels=config.encoder["block_out_channels"][-1],
                    begin_of_image_id=checkpoint.model.begin_of_image_id)
 
@@ -104,47 +120,47 @@ class VaeDecoder(nn.Module):
         return self.vae.decode(latents / self.scaling).sample
 
 
-def _text_sample(d: FlowDims, s: dict[str, int]) -> dict[str, torch.Tensor]:
-    ids = torch.randint(0, d.vocab, (s["batch"], s["sequence"]))
-    ids[0, 0] = d.begin_of_image_id
-    return {"input_ids": ids}
-
-
-def flow_graph_specs(d: FlowDims) -> list[GraphSpec]:
+def flow_graph_specs(m: ModelInfo, g: FlowGeometry) -> list[GraphSpec]:
     """The specs of every JanusFlow graph, in the order the manifest lists them."""
-    hidden = ["batch", "sequence", d.hidden]
-    latent = ["batch", d.latent_channels, d.latent_size, d.latent_size]
-    grid = d.latent_size // 2
-    skip = ["batch", d.skip_channels, grid, grid]
-    shared = next(spec for spec in graph_specs(d) if spec.name == "decoder")
+    hidden, tokens, size = ["batch", "sequence", m.hidden_size], flow_tokens(m), m.image_size
+    latent = ["batch", g.latent_channels, g.latent_size, g.latent_size]
+    grid = g.latent_size // 2
+    skip = ["batch", g.skip_channels, grid, grid]
+    decoder = replace(decoder_spec(m), make_module=lambda checkpoint: InPlaceKVDecoder(
+        checkpoint.model.language_model.model))
 
-    def latents(d: FlowDims, s: dict[str, int]) -> torch.Tensor:
-        return torch.randn(s["batch"], d.latent_channels, d.latent_size, d.latent_size)
+    def text(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
+        ids = torch.randint(0, m.vocab_size, (s["batch"], s["sequence"]))
+        ids[0, 0] = g.begin_of_image_id
+        return {"input_ids": ids}
+
+    def latents(s: dict[str, int]) -> torch.Tensor:
+        return torch.randn(s["batch"], g.latent_channels, g.latent_size, g.latent_size)
 
     return [
         GraphSpec("vision_encoder", VisionEncoder,
-                  [TensorSpec("pixel_values", "float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
-                  [TensorSpec("image_embeds", "float32", ["batch", NUM_IMAGE_TOKENS, d.hidden])],
-                  lambda d, s: {"pixel_values": torch.randn(s["batch"], 3, IMAGE_SIZE, IMAGE_SIZE)}),
-        GraphSpec("text_embedding", TextEmbedding, [TensorSpec("input_ids", "int64", ["batch", "sequence"])],
-                  [TensorSpec("inputs_embeds", "float32", hidden)], _text_sample),
-        replace(shared, make_module=lambda checkpoint: InPlaceKVDecoder(checkpoint.model.language_model.model)),
-        GraphSpec("lm_head", LmHead, [TensorSpec("hidden_states", "float32", hidden)],
-                  [TensorSpec("logits", "float32", ["batch", "sequence", d.vocab])],
-                  lambda d, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], d.hidden)}),
+                  [Tensor("pixel_values", "float32", ["batch", 3, size, size])],
+                  [Tensor("image_embeds", "float32", ["batch", m.num_image_tokens, m.hidden_size])],
+                  lambda m, s: {"pixel_values": torch.randn(s["batch"], 3, m.image_size, m.image_size)}),
+        GraphSpec("text_embedding", TextEmbedding, [Tensor("input_ids", "int64", ["batch", "sequence"])],
+                  [Tensor("inputs_embeds", "float32", hidden)], text),
+        decoder,
+        GraphSpec("lm_head", LmHead, [Tensor("hidden_states", "float32", hidden)],
+                  [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
+                  lambda m, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], m.hidden_size)}),
         GraphSpec("flow_encoder", FlowEncoder,
-                  [TensorSpec("latents", "float32", latent), TensorSpec("timesteps", "float32", ["batch"])],
-                  [TensorSpec("inputs_embeds", "float32", ["batch", FLOW_TOKENS, d.hidden]),
-                   TensorSpec("skip", "float32", skip), TensorSpec("time_embedding", "float32", ["batch", d.hidden])],
-                  lambda d, s: {"latents": latents(d, s), "timesteps": torch.rand(s["batch"]) * 1000}),
+                  [Tensor("latents", "float32", latent), Tensor("timesteps", "float32", ["batch"])],
+                  [Tensor("inputs_embeds", "float32", ["batch", tokens, m.hidden_size]),
+                   Tensor("skip", "float32", skip), Tensor("time_embedding", "float32", ["batch", m.hidden_size])],
+                  lambda m, s: {"latents": latents(s), "timesteps": torch.rand(s["batch"]) * 1000}),
         GraphSpec("flow_decoder", FlowDecoder,
-                  [TensorSpec("hidden_states", "float32", ["batch", FLOW_TOKENS, d.hidden]),
-                   TensorSpec("skip", "float32", skip), TensorSpec("time_embedding", "float32", ["batch", d.hidden])],
-                  [TensorSpec("velocity", "float32", latent)],
-                  lambda d, s: {"hidden_states": torch.randn(s["batch"], FLOW_TOKENS, d.hidden),
-                                "skip": torch.randn(s["batch"], d.skip_channels, grid, grid),
-                                "time_embedding": torch.randn(s["batch"], d.hidden)}),
-        GraphSpec("vae_decoder", VaeDecoder, [TensorSpec("latents", "float32", latent)],
-                  [TensorSpec("pixels", "float32", ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
-                  lambda d, s: {"latents": latents(d, s)}),
+                  [Tensor("hidden_states", "float32", ["batch", tokens, m.hidden_size]),
+                   Tensor("skip", "float32", skip), Tensor("time_embedding", "float32", ["batch", m.hidden_size])],
+                  [Tensor("velocity", "float32", latent)],
+                  lambda m, s: {"hidden_states": torch.randn(s["batch"], tokens, m.hidden_size),
+                                "skip": torch.randn(s["batch"], g.skip_channels, grid, grid),
+                                "time_embedding": torch.randn(s["batch"], m.hidden_size)}),
+        GraphSpec("vae_decoder", VaeDecoder, [Tensor("latents", "float32", latent)],
+                  [Tensor("pixels", "float32", ["batch", 3, size, size])],
+                  lambda m, s: {"latents": latents(s)}),
     ]

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_io import load_graph
+
 VERSIONS = ("10.3", "10.16", "11")
 ONNX_TO_TRT = {1: "FP32", 10: "FP16", 16: "BF16", 3: "INT8", 2: "UINT8", 6: "INT32", 7: "INT64", 9: "BOOL",
                22: "INT4", 17: "FP8", 23: "FP4"}
@@ -126,13 +128,10 @@ def _restrictions(node, version, graph, initializers, constants) -> list[Finding
 
 def check_export(export_dir: str | Path, versions=VERSIONS, extra: dict | None = None) -> list[Finding]:
     """Checks every graph of an export (and `extra` name -> ModelProto, e.g. the sampler graphs)."""
-    import onnx
-
     from janus_edge.runtime.manifest import load_manifest
 
     manifest = load_manifest(export_dir)
-    models = {name: onnx.load(str(Path(export_dir) / g.file), load_external_data=False)
-              for name, g in manifest.graphs.items()}
+    models = {name: load_graph(Path(export_dir) / g.file, weights=False) for name, g in manifest.graphs.items()}
     models.update(extra or {})
     return [f for version in versions for name, proto in models.items() for f in check_model(proto, name, version)]
 

@@ -8,7 +8,7 @@ a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 is 
 
 from __future__ import annotations
 
-from janus_edge.runtime.manifest import Manifest
+from janus_edge.runtime.manifest import Manifest, kv_input
 from janus_edge.runtime.sizing import request_capacity
 
 Shape = list[int]
@@ -35,7 +35,7 @@ def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, lis
     step = {"inputs_embeds": rows_of(tokens, hidden),
             "attention_mask": [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
             "position_ids": rows_of(tokens),
-            **{f"past_key_values.{i}.{kind}": kv for i in range(model.num_layers) for kind in ("key", "value")}}
+            **{kv_input(name): kv for name in model.kv_names}}
     return {
         "decoder_flow_step": [step],  # the third decoder profile, beside prefill and decode
         "flow_encoder": [{"latents": rows_of(*latent), "timesteps": rows_of()}],

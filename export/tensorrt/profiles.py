@@ -8,7 +8,7 @@ at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the e
 
 from __future__ import annotations
 
-from janus_edge.runtime.manifest import Manifest
+from janus_edge.runtime.manifest import Manifest, kv_input
 from janus_edge.runtime.sizing import request_capacity
 
 from .targets import Target
@@ -41,7 +41,7 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
 
     def kv(lo: int, opt: int, hi: int, batches=(1, 1, batch)) -> dict[str, list[Shape]]:
         shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
-        return {f"past_key_values.{i}.{kind}": shapes for i in range(model.num_layers) for kind in ("key", "value")}
+        return {kv_input(name): shapes for name in model.kv_names}
 
     prompt_slots = request_capacity(prompt, context)
     prefill = {"inputs_embeds": [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],

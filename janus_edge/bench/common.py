@@ -23,7 +23,7 @@ class Settings:
     prompt_lengths: tuple = (64, 640)
     past: int = 600  # KV length at which decode steps are timed (one image + a question)
     image_counts: tuple = IMAGE_COUNTS  # n images per generation call to time (those the export's max batch allows)
-    image_runs: int = 1  # full 576-step generations per n
+    image_runs: int = 1  # full generations (one step per image token) per n
     understand_batches: tuple = UNDERSTAND_BATCHES
     understand_tokens: int = 16  # max new tokens per understanding request (EOS may stop it sooner)
     stages: tuple = STAGES

@@ -38,9 +38,10 @@ def measure_export(directory: str, settings: Settings) -> Result:
     result = Result(Path(directory).name, "export", manifest.precision, backend=backend_name)
     metrics, stages = result.metrics, settings.stages
     metrics["load"] = timing([(time.perf_counter() - start) * 1e3])  # one load: median = min = max
-    hidden = manifest.model.hidden_size
+    model = manifest.model
+    hidden, size = model.hidden_size, model.image_size
     if "vision" in stages:
-        pixels = rng.standard_normal((1, 3, 384, 384), dtype=np.float32)
+        pixels = rng.standard_normal((1, 3, size, size), dtype=np.float32)
         metrics["vision_encoder_per_image"] = timed(lambda: backend.run("vision_encoder", pixel_values=pixels),
                                                     settings.runs, settings.warmup)
     for length in settings.prompt_lengths if "prefill" in stages else ():
@@ -75,14 +76,13 @@ def measure_export(directory: str, settings: Settings) -> Result:
                     understand=lambda batch: runtime.understand_batch(
                         [[Turn("Describe this image.", [image])]] * batch, max_new_tokens=settings.understand_tokens))
     if "vq" in stages:
-        ids = rng.integers(0, manifest.model.codebook_size, (1, 576))
+        ids = rng.integers(0, model.codebook_size, (1, model.num_image_tokens))
         metrics["vq_decode"] = timed(lambda: backend.run("vq_decoder", image_ids=ids), settings.runs, settings.warmup)
     metrics["peak_host_mb"] = peak_host_mb()
     directory_path = Path(directory)
     for name, graph in manifest.graphs.items():
         files = [graph.file] + [f for f in manifest.files if f.startswith(graph.file + ".")]
         result.weight_bytes[name] = sum((directory_path / f).stat().st_size for f in files)
-    model = manifest.model
     per_position = manifest.kv_cache_bytes(1, 1)
     result.kv = {"bytes_per_position_per_row": per_position,
                  "itemsize": per_position // (2 * model.num_layers * model.num_kv_heads * model.head_dim)}

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
+    from janus_edge.export.precision import EXPORT_WORDS
+
     parser.add_argument("model_dir", help="Janus checkpoint directory (Hugging Face or original DeepSeek format)")
     parser.add_argument("out_dir", help="export directory to write (graphs, tokenizer, janus_edge.json)")
-    parser.add_argument("--precision", choices=["fp32", "fp16"], default="fp32")
+    parser.add_argument("--precision", choices=[",".join(words) for words in EXPORT_WORDS], default="fp32",
+                        help="int8, w8 and w4 come from `janus-edge calibrate` (export/precision.py)")
     parser.add_argument("--max-batch", type=int, default=8,
                         help="largest batch of rows (generation uses 2 rows per image for CFG; default 8)")
     parser.add_argument("--max-context", type=int, default=4096, help="largest total sequence (default 4096)")

@@ -10,22 +10,24 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--model", required=True, help="janus-pro-1b, janus-pro-7b or a checkpoint directory")
     parser.add_argument("--target", required=True, choices=list(TARGETS))
-    parser.add_argument("--precision", default="fp16", help="fp32, fp16, int8, w8, w4 or a combination (int8,w4)")
+    parser.add_argument("--precision", default="fp16",
+                        help="as export/calibrate make it: fp32, fp16, int8, w8, w4 or a combination (int8,w4,fp16)")
     parser.add_argument("--context", type=int, default=None, help="tokens per row (default: the target's limit)")
     parser.add_argument("--images", type=int, default=1, help="images per generation request (2 CFG rows each)")
     parser.add_argument("--json", default=None, help="also write the plan as JSON")
 
 
 def run(args) -> int:
-    from janus_edge.plan import MODELS, dims_from_config, format_plan, make_plan
     from janus_edge.export.tensorrt.targets import target
+    from janus_edge.plan import MODELS, format_plan, make_plan
 
     if args.model in MODELS:
         dims = MODELS[args.model]
     else:
         from janus_edge.export.checkpoint import load_config
+        from janus_edge.export.configs import model_info
 
-        dims = dims_from_config(load_config(args.model))
+        dims = model_info(load_config(args.model))
     chosen = target(args.target)
     plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images)
     print(format_plan(plan))

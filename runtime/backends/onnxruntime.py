@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ManifestError
-from ..manifest import Manifest
+from ..manifest import Manifest, kv_input, kv_output
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
@@ -28,10 +28,6 @@ class OrtGraph(GraphSession):
         return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
 
 
-def kv_names(manifest: Manifest) -> list[str]:
-    return [f"{i}.{kind}" for i in range(manifest.model.num_layers) for kind in ("key", "value")]
-
-
 class HostKVDecoder(KVDecoder):
     """The KV cache in host memory (`HostKVCache`), fed to ONNX Runtime as numpy views and updated in place.
 
@@ -43,7 +39,7 @@ class HostKVDecoder(KVDecoder):
                  binding: bool = False):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
-        self.max_context, self.names = manifest.limits.max_context, kv_names(manifest)
+        self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
         self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
                                  capacity, self.max_context)
         self.binding = graph.session.io_binding() if binding else None
@@ -59,7 +55,7 @@ class HostKVDecoder(KVDecoder):
         import onnxruntime
 
         for name, view in self.cache.views().items():
-            self.binding.bind_ortvalue_input(f"past_key_values.{name}", onnxruntime.OrtValue.ortvalue_from_numpy(view))
+            self.binding.bind_ortvalue_input(kv_input(name), onnxruntime.OrtValue.ortvalue_from_numpy(view))
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
@@ -70,7 +66,7 @@ class HostKVDecoder(KVDecoder):
                                                                              self.cache.slots),
                  "position_ids": position_ids}
         if self.binding is None:
-            outputs = self.graph.run({**small, **{f"past_key_values.{n}": v for n, v in self.cache.views().items()}})
+            outputs = self.graph.run({**small, **{kv_input(n): v for n, v in self.cache.views().items()}})
         else:
             for name, value in small.items():
                 self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
@@ -78,7 +74,7 @@ class HostKVDecoder(KVDecoder):
                 self.binding.bind_output(name, "cpu")
             self.graph.session.run_with_iobinding(self.binding)
             outputs = dict(zip(self.graph.output_names, self.binding.copy_outputs_to_cpu()))
-        self.cache.write({name: outputs[f"new_key_values.{name}"] for name in self.names}, self.length)
+        self.cache.write({name: outputs[kv_output(name)] for name in self.names}, self.length)
         self.length += seq
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden

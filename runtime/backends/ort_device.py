@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import Manifest
+from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
 from .cuda import _cudart, check
 
@@ -78,7 +78,7 @@ class DeviceKVDecoder(KVDecoder):
         self.slots = min(capacity or self.max_context, self.max_context)
         self.device, self.device_id, self.dtype = device, device_id, np.dtype(manifest.kv_dtype)
         self.heads, self.head_dim = model.num_kv_heads, model.head_dim
-        self.names = [f"{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
+        self.names = model.kv_names
         shape = [batch, self.heads, self.slots, self.head_dim]
         self.cache = {name: onnxruntime.OrtValue.ortvalue_from_shape_and_type(shape, self.dtype, device, device_id)
                       for name in self.names}
@@ -87,7 +87,7 @@ class DeviceKVDecoder(KVDecoder):
         self.new_positions = 0
         self.binding = graph.session.io_binding()
         for name, value in self.cache.items():  # bound once: the graph reads the cache where it lies
-            self.binding.bind_ortvalue_input(f"past_key_values.{name}", value)
+            self.binding.bind_ortvalue_input(kv_input(name), value)
         self.binding.bind_output("hidden_states", "cpu")
         self.cudart = _cudart()
 
@@ -101,7 +101,7 @@ class DeviceKVDecoder(KVDecoder):
         self.new = {name: onnxruntime.OrtValue.ortvalue_from_shape_and_type(shape, self.dtype, self.device,
                                                                             self.device_id) for name in self.names}
         for name, value in self.new.items():
-            self.binding.bind_ortvalue_output(f"new_key_values.{name}", value)
+            self.binding.bind_ortvalue_output(kv_output(name), value)
         self.new_positions = seq
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import sizing
 from ..errors import InternalError
-from ..manifest import Manifest
+from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
 from .cuda import CudaGraph, DevicePool, DeviceTensor, copy_rows
 
@@ -38,7 +38,7 @@ class TrtKVDecoder(KVDecoder):
         self.batch, self.length, self.capacity = batch, 0, capacity
         self.max_context, self.hidden_size = manifest.limits.max_context, model.hidden_size
         self.heads, self.head_dim, self.dtype = model.num_kv_heads, model.head_dim, np.dtype(manifest.kv_dtype)
-        self.names = [f"{i}.{kind}" for i in range(model.num_layers) for kind in ("key", "value")]
+        self.names = model.kv_names
         self.allocated = min(capacity or sizing.bucket(1), self.max_context)
         self.slots = min(sizing.bucket(1), self.allocated)
         self.buffers = pool.take(len(self.names) + 1, self._tensor_bytes(self.allocated), self.stream)
@@ -54,14 +54,14 @@ class TrtKVDecoder(KVDecoder):
 
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
-        sizes = sizing.decode_io_bytes(len(self.names) // 2, self.heads, self.head_dim, self.hidden_size, self.dtype,
-                                       self.batch, self.allocated)
+        sizes = sizing.decode_io_bytes([kv_output(n) for n in self.names], self.heads, self.head_dim,
+                                       self.hidden_size, self.dtype, self.batch, self.allocated)
         for name, nbytes in sizes.items():
             self.graph.buffer(name, nbytes, exact=True)
 
     def _cache_inputs(self) -> dict[str, DeviceTensor]:
         shape = (self.batch, self.heads, self.slots, self.head_dim)
-        return {f"past_key_values.{name}": DeviceTensor(buffer, shape, self.dtype)
+        return {kv_input(name): DeviceTensor(buffer, shape, self.dtype)
                 for name, buffer in zip(self.names, self.buffers)}
 
     def _relayout(self, slots: int, allocated: int) -> None:
@@ -147,7 +147,7 @@ class TrtKVDecoder(KVDecoder):
         width = self.head_dim * self.dtype.itemsize
         row, pitch, offset = seq * width, self.slots * width, self.length * width
         for name, buffer in zip(self.names, self.buffers):
-            new = outputs[f"new_key_values.{name}"]
+            new = outputs[kv_output(name)]
             copy_rows(buffer.ptr + offset, pitch, new.buffer.ptr, row, row, self.batch * self.heads, self.stream)
 
     def _drop_step_graph(self) -> None:
