@@ -6,8 +6,8 @@ Schemes (combinable, e.g. "int8,w4"; parsed by export/precision.py, which `plan`
 - w8 / w4: weight-only INT8 / block-wise INT4 for the decoder, lm_head and generation_head (round-to-nearest:
   data-free, so no calibration set is needed), with the text embedding table in fp16. An INT8 table gathered row
   by row would be smaller still, but TensorRT's ONNX parser has no INT8 Gather (10.3 to 11; see
-  export/tensorrt/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole table
-  every step in ONNX Runtime;
+  export/tensorrt/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole
+  table every step in ONNX Runtime;
 - fp16: every graph not covered by another scheme goes to fp16 with norms, softmax and GELU kept in fp32.
 Graphs no scheme covers stay fp32, and so does the KV cache.
 """

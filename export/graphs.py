@@ -15,6 +15,7 @@ from torch import nn
 
 from janus_edge.runtime.manifest import ModelInfo, Tensor, kv_input, kv_output
 
+
 @dataclass
 class GraphSpec:
     name: str

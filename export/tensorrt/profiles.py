@@ -1,9 +1,10 @@
 """TensorRT optimisation profiles for each exported graph, from the export's limits and the target's.
 
 Decoder, text embedding: one profile for prefill (many positions) and one for decode (one position). The decoder
-reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and the generation embedding see one position per row. The VQ decoder runs one image
-at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the export's max batch, which is
-2 x the images per generation request (CFG rows).
+reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and
+the generation embedding see one position per row. The VQ decoder runs one image at a time (lowest memory), so its
+shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
+(CFG rows).
 """
 
 from __future__ import annotations

@@ -219,7 +219,7 @@ class TensorRTBackend(Backend):
 
     def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
         """Greedy: CFG mix and argmax in the sampler engine, only token ids come back. Sampling: the (mixed)
-        logits come back and the host sampler draws, exactly as on ONNX Runtime (see export/tensorrt/sampler_graph.py)."""
+        logits come back and the host sampler draws, exactly as on ONNX Runtime (export/tensorrt/sampler_graph.py)."""
         logits = self.graph(head).run_device({"hidden_states": hidden})["logits"]
         flat = DeviceTensor(logits.buffer, (logits.shape[0], logits.shape[-1]), logits.dtype)
         feeds: dict[str, Feed] = {"logits": flat}
