@@ -18,7 +18,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .fp16 import to_fp16
 from .graphs import IMAGE_SIZE, NUM_IMAGE_TOKENS, Dims, GraphSpec, graph_specs
 from .janusflow.checkpoint import is_janusflow
-from .staging import staged_directory
+from .staging import check_replaceable, staged_directory
 
 OPSET = 17
 EXTERNAL_DATA_THRESHOLD = 1 << 30  # weights above 1 GiB go to a side file; protobuf cannot hold 2 GiB
@@ -38,6 +38,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         from .janusflow.export import export_janusflow
 
         return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
+    check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
     checkpoint = load_checkpoint(model_dir, family)
     limit = checkpoint.model.config.text_config.max_position_embeddings
     if max_context > limit:
