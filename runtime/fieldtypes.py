@@ -2,12 +2,13 @@
 
 JSON carries no schema: `Limits(**{"max_batch": "8"})` builds happily and fails far away (`2 * n > "8"`). The
 manifest's dataclasses already declare every field's type; this walks them once after loading. int is accepted
-where float is declared (JSON writes 5.0 as 5); bool is never an int here.
+where float is declared (JSON writes 5.0 as 5); bool is never an int here; NaN and infinity are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 
@@ -43,4 +44,6 @@ def _check(value, hint, where: str) -> list[str]:
     accepted = {float: (int, float), int: (int,), str: (str,), bool: (bool,)}.get(hint, (object,))
     if not isinstance(value, accepted) or (isinstance(value, bool) and hint is not bool):
         return [f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}"]
+    if isinstance(value, float) and not math.isfinite(value):  # Python's json reads NaN and Infinity
+        return [f"{where}: expected a finite number, got {value!r}"]
     return []

@@ -24,7 +24,7 @@ SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` 
 class Tensor:
     name: str
     dtype: str  # numpy dtype name
-    shape: list  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
+    shape: list[int | str]  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
 
 
 @dataclass
