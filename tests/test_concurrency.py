@@ -16,6 +16,7 @@ import pytest
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import Cancelled, RequestError
 from standin_env import standin_imports
+from test_tensorrt_standin import standin_engines  # noqa: F401 (a fixture: the tiny export's stand-in engines)
 
 PHOTO = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
 
@@ -159,16 +160,6 @@ def test_chat_cancelled_mid_answer_keeps_a_consistent_cache(export_hf):
             chat.ask("What is in the picture?", images=[PHOTO], should_stop=should_stop)
         fresh.turns = list(chat.turns)  # the same history (the cancelled turn with its partial answer)
         assert chat.ask("And the colours?").token_ids == fresh.ask("And the colours?").token_ids
-
-
-@pytest.fixture(scope="module")
-def standin_engines(tmp_path_factory, export_hf):
-    out = tmp_path_factory.mktemp("standin-cancel")
-    with standin_imports():
-        from janus_edge.export.trt_build import build
-
-        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
-    return out / "engines"
 
 
 def test_standin_tensorrt_cancelled_generation_returns_every_device_allocation(standin_engines, runtime):
