@@ -112,10 +112,9 @@ class JanusRuntime(Closeable):
                                    "tokens)", "drop them; steps, cfg_weight and seed steer JanusFlow")
             if steps is not None:
                 steps = requests.integer("steps", steps, 1, 1000, "use 1 to 1000 Euler steps (30 is the default)")
-            if seed is not None:
-                seed = requests.integer("seed", seed, 0, math.inf, "use a non-negative integer, or None")
             with self._lock.hold():
-                return self._flow.run(prompt, n, weight, steps, seed, initial_latents, progress, should_stop)
+                return self._flow.run(prompt, n, weight, steps, requests.checked_seed(seed), initial_latents,
+                                      progress, should_stop)
         if steps is not None or initial_latents is not None:
             raise RequestError("steps and initial_latents apply to JanusFlow exports only",
                                f"this export is {self.manifest.model.family}: drop them")

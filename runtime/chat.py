@@ -74,7 +74,8 @@ class ChatSession(Closeable):
         turn = Turn(requests.text("question", question, allow_empty=bool(images)), images)
         conversation = [*self.turns, turn]
         ids = self.pipeline.check([conversation], limit)[0]
-        pixels = [preprocess(load_image(image), self.manifest.preprocessing) for t in conversation for image in t.images]
+        pixels = [preprocess(load_image(image), self.manifest.preprocessing)
+                  for t in conversation for image in t.images]
         keys = self._keys(ids, pixels)
         common = self._common_prefix(keys)
         budget = self.pipeline.budget(len(ids), limit, timings)

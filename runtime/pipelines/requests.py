@@ -37,7 +37,7 @@ def real(name: str, value, low: float, high: float, hint: str) -> float:
     return float(value)
 
 
-def integer(name: str, value, low: int, high: float, hint: str) -> int:
+def integer(name: str, value, low: float, high: float, hint: str) -> int:
     """`value` as an int, refused unless it is an integer in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise RequestError(f"{name} is {value!r}", hint)
@@ -56,9 +56,13 @@ def sampler(temperature, top_k, top_p, seed) -> Sampler:
         top_p = real("top_p", top_p, 0.0, 1.0, "use a value in (0, 1], or None to disable it")
         if top_p == 0:
             raise RequestError("top_p is 0.0", "use a value in (0, 1], or None to disable it")
-    if seed is not None:
-        seed = integer("seed", seed, 0, math.inf, "use a non-negative integer, or None for a random seed")
-    return Sampler(temperature, top_k, top_p, seed)
+    return Sampler(temperature, top_k, top_p, checked_seed(seed))
+
+
+def checked_seed(value) -> int | None:
+    if value is None:
+        return None
+    return integer("seed", value, 0, math.inf, "use a non-negative integer, or None for a random seed")
 
 
 def cfg_weight(value) -> float:
