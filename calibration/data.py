@@ -38,6 +38,8 @@ def load_set(images_dir: str | None, prompts_file: str | None, samples: int) -> 
     if samples < 1:
         raise RequestError(f"--samples {samples} is too small", "use at least 1")
     if images_dir:
+        if not Path(images_dir).is_dir():
+            raise RequestError(f"--images {images_dir} is not a directory", "pass a folder of photographs")
         paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise RequestError(f"{images_dir} has no images", f"put {', '.join(sorted(IMAGE_SUFFIXES))} files there")
@@ -49,6 +51,8 @@ def load_set(images_dir: str | None, prompts_file: str | None, samples: int) -> 
         images = [load_image(Image.fromarray(getattr(data, name)())) for name in SKIMAGE_PHOTOS[:samples]]
     questions, prompts = QUESTIONS, IMAGE_PROMPTS
     if prompts_file:
+        if not Path(prompts_file).is_file():
+            raise RequestError(f"--prompts {prompts_file} is not a file", "pass a text file, one prompt per line")
         lines = [line.strip() for line in Path(prompts_file).read_text(encoding="utf-8").splitlines()]
         lines = [line for line in lines if line and not line.startswith("#")]
         if not lines:

@@ -21,7 +21,7 @@ from .graphs import GraphSpec, graph_specs
 from .janusflow.checkpoint import is_janusflow
 from .onnx_io import load_graph, save_graph
 from .precision import EXPORT_WORDS, parse_precision
-from .staging import staged_directory
+from .staging import check_replaceable, staged_directory
 
 OPSET = 17
 SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5, "capacity": 7}
@@ -41,6 +41,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         from .janusflow.export import export_janusflow
 
         return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
+    check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
     checkpoint = load_checkpoint(model_dir, family)
     info = model_info(checkpoint.model.config, checkpoint.family, checkpoint.source_format)
     limit = info.max_position_embeddings

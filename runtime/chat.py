@@ -15,6 +15,8 @@ import numpy as np
 
 from .backends.base import Backend, Closeable, KVDecoder
 from .images import load_image, preprocess
+from .pipelines import requests
+from .pipelines.requests import RequestLock, StopCallback
 from .pipelines.understand import Answer, UnderstandingPipeline
 from .prompts import Turn
 from .sampling import Sampler
@@ -24,13 +26,15 @@ from .tokenizer import IncrementalText
 class ChatSession(Closeable):
     """One conversation (batch 1). Use as a context manager, or `close()` it, to hand its cache back.
 
+    Its turns take the runtime's request lock, like every other request (see `JanusRuntime`).
+
     >>> with rt.chat() as chat:
     ...     chat.ask("What is in this picture?", images=["photo.jpg"]).text
     ...     chat.ask("And what colour is it?").text
     """
 
-    def __init__(self, backend: Backend, pipeline: UnderstandingPipeline, max_new_tokens: int):
-        self.backend, self.pipeline, self.max_new_tokens = backend, pipeline, max_new_tokens
+    def __init__(self, backend: Backend, pipeline: UnderstandingPipeline, max_new_tokens: int, lock: RequestLock):
+        self.backend, self.pipeline, self.max_new_tokens, self.lock = backend, pipeline, max_new_tokens, lock
         self.manifest = pipeline.manifest
         self.turns: list[Turn] = []
         self.cached: list = []  # what each cached position holds: a token id, or (image digest, slot)
@@ -38,32 +42,40 @@ class ChatSession(Closeable):
 
     def ask(self, question: str, images: Sequence = (), max_new_tokens: int | None = None,
             temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
-            seed: int | None = None) -> Answer:
+            seed: int | None = None, should_stop: StopCallback | None = None) -> Answer:
         """Answers `question` (about `images`, if any) in the context of the earlier turns."""
         timings: dict[str, float] = {}
         eos = self.manifest.tokens.eos
-        ids = list(self._tokens(question, images, max_new_tokens, Sampler(temperature, top_k, top_p, seed), timings))
+        sampler = requests.sampler(temperature, top_k, top_p, seed)
+        with self.lock.hold():
+            ids = list(self._tokens(question, images, max_new_tokens, sampler, timings, should_stop))
         reason = "eos" if ids[-1] == eos else ("context" if timings.get("context_full") else "length")
         return Answer(self.turns[-1].answer or "", ids, reason, timings)
 
     def stream(self, question: str, images: Sequence = (), max_new_tokens: int | None = None,
                temperature: float = 0.0, top_p: float | None = None, top_k: int | None = None,
-               seed: int | None = None) -> Iterator[str]:
+               seed: int | None = None, should_stop: StopCallback | None = None) -> Iterator[str]:
         """Like `ask`, yielding text pieces as tokens are produced; the answer joins the history as it grows."""
+        return self.lock.stream(self._pieces(question, images, max_new_tokens,
+                                             requests.sampler(temperature, top_k, top_p, seed), should_stop))
+
+    def _pieces(self, question: str, images: Sequence, max_new_tokens: int | None, sampler: Sampler,
+                should_stop: StopCallback | None) -> Iterator[str]:
         text = IncrementalText(self.pipeline.tokenizer)
-        for token in self._tokens(question, images, max_new_tokens, Sampler(temperature, top_k, top_p, seed), {}):
+        for token in self._tokens(question, images, max_new_tokens, sampler, {}, should_stop):
             if token != self.manifest.tokens.eos and (piece := text.add(token)):
                 yield piece
 
     def _tokens(self, question: str, images: Sequence, max_new_tokens: int | None, sampler: Sampler,
-                timings: dict[str, float]) -> Iterator[int]:
-        from .api import _image_list
-
-        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
-        turn = Turn(question, _image_list(images))
+                timings: dict[str, float], should_stop: StopCallback | None) -> Iterator[int]:
+        limit = self.max_new_tokens if max_new_tokens is None else \
+            requests.max_new_tokens(max_new_tokens, self.manifest.limits.max_context)
+        images = requests.image_list(images)
+        turn = Turn(requests.text("question", question, allow_empty=bool(images)), images)
         conversation = [*self.turns, turn]
         ids = self.pipeline.check([conversation], limit)[0]
-        pixels = [preprocess(load_image(image), self.manifest.preprocessing) for t in conversation for image in t.images]
+        pixels = [preprocess(load_image(image), self.manifest.preprocessing)
+                  for t in conversation for image in t.images]
         keys = self._keys(ids, pixels)
         common = self._common_prefix(keys)
         budget = self.pipeline.budget(len(ids), limit, timings)
@@ -76,7 +88,7 @@ class ChatSession(Closeable):
         self.turns.append(turn)
         generated: list[int] = []
         chosen = self.pipeline.decode(self.decoder, embeds, np.ones((1, len(ids)), np.int64),
-                                      np.arange(common, len(ids))[None], budget, sampler, timings)
+                                      np.arange(common, len(ids))[None], budget, sampler, timings, should_stop)
         try:
             for step in chosen:
                 generated.append(int(step[0]))
@@ -112,7 +124,9 @@ class ChatSession(Closeable):
         return common
 
     def close(self) -> None:
-        if self.decoder is not None:
-            self.decoder.close()
-            self.decoder = None
-        self.turns, self.cached = [], []
+        """Hands the KV cache back and forgets the conversation; idempotent."""
+        with self.lock.hold():
+            if self.decoder is not None:
+                self.decoder.close()
+                self.decoder = None
+            self.turns, self.cached = [], []

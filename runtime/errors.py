@@ -37,6 +37,10 @@ class RequestError(JanusEdgeError):
     """A request the export cannot serve: prompt over the context, batch over the exported maximum, bad options."""
 
 
+class Cancelled(JanusEdgeError):
+    """A request stopped by its caller's `should_stop` callback; its KV cache went back to the pool."""
+
+
 class BackendError(JanusEdgeError):
     """A backend that is not installed or cannot run the graphs on this machine."""
 

@@ -2,7 +2,9 @@
 
 Loading is defensive: it refuses what is not an image, is truncated or would decompress to an unreasonable
 size, and converts every mode users throw at it (RGBA, palette, grayscale, CMYK, 16-bit) to RGB, honouring EXIF
-orientation.
+orientation. Float images holding NaN or infinity are refused (PIL would turn them into black pixels). Any
+exception PIL raises while decoding the user's bytes is an `ImageError`: its plugins raise many kinds on corrupt
+input (OSError, SyntaxError, struct.error, EOFError ...).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .errors import ImageError
 from .manifest import Preprocessing
@@ -25,6 +27,9 @@ def load_image(source: ImageInput) -> Image.Image:
     """Returns an RGB PIL image from a path, encoded bytes, a PIL image or an HxWx3 uint8 array."""
     if isinstance(source, Image.Image):
         image, name = source, "the image"
+    elif not isinstance(source, (str, Path, bytes, np.ndarray)):
+        raise ImageError(f"an image is of type {type(source).__name__}",
+                         "pass a file path, encoded bytes, a PIL image or an HxWx3 uint8 array")
     elif isinstance(source, np.ndarray):
         if source.ndim == 3 and source.shape[2] == 1:
             source = source[:, :, 0]
@@ -37,12 +42,12 @@ def load_image(source: ImageInput) -> Image.Image:
         data, name = _read_bytes(source)
         try:
             image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ImageError(f"{name} is not an image PIL can read ({exc.__class__.__name__})",
-                             "pass a PNG, JPEG, WebP, BMP or TIFF file") from None
         except Image.DecompressionBombError as exc:
             raise ImageError(f"{name} is too large to decode safely, a decompression-bomb guard ({exc})",
                              "resize it below 8000x8000; the model sees 384x384") from None
+        except Exception as exc:  # UnidentifiedImageError mostly; any plugin error on these bytes is the file's
+            raise ImageError(f"{name} is not an image PIL can read ({exc.__class__.__name__})",
+                             "pass a PNG, JPEG, WebP, BMP or TIFF file") from None
     width, height = image.size
     if width == 0 or height == 0:
         raise ImageError(f"{name} is empty ({width}x{height} pixels)", "pass an image with content")
@@ -52,15 +57,18 @@ def load_image(source: ImageInput) -> Image.Image:
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name} is truncated or corrupt ({exc})", "re-save or re-download the image") from None
+    except Exception as exc:  # decoding the pixels: any plugin error is the file's (see the module docstring)
+        raise ImageError(f"{name} is truncated or corrupt ({exc.__class__.__name__}: {exc})",
+                         "re-save or re-download the image") from None
+    return _to_rgb(image, name)
 
 
 def _read_bytes(source) -> tuple[bytes, str]:
     if isinstance(source, bytes):
         return source, "the image bytes"
     path = Path(source)
+    if path.is_dir():
+        raise ImageError(f"image path {path} is a directory", "pass an image file")
     if not path.is_file():
         raise ImageError(f"image file {path} does not exist", "check the path")
     try:
@@ -69,7 +77,9 @@ def _read_bytes(source) -> tuple[bytes, str]:
         raise ImageError(f"image file {path} cannot be read ({exc.strerror})", "check its permissions") from None
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _to_rgb(image: Image.Image, name: str) -> Image.Image:
+    if image.mode == "F" and not np.isfinite(np.asarray(image)).all():
+        raise ImageError(f"{name} is a float image holding NaN or infinity", "pass finite pixel values")
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale, don't clip, to 8 bits
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
@@ -80,7 +90,11 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as exc:
+        raise ImageError(f"{name} has mode {image.mode}, which PIL cannot convert to RGB ({exc})",
+                         "convert it to RGB yourself first") from None
 
 
 def preprocess(image: Image.Image, spec: Preprocessing) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import ManifestError
 from . import sizing
+from .fieldtypes import type_problems
 from .integrity import sha256_file, verify_files
 
 MANIFEST_NAME = "janus_edge.json"
@@ -43,7 +44,7 @@ class Tensor:
 
     name: str
     dtype: str  # numpy dtype name: "float32", "float16", "int64"
-    shape: list  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
+    shape: list[int | str]  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
 
 
 @dataclass
@@ -255,8 +256,11 @@ def load_manifest(directory: str | Path, verify: bool = True, full_check: bool =
                             f"{SCHEMA_VERSION}", "re-export with this janus-edge version, or install the matching one")
     try:
         manifest = Manifest.from_dict(data)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ManifestError(f"{path} is missing or has malformed field {exc}", "re-run `janus-edge export`") from None
+    if problems := type_problems(manifest):
+        raise ManifestError(f"{path} has fields of the wrong type ({'; '.join(problems[:3])})",
+                            "re-run `janus-edge export`")
     if verify:
         verify_files(directory, manifest.files, MANIFEST_NAME, full=full_check)
     return manifest

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import struct
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import run_cli
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import ImageError, ManifestError, RequestError
-from janus_edge.runtime.images import load_image
+from janus_edge.runtime.fieldtypes import type_problems
+from janus_edge.runtime.images import load_image, preprocess
+from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 
 
 def _png(image: Image.Image) -> bytes:
@@ -141,3 +148,131 @@ def test_a_single_image_path_is_accepted(runtime, photo, tmp_path):
     photo.save(path)
     assert runtime.understand(path, "What is this?", max_new_tokens=3).token_ids == \
         runtime.understand([path], "What is this?", max_new_tokens=3).token_ids
+
+
+# --- property-based: random damage to a manifest or an image gives a typed error or a clean result --------------
+# No per-example deadline (a shared CPU must not turn a timing into a failure); bounded, reproducible examples.
+PROPERTY = settings(max_examples=100, deadline=None, derandomize=True, database=None)
+JSON_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**40, 2**40), st.floats(allow_nan=True),
+                        st.text(max_size=4), st.lists(st.integers(0, 9), max_size=2),
+                        st.dictionaries(st.text(max_size=3), st.integers(0, 9), max_size=2))
+
+
+def _paths(value, prefix=()) -> list[tuple]:
+    """Every key/index path into a JSON tree."""
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    return [p for key, child in children for p in [(*prefix, key), *_paths(child, (*prefix, key))]]
+
+
+@st.composite
+def damaged_manifests(draw, original: dict) -> tuple[str, str]:
+    """(kind, text): the manifest with one key deleted, one value given another JSON type, its text truncated or
+    one byte changed, or only reformatted (which must load equal)."""
+    kind = draw(st.sampled_from(["delete", "retype", "truncate", "byte", "reformat"]))
+    data = json.loads(json.dumps(original))
+    if kind in ("delete", "retype"):
+        path = draw(st.sampled_from(_paths(data)))
+        parent = data
+        for key in path[:-1]:
+            parent = parent[key]
+        if kind == "delete":
+            del parent[path[-1]]
+        else:
+            old = parent[path[-1]]
+            parent[path[-1]] = draw(JSON_VALUES.filter(lambda v: type(v) is not type(old)))
+    text = json.dumps(data, indent=2, sort_keys=kind == "reformat")
+    if kind == "truncate":
+        text = text[:draw(st.integers(0, len(text) - 1))]
+    if kind == "byte":
+        raw = bytearray(text.encode())
+        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.integers(0, 255))
+        return kind, raw.decode("latin-1")
+    return kind, text
+
+
+@pytest.fixture(scope="module")
+def valid_manifest(export_hf) -> dict:
+    return json.loads((export_hf / MANIFEST_NAME).read_text())
+
+
+def test_damaged_manifests_load_equal_or_raise_manifest_error(valid_manifest):
+    original = Manifest.from_dict(valid_manifest)
+
+    @PROPERTY
+    @given(damaged_manifests(valid_manifest))
+    def check(damage):
+        kind, text = damage
+        with tempfile.TemporaryDirectory() as directory:
+            (Path(directory) / MANIFEST_NAME).write_bytes(text.encode("latin-1" if kind == "byte" else "utf-8"))
+            try:
+                loaded = load_manifest(directory, verify=False)
+            except ManifestError as exc:
+                assert exc.message and exc.hint
+                return
+        assert type_problems(loaded) == []  # every field holds its declared type, floats are finite
+        assert Manifest.from_dict(json.loads(loaded.to_json())) == loaded
+        if kind == "reformat":
+            assert loaded == original
+
+    check()
+
+
+IMAGE_MODES = ["1", "L", "P", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "I", "F", "I;16", "I;16B", "LA", "La",
+               "PA", "RGBX", "RGBa"]
+
+
+def _preprocessed_or_image_error(source, spec) -> None:
+    try:
+        image = load_image(source)
+    except ImageError as exc:
+        assert exc.message and exc.hint
+        return
+    pixels = preprocess(image, spec)
+    assert pixels.shape == (3, spec.image_size, spec.image_size) and pixels.dtype == np.float32
+    assert np.isfinite(pixels).all()
+
+
+@st.composite
+def damaged_image_files(draw) -> bytes:
+    """A small random image encoded in a common format, then truncated or with a few bytes changed."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    size = (draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    image = Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format=draw(st.sampled_from(["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])))
+    data = bytearray(buffer.getvalue())
+    for _ in range(draw(st.integers(0, 3))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data[:draw(st.integers(0, len(data)))] if draw(st.booleans()) else data)
+
+
+@st.composite
+def random_images(draw) -> Image.Image:
+    mode = draw(st.sampled_from(IMAGE_MODES))
+    size = (draw(st.integers(1, 6)), draw(st.integers(1, 6)))
+    length = len(Image.new(mode, size).tobytes())
+    return Image.frombytes(mode, size, draw(st.binary(min_size=length, max_size=length)))
+
+
+@st.composite
+def random_arrays(draw) -> np.ndarray:
+    dtype = draw(st.sampled_from([np.uint8, np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_]))
+    side = st.integers(0, 5)
+    shape = draw(st.one_of(st.tuples(side, side), st.tuples(side, side, st.integers(1, 5)),
+                           st.lists(side, max_size=4).map(tuple)))
+    values = draw(st.binary(min_size=int(np.prod(shape)) * np.dtype(dtype).itemsize,
+                            max_size=int(np.prod(shape)) * np.dtype(dtype).itemsize))
+    return np.frombuffer(values, dtype=np.uint8).view(dtype).reshape(shape) if shape else np.zeros((), dtype)
+
+
+@pytest.mark.parametrize("sources", [st.binary(max_size=256), damaged_image_files(), random_images(),
+                                     random_arrays()], ids=["random-bytes", "damaged-files", "modes", "arrays"])
+def test_random_image_inputs_preprocess_to_finite_pixels_or_raise_image_error(sources, valid_manifest):
+    spec = Manifest.from_dict(valid_manifest).preprocessing
+
+    @PROPERTY
+    @given(sources)
+    def check(source):
+        _preprocessed_or_image_error(source, spec)
+
+    check()

@@ -54,6 +54,10 @@ def save_images(result, out: Path, stem: str = "image") -> list[Path]:
 
 
 def run(args) -> int:
+    from janus_edge.runtime.errors import RequestError
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # found before minutes of generation, not after
+        raise RequestError(f"--out {args.out} is a file", "pass a directory for the PNG files")
     runtime = load_runtime(args)
     flow = {"steps": args.steps, "initial_latents": _latents(args.initial_latents)}
     result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,

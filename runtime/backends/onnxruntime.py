@@ -124,7 +124,12 @@ class OnnxRuntimeBackend(Backend):
             from .ort_device import session_providers
 
             providers = session_providers(providers, self.manifest, name, self.directory / "ort_tensorrt_cache")
-        return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
+        errors = self.ort.capi.onnxruntime_pybind11_state
+        try:
+            return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
+        except (errors.InvalidProtobuf, errors.InvalidGraph, errors.NotImplemented, errors.Fail) as exc:
+            raise BackendError(f"{path.name} cannot be loaded by ONNX Runtime {self.ort.__version__} ({exc})",
+                               "re-run `janus-edge export` (or use the onnxruntime version it names)") from None
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         graph = self.graph("decoder")

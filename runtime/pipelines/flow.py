@@ -23,6 +23,7 @@ from ..manifest import Manifest
 from ..prompts import PromptBuilder
 from ..sizing import request_capacity
 from .generate import GeneratedImages
+from .requests import StopCallback, check_stop
 
 
 @dataclass
@@ -52,8 +53,8 @@ class FlowPipeline:
         self.flow_tokens = manifest.graphs["flow_encoder"].outputs[0].shape[1]
 
     def run(self, prompt: str, n: int, cfg_weight: float, steps: int | None = None, seed: int | None = None,
-            initial_latents: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None
-            ) -> FlowImages:
+            initial_latents: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None,
+            should_stop: StopCallback | None = None) -> FlowImages:
         steps = self.settings.steps if steps is None else steps
         z = self._initial(n, seed, initial_latents)
         n = z.shape[0]
@@ -77,11 +78,12 @@ class FlowPipeline:
         mask[n:, 1:] = 0
         with self.backend.kv_decoder(2 * n, request_capacity(len(ids) + self.flow_tokens,
                                                              limits.max_context)) as decoder:
+            check_stop(should_stop)
             decoder.step(self.backend.embed("text_embedding", rows), mask,
                          np.broadcast_to(np.arange(len(ids)), rows.shape).copy())
             timings["prefill_s"] = time.perf_counter() - start
             start = time.perf_counter()
-            z = self._flow(decoder, z, mask, len(ids), steps, cfg_weight, progress)
+            z = self._flow(decoder, z, mask, len(ids), steps, cfg_weight, progress, should_stop)
         timings["flow_s"] = time.perf_counter() - start
         timings["flow_ms_per_step"] = timings["flow_s"] / steps * 1e3
         start = time.perf_counter()
@@ -91,7 +93,7 @@ class FlowPipeline:
                           latents=z)
 
     def _flow(self, decoder, z: np.ndarray, mask: np.ndarray, prompt: int, steps: int, cfg_weight: float,
-              progress: Callable[[int, int], None] | None) -> np.ndarray:
+              progress: Callable[[int, int], None] | None, should_stop: StopCallback | None) -> np.ndarray:
         """The Euler steps: each runs the flow tokens on top of the prompt's cache, then rewinds to the prompt."""
         n = z.shape[0]
         flow_mask = np.concatenate([mask, np.ones((2 * n, self.flow_tokens), dtype=np.int64)], axis=1)
@@ -100,6 +102,7 @@ class FlowPipeline:
         for step in range(steps):
             t = round_to(np.full(2 * n, step / steps * self.settings.time_scale, np.float32),
                          self.settings.schedule_dtype)
+            check_stop(should_stop)
             encoded = self.backend.run("flow_encoder", latents=np.concatenate([z, z]), timesteps=t)
             hidden = decoder.step(encoded["inputs_embeds"], flow_mask, positions)
             v = self.backend.run("flow_decoder", hidden_states=hidden, skip=encoded["skip"],

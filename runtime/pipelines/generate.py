@@ -20,6 +20,7 @@ from ..manifest import Manifest
 from ..prompts import PromptBuilder
 from ..sampling import Sampler
 from ..sizing import request_capacity
+from .requests import StopCallback, check_stop
 
 
 @dataclass
@@ -35,7 +36,8 @@ class GenerationPipeline:
         self.backend, self.manifest, self.prompts = backend, manifest, prompts
 
     def run(self, prompt: str, n: int, cfg_weight: float, sampler: Sampler,
-            progress: Callable[[int, int], None] | None = None) -> GeneratedImages:
+            progress: Callable[[int, int], None] | None = None, should_stop: StopCallback | None = None
+            ) -> GeneratedImages:
         limits, steps = self.manifest.limits, self.manifest.generation.image_tokens
         if n < 1 or 2 * n > limits.max_batch:
             raise RequestError(f"n={n} images need {2 * n} rows with CFG; the export allows 1 to "
@@ -54,6 +56,7 @@ class GenerationPipeline:
         tokens = np.zeros((n, steps), dtype=np.int64)
         capacity = request_capacity(len(ids) + steps - 1, limits.max_context)
         with self.backend.kv_decoder(2 * n, capacity) as decoder:
+            check_stop(should_stop)
             hidden = decoder.step(self.backend.embed("text_embedding", rows), mask, positions, last_only=True)
             timings["prefill_s"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -66,6 +69,7 @@ class GenerationPipeline:
                 step_ids = np.concatenate([tokens[:, step], tokens[:, step]])[:, None]
                 mask = np.ones((2 * n, decoder.length + 1), dtype=np.int64)
                 positions = np.full((2 * n, 1), decoder.length, dtype=np.int64)
+                check_stop(should_stop)
                 hidden = decoder.step(self.backend.embed("generation_embedding", step_ids), mask, positions)
         timings["decode_s"] = time.perf_counter() - start
         timings["decode_ms_per_step"] = timings["decode_s"] / steps * 1e3

@@ -15,6 +15,7 @@ from ..manifest import Manifest
 from ..prompts import PromptBuilder, Turn
 from ..sampling import Sampler
 from ..sizing import request_capacity
+from .requests import StopCallback, check_stop
 from ..tokenizer import IncrementalText, TextTokenizer
 
 
@@ -30,9 +31,10 @@ class UnderstandingPipeline:
     def __init__(self, backend: Backend, manifest: Manifest, tokenizer: TextTokenizer, prompts: PromptBuilder):
         self.backend, self.manifest, self.tokenizer, self.prompts = backend, manifest, tokenizer, prompts
 
-    def run(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler) -> list[Answer]:
+    def run(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler,
+            should_stop: StopCallback | None = None) -> list[Answer]:
         timings: dict[str, float] = {}
-        steps = list(self._steps(conversations, max_new_tokens, sampler, timings))
+        steps = list(self._steps(conversations, max_new_tokens, sampler, timings, should_stop))
         eos, answers = self.manifest.tokens.eos, []
         for row in range(len(conversations)):
             ids = []
@@ -44,10 +46,11 @@ class UnderstandingPipeline:
             answers.append(Answer(self.tokenizer.decode([t for t in ids if t != eos]), ids, reason, dict(timings)))
         return answers
 
-    def stream(self, turns: list[Turn], max_new_tokens: int, sampler: Sampler) -> Iterator[str]:
+    def stream(self, turns: list[Turn], max_new_tokens: int, sampler: Sampler,
+               should_stop: StopCallback | None = None) -> Iterator[str]:
         """Yields the answer's text piece by piece as tokens are produced (one conversation)."""
         text = IncrementalText(self.tokenizer)
-        for step in self._steps([turns], max_new_tokens, sampler, {}):
+        for step in self._steps([turns], max_new_tokens, sampler, {}, should_stop):
             if int(step[0]) == self.manifest.tokens.eos:
                 break
             if piece := text.add(int(step[0])):
@@ -73,7 +76,7 @@ class UnderstandingPipeline:
         return rows
 
     def _steps(self, conversations: list[list[Turn]], max_new_tokens: int, sampler: Sampler,
-               timings: dict[str, float]) -> Iterator[np.ndarray]:
+               timings: dict[str, float], should_stop: StopCallback | None) -> Iterator[np.ndarray]:
         """Yields the tokens chosen at each step, [B] (pad for rows that already ended)."""
         start = time.perf_counter()
         rows = self.check(conversations, max_new_tokens)
@@ -93,7 +96,7 @@ class UnderstandingPipeline:
         capacity = request_capacity(longest + budget - 1, self.manifest.limits.max_context)
         with self.backend.kv_decoder(len(rows), capacity) as decoder:
             yield from self.decode(decoder, embeds, mask, np.maximum(mask.cumsum(-1) - 1, 0), budget, sampler,
-                                   timings)
+                                   timings, should_stop)
 
     def budget(self, prompt_length: int, max_new_tokens: int, timings: dict[str, float]) -> int:
         """New tokens a prompt of `prompt_length` may get within the context (the last token is never fed)."""
@@ -102,12 +105,14 @@ class UnderstandingPipeline:
         return budget
 
     def decode(self, decoder: KVDecoder, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, budget: int,
-               sampler: Sampler, timings: dict[str, float]) -> Iterator[np.ndarray]:
+               sampler: Sampler, timings: dict[str, float], should_stop: StopCallback | None = None
+               ) -> Iterator[np.ndarray]:
         """Prefills `embeds` on `decoder` (which may already hold earlier positions), then yields up to `budget`
-        tokens per row, feeding each back but the last."""
+        tokens per row, feeding each back but the last; `should_stop` is asked before every decoder step."""
         tokens = self.manifest.tokens
         batch = embeds.shape[0]
         start = time.perf_counter()
+        check_stop(should_stop)
         hidden = decoder.step(embeds, mask, positions, last_only=True)
         timings["prefill_s"], timings["prefill_tokens"] = time.perf_counter() - start, float(embeds.shape[1])
         finished = np.zeros(batch, dtype=bool)
@@ -123,6 +128,7 @@ class UnderstandingPipeline:
                 break
             mask = np.concatenate([mask, np.ones((batch, 1), dtype=np.int64)], axis=1)
             positions = positions[:, -1:] + 1
+            check_stop(should_stop)
             hidden = decoder.step(self.backend.embed("text_embedding", chosen[:, None]), mask, positions)
         decode_s = time.perf_counter() - start
         timings["decode_s"] = decode_s
