@@ -4,46 +4,17 @@ known place (a graph output shifted by a fixed vector) must move exactly the sco
 from __future__ import annotations
 
 import ast
-import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from edited_exports import eos_first_export, noise, shifted_export
 
 from janus_edge.calibration import accuracy as accuracy_module
 from janus_edge.calibration.accuracy import accuracy
 from janus_edge.calibration.data import IMAGE_PROMPTS, load_set
 from janus_edge.runtime import JanusRuntime
-from janus_edge.runtime.integrity import sha256_file
-from janus_edge.runtime.manifest import load_manifest
-
-
-def _shifted_export(source: Path, out: Path, graph: str, shifts: dict[str, np.ndarray]) -> Path:
-    """A copy of `source` whose `graph` adds a constant to each named output (broadcast over its last axes) as it
-    leaves the graph (nodes inside still read the unshifted value); the manifest's hashes follow, so it loads like
-    any export."""
-    shutil.copytree(source, out)
-    manifest = load_manifest(out)
-    path = out / manifest.graphs[graph].file
-    proto = onnx.load(str(path))
-    for output, shift in shifts.items():
-        raw = f"{output}__unshifted"
-        for node in proto.graph.node:
-            node.output[:] = [raw if name == output else name for name in node.output]
-            node.input[:] = [raw if name == output else name for name in node.input]
-        proto.graph.initializer.append(numpy_helper.from_array(shift.astype(np.float32), f"{output}__shift"))
-        proto.graph.node.append(helper.make_node("Add", [raw, f"{output}__shift"], [output]))
-    onnx.save(proto, str(path))
-    manifest.files[manifest.graphs[graph].file] = sha256_file(path)
-    manifest.write(out)
-    return out
-
-
-def _noise(size: int, seed: int, scale: float) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal(size) * scale
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +42,8 @@ def test_tokens_scored_are_the_answers_own_lengths(self_report, runtime):
 
 def test_a_changed_generation_head_moves_generation_scores_only(tmp_path, export_hf, runtime, reference):
     vocab = runtime.manifest.model.codebook_size
-    shift = _noise(vocab, 1, 3.0)
-    candidate = _shifted_export(export_hf, tmp_path / "gen-head", "generation_head", {"logits": shift})
+    shift = noise(vocab, 1, 3.0)
+    candidate = shifted_export(export_hf, tmp_path / "gen-head", "generation_head", {"logits": shift})
     report = accuracy(export_hf, candidate, samples=1, answer_tokens=6)
     graphs = report["graphs"]
     assert all(graphs[name]["rel_l2"] == 0 for name in graphs if name != "generation_head")
@@ -100,8 +71,8 @@ def test_a_changed_generation_head_moves_generation_scores_only(tmp_path, export
 def test_a_decoder_that_differs_only_in_the_kv_it_writes_is_caught(tmp_path, export_hf, runtime):
     model = runtime.manifest.model
     kv = [t.name for t in runtime.manifest.graphs["decoder"].outputs if t.name != "hidden_states"]
-    shifts = {name: _noise(model.head_dim, i, 0.5) for i, name in enumerate(kv)}
-    candidate = _shifted_export(export_hf, tmp_path / "kv", "decoder", shifts)
+    shifts = {name: noise(model.head_dim, i, 0.5) for i, name in enumerate(kv)}
+    candidate = shifted_export(export_hf, tmp_path / "kv", "decoder", shifts)
     report = accuracy(export_hf, candidate, samples=1, answer_tokens=6)
     decoder = report["graphs"]["decoder"]
     assert decoder["outputs"]["hidden_states"]["rel_l2"] == 0, "the hidden states are untouched"
@@ -115,9 +86,7 @@ def test_an_answer_ending_early_is_scored_over_its_own_tokens(tmp_path, export_h
     """A reference whose lm_head always prefers EOS answers with one token; the candidate (the plain export) is
     scored on that one token per sample, and agrees exactly where its own first answer token is EOS."""
     eos = runtime.manifest.tokens.eos
-    bias = np.zeros(runtime.manifest.model.vocab_size)
-    bias[eos] = 1e4
-    eager = _shifted_export(export_hf, tmp_path / "eos", "lm_head", {"logits": bias})
+    eager = eos_first_export(export_hf, tmp_path / "eos")
     report = accuracy(eager, export_hf, samples=2, answer_tokens=8)
     u = report["understanding"]
     assert [(a["tokens"], a["finish_reason"]) for a in u["answers"]] == [(1, "eos"), (1, "eos")]
