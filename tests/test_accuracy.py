@@ -56,9 +56,10 @@ def test_a_changed_generation_head_moves_generation_scores_only(tmp_path, export
     tokens = runtime.generate_images(prompt, n=1, seed=0).tokens[0]
     ids = runtime.prompts.generation(prompt)
     rows = torch.tensor([ids, runtime.prompts.unconditional(ids)])
+    image_rows = torch.from_numpy(np.stack([tokens[:-1]] * 2))
     with torch.no_grad():
         embeds = torch.cat([reference.get_input_embeddings()(rows),
-                            reference.prepare_embeddings_for_image_generation(torch.from_numpy(np.stack([tokens[:-1]] * 2)))], 1)
+                            reference.prepare_embeddings_for_image_generation(image_rows)], 1)
         hidden = reference.model.language_model(inputs_embeds=embeds).last_hidden_state[:, len(ids) - 1:].numpy()
     expected = runtime.backend.run("generation_head", hidden_states=hidden)["logits"]
     got = JanusRuntime.load(candidate).backend.run("generation_head", hidden_states=hidden)["logits"]

@@ -89,8 +89,8 @@ def test_three_turns_each_equal_transformers_on_the_whole_conversation(runtime, 
             answer = chat.ask(question, images=[photo] if i == 0 else [])
             text += f"<|User|>: {'<image_placeholder>' + chr(10) if i == 0 else ''}{question}\n\n<|Assistant|>:"
             inputs = processor(text=text, images=photo, return_tensors="pt")
-            generated = reference.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1]:]
-            generated = generated.tolist()
+            output = reference.generate(**inputs, max_new_tokens=8, do_sample=False)
+            generated = output[0, inputs["input_ids"].shape[1]:].tolist()
             assert answer.token_ids == (generated[:generated.index(eos) + 1] if eos in generated else generated), i
             assert i == 0 or answer.timings["prefill_tokens"] < 576, "later turns reuse the cached image"
             text += f" {answer.text.strip()}{eos_text}"

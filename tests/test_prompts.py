@@ -47,7 +47,8 @@ def test_multi_turn_prompt_follows_the_deepseek_template(janus_13b, tiny_hf):
     history = [Turn("Hello there", [], "Hi, how can I help?")]
     ids = janus_13b.prompts.understanding([*history, Turn("Describe a fox.")])
     eos_text, system = janus_13b.manifest.prompt.eos_text, janus_13b.manifest.prompt.system_prompt
-    text = f"{system}\n\nUser: Hello there\n\nAssistant: Hi, how can I help?{eos_text}User: Describe a fox.\n\nAssistant:"
+    text = (f"{system}\n\nUser: Hello there\n\nAssistant: Hi, how can I help?{eos_text}"
+            "User: Describe a fox.\n\nAssistant:")
     assert ids == AutoTokenizer.from_pretrained(tiny_hf)(text)["input_ids"]
 
 
