@@ -30,8 +30,9 @@ from . import data
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-    return cosine, float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    cosine = float(a @ b) / max(norm_a * norm_b, 1e-30)
+    return cosine, float(np.linalg.norm(a - b)) / max(norm_a, 1e-30)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ class IncrementalText:
     """
 
     def __init__(self, tokenizer: TextTokenizer):
-        self.tokenizer, self.ids = tokenizer, []
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
         self.prefix, self.read = 0, 0  # ids[prefix:read] were decoded into text already emitted
 
     def add(self, token: int) -> str:
