@@ -2,8 +2,8 @@
 
 - Per graph and per output (the decoder's written KV included): cosine similarity and relative L2, both exports
   fed the same inputs, those the graph really sees (photographs, prompts, the fp32 decoder's hidden states on the
-  understanding and on the generation sequences, image tokens the model generates). A graph's summary is its worst
-  output.
+  understanding and on the generation sequences, image tokens the model generates). A graph's summary is the
+  lowest cosine and the highest relative L2 of its outputs (`worst_output` names the latter).
 - Understanding, under teacher forcing: the fp32 export answers each question greedily (up to `answer_tokens`; an
   answer may end earlier at EOS); each export then runs the prompt and that answer end to end (its own embeddings,
   vision encoder and decoder), the answer reading the KV cache the prompt wrote, and we report over every answer
