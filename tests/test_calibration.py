@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -104,9 +106,11 @@ def test_accuracy_report_moves_exactly_where_the_scheme_changed_graphs(calibrate
 
 def test_cli_calibrate_and_accuracy(tmp_path, export_hf):
     run_cli("calibrate", export_hf, tmp_path / "w8", "--scheme", "w8", check_code=0)
-    result = run_cli("accuracy", export_hf, tmp_path / "w8", "--samples", "1", "--json", tmp_path / "a.json",
-                     check_code=0)
-    assert "top-1 agreement" in result.stdout and (tmp_path / "a.json").is_file()
+    result = run_cli("accuracy", export_hf, tmp_path / "w8", "--samples", "1", "--answer-tokens", "3",
+                     "--json", tmp_path / "a.json", check_code=0)
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert "top-1 agreement" in result.stdout and 1 <= report["understanding"]["tokens_scored"] <= 3
+    assert f"{report['understanding']['tokens_scored']} answer tokens" in result.stdout
 
 
 def test_bad_schemes_and_sources(tmp_path, export_hf, calibrated):
