@@ -1,11 +1,18 @@
 """`janus-edge accuracy`: what a reduced-precision export costs, measured against the fp32 export on real inputs.
 
-- Per graph: cosine similarity and relative L2 of each output, on inputs the graph really sees (photographs,
-  prompts, hidden states from the fp32 decoder, image tokens the model generates).
-- Understanding, under teacher forcing: the fp32 export answers each question greedily; both exports then score
-  that same sequence, and we report how often their next-token argmax agrees and the mean KL(fp32 || candidate).
-- Generation, under teacher forcing: the fp32 export samples an image; both exports score its 576 tokens with CFG,
-  and we report the argmax agreement per step and the PSNR of the candidate's VQ decoding of those tokens.
+- Per graph and per output (the decoder's written KV included): cosine similarity and relative L2, both exports
+  fed the same inputs, those the graph really sees (photographs, prompts, the fp32 decoder's hidden states on the
+  understanding and on the generation sequences, image tokens the model generates). A graph's summary is the
+  lowest cosine and the highest relative L2 of its outputs (`worst_output` names the latter).
+- Understanding, under teacher forcing: the fp32 export answers each question greedily (up to `answer_tokens`; an
+  answer may end earlier at EOS); each export then runs the prompt and that answer end to end (its own embeddings,
+  vision encoder and decoder), the answer reading the KV cache the prompt wrote, and we report over every answer
+  token how often their next-token argmax agrees and the mean KL(fp32 || candidate).
+- Generation, under teacher forcing: the fp32 export samples an image; both exports score its 576 tokens with CFG
+  the same way, and we report the argmax agreement per step and the PSNR of the candidate's VQ decoding.
+
+Only the runtime's public surface is used: `JanusRuntime`, `backend.run`, `backend.kv_decoder`, `manifest`,
+`prompts`.
 """
 
 from __future__ import annotations
@@ -16,14 +23,16 @@ import numpy as np
 
 from janus_edge.runtime import JanusRuntime, Turn
 from janus_edge.runtime.images import preprocess, to_uint8
+from janus_edge.runtime.sizing import request_capacity
 
 from . import data
 
 
 def _similarity(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    cosine = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-    return cosine, float(np.linalg.norm(a - b) / max(np.linalg.norm(a), 1e-30))
+    norm_a, norm_b = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    cosine = float(a @ b) / max(norm_a * norm_b, 1e-30)
+    return cosine, float(np.linalg.norm(a - b)) / max(norm_a, 1e-30)
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
@@ -32,99 +41,142 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _prefill(runtime: JanusRuntime, embeds: np.ndarray) -> np.ndarray:
+class _Pair:
+    """The fp32 export and the candidate, run on the same inputs graph by graph, every output scored."""
+
+    def __init__(self, ref: JanusRuntime, cand: JanusRuntime):
+        self.ref, self.cand = ref, cand
+        self.scores: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in ref.manifest.graphs}
+
+    def run(self, name: str, **feeds: np.ndarray) -> tuple[dict, dict]:
+        """Both exports' outputs of graph `name` on `feeds` (cast to the dtypes each graph declares)."""
+        expected = self.ref.backend.run(name, **_typed(self.ref, name, feeds))
+        got = self.cand.backend.run(name, **_typed(self.cand, name, feeds))
+        for output, value in expected.items():
+            self.scores[name].setdefault(output, []).append(_similarity(value, got[output]))
+        return expected, got
+
+    def report(self) -> dict:
+        graphs = {}
+        for name, outputs in self.scores.items():
+            per_output = {output: {"cosine": float(np.mean([c for c, _ in values])),
+                                   "rel_l2": float(np.mean([r for _, r in values]))}
+                          for output, values in outputs.items()}
+            worst = max(per_output, key=lambda o: per_output[o]["rel_l2"]) if per_output else None
+            graphs[name] = {"precision": self.cand.manifest.graphs[name].precision,
+                            "cosine": min((o["cosine"] for o in per_output.values()), default=float("nan")),
+                            "rel_l2": per_output[worst]["rel_l2"] if worst else float("nan"),
+                            "worst_output": worst, "outputs": per_output}
+        return graphs
+
+
+def _typed(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    dtypes = {t.name: t.dtype for t in runtime.manifest.graphs[name].inputs}
+    return {key: np.ascontiguousarray(value, dtype=dtypes[key]) for key, value in feeds.items()}
+
+
+def _empty_cache(runtime: JanusRuntime, batch: int) -> dict[str, np.ndarray]:
+    """The decoder's cache inputs, with no cached position (their names and shapes as the manifest lists them)."""
+    sizes = {"batch": batch, "capacity": 0}
+    return {t.name: np.zeros([sizes.get(d, d) for d in t.shape], t.dtype)
+            for t in runtime.manifest.graphs["decoder"].inputs if "capacity" in t.shape}
+
+
+def _with_images(runtime: JanusRuntime, ids: np.ndarray, text_embeds: np.ndarray,
+                 image_embeds: np.ndarray) -> np.ndarray:
+    embeds = text_embeds.copy()
+    embeds[ids == runtime.manifest.tokens.image] = image_embeds.reshape(-1, embeds.shape[-1])
+    return embeds
+
+
+def _teacher_forced_hidden(runtime: JanusRuntime, embeds: np.ndarray, prompt: int) -> np.ndarray:
+    """Hidden states predicting positions prompt..S-1 of `embeds` [B,S,D], run as the runtime runs a request: the
+    prompt prefilled, then the rest in one step that reads the KV cache the prompt wrote."""
     batch, length = embeds.shape[:2]
-    positions = np.broadcast_to(np.arange(length), (batch, length)).copy()
-    return runtime.backend.kv_decoder(batch).step(embeds, np.ones((batch, length), np.int64), positions)
+    positions = np.broadcast_to(np.arange(length), (batch, length))
+    with runtime.backend.kv_decoder(batch, request_capacity(length, runtime.manifest.limits.max_context)) as decoder:
+        hidden = [decoder.step(embeds[:, :prompt], np.ones((batch, prompt), np.int64), positions[:, :prompt],
+                               last_only=True)]
+        if length - 1 > prompt:  # the last position predicts nothing we score
+            hidden.append(decoder.step(embeds[:, prompt:-1], np.ones((batch, length - 1), np.int64),
+                                       positions[:, prompt:-1]))
+    return np.concatenate(hidden, axis=1)
 
 
-def _understanding_logits(runtime: JanusRuntime, ids: list[int], pixels: list, start: int) -> np.ndarray:
-    embeds = runtime._understanding.embed(np.array([ids]), pixels)
-    hidden = _prefill(runtime, embeds)[:, start - 1:-1]
-    return runtime.backend.run("lm_head", hidden_states=hidden)["logits"][0]
+def _score_understanding(pair: _Pair, image, question: str, answer_tokens: int) -> dict:
+    ref, cand = pair.ref, pair.cand
+    answer = ref.understand([image], question, max_new_tokens=answer_tokens)
+    prompt = ref.prompts.understanding([Turn(question, [image])])
+    ids = np.array([prompt + answer.token_ids])
+    vision = pair.run("vision_encoder", pixel_values=preprocess(image, ref.manifest.preprocessing)[None])
+    text = pair.run("text_embedding", input_ids=ids)
+    embeds = [_with_images(rt, ids, t["inputs_embeds"], v["image_embeds"]) for rt, t, v in
+              zip((ref, cand), text, vision)]
+    pair.run("decoder", inputs_embeds=embeds[0], attention_mask=np.ones_like(ids),
+             position_ids=np.arange(ids.size)[None], **_empty_cache(ref, 1))
+    hidden = [_teacher_forced_hidden(rt, e, len(prompt)) for rt, e in zip((ref, cand), embeds)]
+    reference_logits = pair.run("lm_head", hidden_states=hidden[0])[0]["logits"][0]
+    candidate_logits = cand.backend.run("lm_head", hidden_states=hidden[1])["logits"][0]
+    p, q = _log_softmax(reference_logits), _log_softmax(candidate_logits)
+    return {"question": question, "tokens": len(answer.token_ids), "finish_reason": answer.finish_reason,
+            "agreeing": int((reference_logits.argmax(-1) == candidate_logits.argmax(-1)).sum()),
+            "kl_sum": float((np.exp(p) * (p - q)).sum())}
 
 
-def _generation_logits(runtime: JanusRuntime, prompt: str, tokens: np.ndarray, cfg: float) -> np.ndarray:
-    ids = runtime.prompts.generation(prompt)
-    rows = np.array([ids, runtime.prompts.unconditional(ids)], np.int64)
-    text = runtime.backend.run("text_embedding", input_ids=rows)["inputs_embeds"]
-    image = runtime.backend.run("generation_embedding", image_ids=np.stack([tokens[:-1]] * 2))["inputs_embeds"]
-    hidden = _prefill(runtime, np.concatenate([text, image], axis=1))[:, len(ids) - 1:]
-    logits = runtime.backend.run("generation_head", hidden_states=hidden)["logits"]
-    return logits[1] + cfg * (logits[0] - logits[1])
+def _score_generation(pair: _Pair, prompt: str, seed: int) -> dict:
+    ref, cand = pair.ref, pair.cand
+    generated = ref.generate_images(prompt, n=1, seed=seed)
+    tokens = generated.tokens[0]
+    ids = ref.prompts.generation(prompt)
+    rows = np.array([ids, ref.prompts.unconditional(ids)], np.int64)
+    text = pair.run("text_embedding", input_ids=rows)
+    image = pair.run("generation_embedding", image_ids=np.stack([tokens[:-1]] * 2))
+    embeds = [np.concatenate([t["inputs_embeds"], i["inputs_embeds"]], axis=1) for t, i in zip(text, image)]
+    hidden = [_teacher_forced_hidden(rt, e, len(ids)) for rt, e in zip((ref, cand), embeds)]
+    cfg = ref.manifest.generation.cfg_weight
+    mix = lambda logits: logits[1] + cfg * (logits[0] - logits[1])  # noqa: E731  rows [cond, uncond]
+    reference_logits = mix(pair.run("generation_head", hidden_states=hidden[0])[0]["logits"])
+    candidate_logits = mix(cand.backend.run("generation_head", hidden_states=hidden[1])["logits"])
+    expected, got = pair.run("vq_decoder", image_ids=tokens[None])
+    error = float(((to_uint8(expected["pixels"]).astype(np.float64) - to_uint8(got["pixels"])) ** 2).mean())
+    return {"prompt": prompt, "token_agreement": float((reference_logits.argmax(-1) == candidate_logits.argmax(-1))
+                                                       .mean()),
+            "vq_psnr_db": 10 * np.log10(255.0 ** 2 / error) if error else np.inf}
 
 
 def accuracy(reference_dir: str | Path, candidate_dir: str | Path, images_dir: str | None = None,
              prompts_file: str | None = None, samples: int = 4, answer_tokens: int = 24) -> dict:
-    ref, cand = JanusRuntime.load(reference_dir), JanusRuntime.load(candidate_dir)
-    calibration = data.load_set(images_dir, prompts_file, samples)
-    graphs: dict[str, list[tuple[float, float]]] = {name: [] for name in ref.manifest.graphs}
-
-    def both(name: str, **feeds) -> np.ndarray:
-        expected = ref.backend.run(name, **feeds)
-        got = cand.backend.run(name, **feeds)
-        graphs[name].append(_similarity(next(iter(expected.values())), next(iter(got.values()))))
-        return next(iter(expected.values()))
-
-    agreement, kl = [], []
-    for image, question in zip(calibration.images, calibration.questions):
-        pixels = [preprocess(image, ref.manifest.preprocessing)]
-        both("vision_encoder", pixel_values=pixels[0][None])
-        prompt = ref.prompts.understanding([Turn(question, [image])])
-        answer = ref.understand([image], question, max_new_tokens=answer_tokens).token_ids
-        sequence = prompt + answer
-        both("text_embedding", input_ids=np.array([sequence]))
-        embeds = ref._understanding.embed(np.array([sequence]), pixels)
-        positions = np.arange(len(sequence))[None]
-        past = {f"past_key_values.{i}.{k}": np.zeros((1, ref.manifest.model.num_kv_heads, 0,
-                                                      ref.manifest.model.head_dim), np.float32)
-                for i in range(ref.manifest.model.num_layers) for k in ("key", "value")}
-        hidden = both("decoder", inputs_embeds=embeds, attention_mask=np.ones_like(positions),
-                      position_ids=positions, **past)
-        both("lm_head", hidden_states=hidden[:, -len(answer):])
-        reference_logits = _understanding_logits(ref, sequence, pixels, len(prompt))
-        candidate_logits = _understanding_logits(cand, sequence, pixels, len(prompt))
-        agreement.append(float((reference_logits.argmax(-1) == candidate_logits.argmax(-1)).mean()))
-        p, q = _log_softmax(reference_logits), _log_softmax(candidate_logits)
-        kl.append(float((np.exp(p) * (p - q)).sum(-1).mean()))
-
-    token_agreement, psnr = [], []
-    cfg = ref.manifest.generation.cfg_weight
-    for i, prompt in enumerate(calibration.image_prompts):
-        generated = ref.generate_images(prompt, n=1, seed=i)
-        tokens = generated.tokens[0]
-        both("generation_embedding", image_ids=tokens[None])
-        both("generation_head", hidden_states=hidden[:, -1:])
-        reference_logits = _generation_logits(ref, prompt, tokens, cfg)
-        candidate_logits = _generation_logits(cand, prompt, tokens, cfg)
-        token_agreement.append(float((reference_logits.argmax(-1) == candidate_logits.argmax(-1)).mean()))
-        both("vq_decoder", image_ids=tokens[None])
-        candidate_pixels = cand.backend.run("vq_decoder", image_ids=tokens[None])["pixels"]
-        error = float(((to_uint8(generated.pixels).astype(np.float64) - to_uint8(candidate_pixels)) ** 2).mean())
-        psnr.append(10 * np.log10(255.0 ** 2 / error) if error else np.inf)
-
-    mean = lambda values: float(np.mean(values)) if values else float("nan")  # noqa: E731
+    with JanusRuntime.load(reference_dir) as ref, JanusRuntime.load(candidate_dir) as cand:
+        calibration = data.load_set(images_dir, prompts_file, samples)
+        pair = _Pair(ref, cand)
+        answers = [_score_understanding(pair, image, question, answer_tokens)
+                   for image, question in zip(calibration.images, calibration.questions)]
+        images = [_score_generation(pair, prompt, seed) for seed, prompt in enumerate(calibration.image_prompts)]
+        candidate_precision = cand.manifest.precision
+        graphs = pair.report()
+    scored = sum(a["tokens"] for a in answers)
+    psnr = [i["vq_psnr_db"] for i in images]
     return {
         "reference": str(reference_dir), "candidate": str(candidate_dir),
-        "candidate_precision": cand.manifest.precision, "samples": samples,
-        "graphs": {name: {"precision": cand.manifest.graphs[name].precision,
-                          "cosine": mean([c for c, _ in values]), "rel_l2": mean([r for _, r in values])}
-                   for name, values in graphs.items()},
-        "understanding": {"top1_agreement": mean(agreement), "kl": mean(kl), "tokens_scored":
-                          len(agreement) * answer_tokens},
-        "generation": {"token_agreement": mean(token_agreement),
-                       "vq_psnr_db": mean(psnr) if np.isfinite(psnr).all() else None},  # None: identical pixels
+        "candidate_precision": candidate_precision, "samples": samples, "graphs": graphs,
+        "understanding": {"top1_agreement": sum(a["agreeing"] for a in answers) / scored,
+                          "kl": sum(a["kl_sum"] for a in answers) / scored, "tokens_scored": scored,
+                          "answers": [{k: a[k] for k in ("question", "tokens", "finish_reason", "agreeing")}
+                                      for a in answers]},
+        "generation": {"token_agreement": float(np.mean([i["token_agreement"] for i in images])),
+                       "vq_psnr_db": float(np.mean(psnr)) if np.isfinite(psnr).all() else None},  # None: identical
     }
 
 
 def format_report(report: dict) -> str:
     lines = [f"{report['candidate']} ({report['candidate_precision']}) vs {report['reference']} (fp32), "
              f"{report['samples']} samples",
-             f"{'graph':<22}{'precision':<11}{'cosine':>10}{'rel L2':>11}"]
+             f"{'graph':<22}{'precision':<11}{'cosine':>10}{'rel L2':>11}  worst output"]
     for name, g in report["graphs"].items():
-        lines.append(f"{name:<22}{g['precision']:<11}{g['cosine']:>10.5f}{g['rel_l2']:>11.2e}")
+        lines.append(f"{name:<22}{g['precision']:<11}{g['cosine']:>10.5f}{g['rel_l2']:>11.2e}  {g['worst_output']}")
     u, g = report["understanding"], report["generation"]
-    lines.append(f"understanding (teacher forcing): top-1 agreement {u['top1_agreement']:.3f}, KL {u['kl']:.4f}")
+    lines.append(f"understanding (teacher forcing, {u['tokens_scored']} answer tokens): top-1 agreement "
+                 f"{u['top1_agreement']:.3f}, KL {u['kl']:.4f}")
     psnr = "identical" if g["vq_psnr_db"] is None else f"{g['vq_psnr_db']:.1f} dB"
     lines.append(f"generation (teacher forcing): token agreement {g['token_agreement']:.3f}, VQ PSNR {psnr}")
     return "\n".join(lines)

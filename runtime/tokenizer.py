@@ -29,11 +29,13 @@ class IncrementalText:
 
     Keeps the last emitted boundary and decodes only the tokens since the one before it (so merges across the
     boundary, e.g. a leading space, come out right); a piece ending in U+FFFD is half a UTF-8 character and is
-    held back until its other bytes arrive.
+    held back until its other bytes arrive. `flush()` at the end gives what is still held back, so the pieces
+    always join into the decoded text of the whole sequence.
     """
 
     def __init__(self, tokenizer: TextTokenizer):
-        self.tokenizer, self.ids = tokenizer, []
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
         self.prefix, self.read = 0, 0  # ids[prefix:read] were decoded into text already emitted
 
     def add(self, token: int) -> str:
@@ -44,4 +46,11 @@ class IncrementalText:
         if len(text) <= len(before) or text.endswith("\ufffd"):
             return ""
         self.prefix, self.read = self.read, len(self.ids)
+        return text[len(before):]
+
+    def flush(self) -> str:
+        """The text still held back when the sequence ends: a half character, decoded as U+FFFD as `decode` does."""
+        before = self.tokenizer.decode(self.ids[self.prefix:self.read])
+        text = self.tokenizer.decode(self.ids[self.prefix:])
+        self.prefix = self.read = len(self.ids)
         return text[len(before):]

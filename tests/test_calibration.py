@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -10,6 +12,7 @@ from onnx import numpy_helper
 from conftest import run_cli
 from janus_edge.calibration.accuracy import accuracy
 from janus_edge.calibration.calibrate import calibrate
+from janus_edge.calibration.data import load_set
 from janus_edge.export.compare import compare
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
@@ -74,24 +77,40 @@ def test_weight_only_graphs_hold_int4_blocks_and_no_fp32_matmul_weights(calibrat
     assert size(calibrated["w4"]) < size(calibrated["w8"]) < size(calibrated["fp16"]) * 0.75
 
 
+UNDERSTANDING_GRAPHS = ("vision_encoder", "text_embedding", "decoder", "lm_head")
+GENERATION_GRAPHS = ("text_embedding", "generation_embedding", "decoder", "generation_head")
+
+
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_accuracy_report_has_numbers_for_every_scheme(calibrated, export_hf, scheme):
+def test_accuracy_report_moves_exactly_where_the_scheme_changed_graphs(calibrated, export_hf, runtime, scheme):
     report = accuracy(export_hf, calibrated[scheme], samples=1, answer_tokens=8)
-    for graph in report["graphs"].values():
-        assert 0.5 < graph["cosine"] <= 1.0 + 1e-9 and graph["rel_l2"] >= 0
-    assert 0 <= report["understanding"]["top1_agreement"] <= 1 and report["understanding"]["kl"] >= 0
-    assert 0 <= report["generation"]["token_agreement"] <= 1
-    psnr = report["generation"]["vq_psnr_db"]
-    assert psnr is None if scheme in ("w8", "w4") else psnr > 10
+    changed = {name for name, graph in report["graphs"].items() if graph["precision"] != "fp32"}
+    assert changed, "every scheme changes some graph"
+    for name, graph in report["graphs"].items():
+        assert (graph["rel_l2"] > 0) == (name in changed), name  # a graph left fp32 is the same maths: exactly 0
+        assert 0.5 < graph["cosine"] <= 1.0 + 1e-9
+    u, g = report["understanding"], report["generation"]
+    calibration = load_set(None, None, 1)
+    answer = runtime.understand(calibration.images, calibration.questions[0], max_new_tokens=8)
+    assert u["tokens_scored"] == len(answer.token_ids)
+    assert u["top1_agreement"] * u["tokens_scored"] == u["answers"][0]["agreeing"]
+    assert (u["kl"] > 0) == bool(changed & set(UNDERSTANDING_GRAPHS))
+    if not changed & set(GENERATION_GRAPHS):
+        assert g["token_agreement"] == 1
+    assert (g["vq_psnr_db"] is None) == ("vq_decoder" not in changed)
+    if g["vq_psnr_db"] is not None:
+        assert g["vq_psnr_db"] > 10
     if scheme == "fp16":
-        assert report["understanding"]["top1_agreement"] > 0.8
+        assert u["top1_agreement"] > 0.8
 
 
 def test_cli_calibrate_and_accuracy(tmp_path, export_hf):
     run_cli("calibrate", export_hf, tmp_path / "w8", "--scheme", "w8", check_code=0)
-    result = run_cli("accuracy", export_hf, tmp_path / "w8", "--samples", "1", "--json", tmp_path / "a.json",
-                     check_code=0)
-    assert "top-1 agreement" in result.stdout and (tmp_path / "a.json").is_file()
+    result = run_cli("accuracy", export_hf, tmp_path / "w8", "--samples", "1", "--answer-tokens", "3",
+                     "--json", tmp_path / "a.json", check_code=0)
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert "top-1 agreement" in result.stdout and 1 <= report["understanding"]["tokens_scored"] <= 3
+    assert f"{report['understanding']['tokens_scored']} answer tokens" in result.stdout
 
 
 def test_bad_schemes_and_sources(tmp_path, export_hf, calibrated):

@@ -74,3 +74,23 @@ def test_streaming_decodes_a_window_and_holds_back_half_characters(runtime):
     assert not any("\ufffd" in p for p in pieces)
     assert max(counting.sizes) <= 8 < len(ids), "each token decodes a short window, not the whole answer"
     assert np.mean([p == "" for p in pieces]) < 0.9
+
+
+def test_three_turns_each_equal_transformers_on_the_whole_conversation(runtime, reference, tiny_hf):
+    """Every turn of a cached chat answers as transformers' generate() does on the whole conversation so far,
+    written in DeepSeek's SFT format and tokenised by transformers' JanusProcessor."""
+    from transformers import AutoProcessor
+
+    processor, photo = AutoProcessor.from_pretrained(tiny_hf), _photo()
+    eos, eos_text = runtime.manifest.tokens.eos, runtime.manifest.prompt.eos_text
+    text = ""
+    with runtime.chat(max_new_tokens=8) as chat:
+        for i, question in enumerate(("What is in this picture?", "And what colour is it?", "Thanks, anything else?")):
+            answer = chat.ask(question, images=[photo] if i == 0 else [])
+            text += f"<|User|>: {'<image_placeholder>' + chr(10) if i == 0 else ''}{question}\n\n<|Assistant|>:"
+            inputs = processor(text=text, images=photo, return_tensors="pt")
+            output = reference.generate(**inputs, max_new_tokens=8, do_sample=False)
+            generated = output[0, inputs["input_ids"].shape[1]:].tolist()
+            assert answer.token_ids == (generated[:generated.index(eos) + 1] if eos in generated else generated), i
+            assert i == 0 or answer.timings["prefill_tokens"] < 576, "later turns reuse the cached image"
+            text += f" {answer.text.strip()}{eos_text}"

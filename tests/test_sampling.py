@@ -36,3 +36,15 @@ def test_distribution_follows_the_temperature():
 def test_bad_options_are_user_errors(kwargs):
     with pytest.raises(RequestError):
         Sampler(**{"temperature": 1.0, **kwargs})
+
+
+def test_a_seeded_draw_picks_the_token_whose_cdf_interval_holds_it():
+    """Exact, not statistical: each row's token is the first whose cumulative probability reaches that row's
+    uniform draw from numpy's generator with the same seed (the stream device backends take their draws from)."""
+    logits = np.random.default_rng(1).standard_normal((3, 500)) * 2
+    sampler, draws = Sampler(0.7, seed=5), np.random.default_rng(5)
+    for _ in range(20):
+        probs = np.exp(logits / 0.7 - (logits / 0.7).max(-1, keepdims=True))
+        cdf = np.cumsum(probs / probs.sum(-1, keepdims=True), -1)
+        expected = [int(np.searchsorted(row, u)) for row, u in zip(cdf, draws.random(3))]
+        assert sampler(logits).tolist() == expected
