@@ -65,6 +65,8 @@ class ChatSession(Closeable):
         for token in self._tokens(question, images, max_new_tokens, sampler, {}, should_stop):
             if token != self.manifest.tokens.eos and (piece := text.add(token)):
                 yield piece
+        if rest := text.flush():
+            yield rest
 
     def _tokens(self, question: str, images: Sequence, max_new_tokens: int | None, sampler: Sampler,
                 timings: dict[str, float], should_stop: StopCallback | None) -> Iterator[int]:

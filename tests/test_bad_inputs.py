@@ -263,7 +263,7 @@ CASES = [
     Case("provider-not-available", BackendError, "ONNX Runtime provider NoSuchExecutionProvider is not available",
          cli=lambda ws: _understand(ws, "--provider", "NoSuchExecutionProvider")),
     # --- our CLI options ----------------------------------------------------------------------------------------
-    Case("plan-precision-unknown", RequestError, "precision 'fp8' is not a scheme janus-edge builds",
+    Case("plan-precision-unknown", RequestError, "precision 'fp8' is not one janus-edge makes",
          cli=lambda ws: ["plan", "--model", "janus-pro-1b", "--target", "orin-nano-8gb", "--precision", "fp8"]),
     Case("calibrate-scheme-unknown", RequestError, "scheme 'int3' is not one janus-edge makes",
          cli=lambda ws: ["calibrate", ws.export_dir, ws.out, "--scheme", "int3"]),

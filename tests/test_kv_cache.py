@@ -91,6 +91,19 @@ def test_growing_across_buckets_gives_the_same_hidden_states(runtime):
         assert fixed.cache.slots == bucket(fixed.length)
 
 
+def test_a_fixed_capacity_off_the_bucket_holds_exactly_its_positions(runtime):
+    """A cache sized up front to a capacity that is not a whole bucket fills to its last slot, then refuses."""
+    from janus_edge.runtime.errors import InternalError
+
+    capacity = 2 * CAPACITY_BUCKET - 1
+    with runtime.backend.kv_decoder(1, capacity=capacity) as decoder:
+        decoder.step(*_feeds(runtime, 1, 0, capacity - 1, 0))  # a prefill into the partial second bucket
+        decoder.step(*_feeds(runtime, 1, capacity - 1, 1, 1))
+        assert decoder.length == capacity == decoder.cache.slots
+        with pytest.raises(InternalError, match=f"sized for {capacity} positions"):
+            decoder.step(*_feeds(runtime, 1, capacity, 1, 2))
+
+
 def test_fp16_cache_stays_within_its_tolerance(export_fp16, runtime):
     """fp16 export: the cache is held in fp16; hidden states stay within 2e-2 relative L2 of fp32 (DESIGN.md)."""
     half = JanusRuntime.load(export_fp16)

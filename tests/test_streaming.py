@@ -48,12 +48,12 @@ def _ends_mid_character(runtime):
     pytest.fail("no sampled answer ended inside a character in 60 seeds")
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/pipelines/understand.py and runtime/chat.py stream() never call "
-                   "IncrementalText.flush(): an answer cut inside a character streams without its last U+FFFD")
 def test_a_stream_cut_inside_a_character_joins_into_the_answer_text(runtime):
     seed, answer = _ends_mid_character(runtime)
     streamed = "".join(runtime.stream_understand([], "Hello", max_new_tokens=12, temperature=3.0, seed=seed))
     assert streamed == answer.text
+    with runtime.chat(max_new_tokens=12) as chat:
+        assert "".join(chat.stream("Hello", temperature=3.0, seed=seed)) == answer.text
 
 
 @pytest.fixture(scope="module")

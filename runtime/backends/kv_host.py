@@ -63,8 +63,9 @@ class HostKVCache:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
         if needed <= self.slots:
             return False
-        slots = min(sizing.bucket(needed), self.max_context)
-        if slots > self.allocated:
+        # a cache of fixed size keeps its last bucket partial (e.g. 639 slots) rather than outgrowing itself
+        slots = min(sizing.bucket(needed), self.max_context, self.allocated if self.fixed else self.max_context)
+        if needed > slots or slots > self.allocated:
             self._reallocate(sizing.request_capacity(max(needed, 2 * self.allocated), self.max_context), length)
         rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim
         for buf in self.buffers:

@@ -55,6 +55,8 @@ class UnderstandingPipeline:
                 break
             if piece := text.add(int(step[0])):
                 yield piece
+        if rest := text.flush():  # an answer cut inside a character ends as `understand().text` does
+            yield rest
 
     def check(self, conversations: list[list[Turn]], max_new_tokens: int) -> list[list[int]]:
         """The prompts' token ids, after checking the request against the export's limits."""
