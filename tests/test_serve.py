@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
+from janus_edge.serve.chat import FINISH
 from PIL import Image
 
 from serve_helpers import KEY, data_url, metric, png_bytes, request, serve
@@ -83,8 +85,9 @@ def test_streaming_gives_the_same_text_as_the_python_api(client, runtime, export
     chunks = list(client.chat.completions.create(model=export_hf.name, messages=image_message("Stream it.", image),
                                                  max_tokens=16, stream=True, stream_options={"include_usage": True}))
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == runtime.understand([image], "Stream it.", max_new_tokens=16).text
-    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in ("stop", "length")
+    expected = runtime.understand([image], "Stream it.", max_new_tokens=16)
+    assert text == expected.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == FINISH[expected.finish_reason]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
