@@ -33,7 +33,7 @@ def progress_bar(label: str):
             return
         filled = 30 * step // total
         rate = step / max(time.perf_counter() - start, 1e-9)
-        line = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {step}/{total} tokens, {rate:.1f} steps/s"
+        line = f"{label} [{'#' * filled}{'.' * (30 - filled)}] {step}/{total} steps, {rate:.2f} steps/s"
         sys.stderr.write(f"\r{line}" + ("\n" if step == total else "") if interactive else line + "\n")
         sys.stderr.flush()
 
