@@ -265,7 +265,7 @@ CASES = [
     # --- our CLI options ----------------------------------------------------------------------------------------
     Case("plan-precision-unknown", RequestError, "precision 'fp8' is not one janus-edge makes",
          cli=lambda ws: ["plan", "--model", "janus-pro-1b", "--target", "orin-nano-8gb", "--precision", "fp8"]),
-    Case("calibrate-scheme-unknown", RequestError, "scheme 'int3' is not one janus-edge makes",
+    Case("calibrate-scheme-unknown", RequestError, "precision 'int3' is not one janus-edge makes",
          cli=lambda ws: ["calibrate", ws.export_dir, ws.out, "--scheme", "int3"]),
     Case("calibrate-schemes-conflict", RequestError, "exclude each other",
          cli=lambda ws: ["calibrate", ws.export_dir, ws.out, "--scheme", "w8,w4"]),
