@@ -4,19 +4,26 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# TensorRT's type stubs, for tests/test_tensorrt.py's mypy run only: kept out of the venv (where `import tensorrt`
+# would find them) and out of git.
+TRT_STUBS_VERSION := 10.13.0.35.1
+TYPING := .typing/tensorrt_stubs-$(TRT_STUBS_VERSION).dist-info
 
 .PHONY: install triton-env demo test test-slow gpu-check gpu-install clean
 
-install: $(STAMP)
+install: $(STAMP) $(TYPING)
 
+# torch first, alone and pinned as in requirements.txt: the CPU wheel, not a multi-GB CUDA build.
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $$(grep '^torch==' requirements.txt)
 	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps --target .typing --upgrade tensorrt-stubs==10.13.0.35.1  # for mypy only
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+$(TYPING): $(STAMP)
+	$(PY) -m pip install -q --no-deps --target .typing --upgrade tensorrt-stubs==$(TRT_STUBS_VERSION)
 
 # The Python that runs janus-edge inside tritonserver's Python backend (tests/test_triton.py). The stub bundled in
 # nvidia-pytriton 0.7.0 links the system's libpython3.11, so this venv must come from Debian's /usr/bin/python3.11
@@ -41,7 +48,7 @@ $(TRITON_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/janus-edge demo --out out/demo
 
-test: $(STAMP) $(TRITON_STAMP)
+test: $(STAMP) $(TRITON_STAMP) $(TYPING)
 	$(PY) -m pytest -q
 
 # Full-size runs (Janus-Pro-1B config with random weights): minutes and ~20 GB of RAM; not in CI.

@@ -1,27 +1,159 @@
-"""The Jetson requirement set resolves to wheels for JetPack 6.2 (cp310) and 7.x (cp312) on manylinux aarch64.
-
-Asks the package index (pip's resolver, no download); skipped with the reason when the index cannot be reached.
+"""Packaging facts checked without installing anything: every pin is exact and pyproject.toml and requirements*.txt
+state the same ones; every library the code imports is declared, and every declared one is imported; a command whose
+library is missing names the extra to install in one line. And the Jetson set resolves to wheels for JetPack 6.2
+(cp310) and 7.x (cp312) on aarch64 (asks the package index without downloading; skipped when it cannot be reached).
 """
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from janus_edge.cli import DISTRIBUTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+# The source directory of each top-level package in the wheel (pyproject's package-dir; janus_edge is its own).
+SOURCE_DIRS = {"janus_edge": "janus_edge", **PYPROJECT["tool"]["setuptools"]["package-dir"]}
+REQUIREMENT_FILES = ["requirements.txt", "requirements-runtime.txt", "requirements-jetson.txt"]
+# Imported, but no extra can install them: TensorRT comes with JetPack, an NGC container or NVIDIA's own index;
+# triton_python_backend_utils exists only inside tritonserver's Python backend.
+EXTERNAL = {"tensorrt", "triton_python_backend_utils"}
+# Declared, but imported by none of our modules: the Triton client library is for the user's client code.
+FOR_USERS = {"tritonclient"}
+# In an extra but not in the dev set: cuda-python needs a GPU; the tests run the TensorRT code on tests/standin/.
+NOT_IN_DEV_SET = {"cuda-python"}
+INDEX_UNREACHABLE = ("NewConnectionError", "Max retries", "Temporary failure in name resolution")
+
+
+def groups() -> dict[str, list[Requirement]]:
+    """pyproject's `dependencies` (as "runtime") and each extra, with an included `janus-edge[extra]` expanded."""
+    project = PYPROJECT["project"]
+    raw = {"runtime": project["dependencies"], **project["optional-dependencies"]}
+
+    def expand(group: str) -> list[Requirement]:
+        requirements = []
+        for text in raw[group]:
+            requirement = Requirement(text)
+            own = canonicalize_name(requirement.name) == "janus-edge"
+            requirements += [r for extra in sorted(requirement.extras) for r in expand(extra)] if own else [requirement]
+        return requirements
+
+    return {group: expand(group) for group in raw}
+
+
+def requirement_file(name: str) -> list[Requirement]:
+    lines = (ROOT / name).read_text().splitlines()
+    return [Requirement(line) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _key(requirement: Requirement, marker: bool = True) -> tuple:
+    return (canonicalize_name(requirement.name), sorted(requirement.extras), str(requirement.specifier),
+            str(requirement.marker or "") if marker else "")
+
+
+def third_party_imports() -> dict[str, list[str]]:
+    """Each top-level module outside the standard library that the package's sources import -> the files."""
+    found: dict[str, list[str]] = {}
+    for directory in SOURCE_DIRS.values():
+        for path in sorted((ROOT / directory).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.partition(".")[0] for name in names} - set(sys.stdlib_module_names) - {"janus_edge"}:
+                    found.setdefault(top, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_pin_is_exact():
+    pins = [r for group in groups().values() for r in group] + [Requirement(text) for text in
+                                                                 PYPROJECT["build-system"]["requires"]]
+    pins += [r for name in REQUIREMENT_FILES for r in requirement_file(name)]
+    loose = [str(r) for r in pins if [spec.operator for spec in r.specifier] != ["=="]]
+    assert not loose, f"not pinned with ==: {loose}"
+
+
+def test_requirement_files_state_the_pins_of_pyproject():
+    declared = groups()
+    runtime, jetson = requirement_file("requirements-runtime.txt"), requirement_file("requirements-jetson.txt")
+    assert sorted(map(_key, runtime)) == sorted(map(_key, declared["runtime"]))
+    assert sorted(map(_key, jetson)) == sorted(map(_key, declared["runtime"] + declared["tensorrt"]))
+    dev = {canonicalize_name(r.name): r for r in requirement_file("requirements.txt")}
+    mismatched = []
+    for group, requirements in declared.items():  # the dev set is for this Python: markers evaluated here
+        for r in requirements:
+            name = canonicalize_name(r.name)
+            if (r.marker is None or r.marker.evaluate()) and name not in NOT_IN_DEV_SET:
+                if name not in dev or _key(dev[name]) != _key(r, marker=False):
+                    mismatched.append(f"[{group}] {r} vs requirements.txt {dev.get(name)}")
+    build_backend = Requirement(PYPROJECT["build-system"]["requires"][0])  # the wheel test builds with the dev set's
+    if _key(dev.get("setuptools", build_backend)) != _key(build_backend):
+        mismatched.append(f"build-system {build_backend} vs requirements.txt {dev.get('setuptools')}")
+    assert not mismatched, "\n".join(mismatched)
+
+
+def test_every_imported_library_is_declared_and_every_declared_one_is_imported():
+    declared = {canonicalize_name(r.name) for group in groups().values() for r in group}
+    imported = {canonicalize_name(DISTRIBUTIONS.get(module, module)): files
+                for module, files in third_party_imports().items() if module not in EXTERNAL}
+    undeclared = {name: files for name, files in imported.items() if name not in declared}
+    assert not undeclared, f"imported but in no extra of pyproject.toml: {undeclared}"
+    assert declared - set(imported) - FOR_USERS == set(), "declared in pyproject.toml but imported nowhere"
+
+
+BLOCKED_RUN = """import sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # what an install without that library looks like to `import`
+from janus_edge.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("missing, command, extra", [
+    ("torch", ["tiny", "{tmp}/ckpt"], "export"),
+    ("onnx", ["check-trt", "{tmp}"], "tensorrt"),
+    ("onnx", ["calibrate", "{tmp}", "{tmp}/w4", "--scheme", "w4"], "export"),  # in both extras: the command's own
+])
+def test_a_missing_library_names_its_extra_in_one_line(tmp_path, missing, command, extra):
+    args = [arg.format(tmp=tmp_path) for arg in command]
+    result = subprocess.run([sys.executable, "-c", BLOCKED_RUN, missing, *args], capture_output=True, text=True,
+                            timeout=300)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (f"janus-edge {command[0]}: error: {missing} is not installed; "
+                             f"fix: pip install 'janus-edge[{extra}]'\n")
+
+
+def test_a_missing_module_of_our_own_is_a_bug_with_its_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-c", BLOCKED_RUN, "janus_edge.export.tiny", "tiny", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr
+
+
+# pip matches a manylinux platform tag exactly, so name each glibc up to JetPack 6.2's (Ubuntu 22.04: glibc 2.35).
+AARCH64 = [arg for minor in range(17, 36) for arg in ("--platform", f"manylinux_2_{minor}_aarch64")]
 
 
 @pytest.mark.parametrize("python", ["3.10", "3.12"])
 def test_jetson_requirements_resolve_for_aarch64(tmp_path, python):
+    # pip evaluates markers for the Python running it, not for --python-version: evaluate them for the Jetson's
+    target = {"python_version": python, "python_full_version": f"{python}.0", "platform_machine": "aarch64"}
+    pins = [r for r in requirement_file("requirements-jetson.txt") if r.marker is None or r.marker.evaluate(target)]
+    (tmp_path / "jetson.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in pins))
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-               "--only-binary=:all:", "--platform", "manylinux2014_aarch64", "--python-version", python,
-               "--implementation", "cp", "--target", str(tmp_path), "--timeout", "20",
-               "-r", str(ROOT / "requirements-jetson.txt")]
+               "--only-binary=:all:", *AARCH64, "--python-version", python, "--implementation", "cp",
+               "--target", str(tmp_path / "target"), "--timeout", "20", "-r", str(tmp_path / "jetson.txt")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    if result.returncode != 0 and any(w in result.stderr for w in ("NewConnectionError", "Max retries",
-                                                                   "Temporary failure in name resolution")):
+    if result.returncode != 0 and any(w in result.stderr for w in INDEX_UNREACHABLE):
         pytest.skip(f"the package index is unreachable: {result.stderr.strip().splitlines()[-1]}")
     assert result.returncode == 0, result.stderr

@@ -4,6 +4,7 @@ engine manifest's refusal of foreign engines, the device sampler's maths, and th
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -62,11 +63,16 @@ def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):
 
 
 def _patched_stubs(tmp_path: Path) -> Path:
-    """tensorrt-stubs 10.13 need three patches before mypy accepts them (shared/REFERENCE.md section 6)."""
-    if not (STUBS / "tensorrt").is_dir():
+    """A copy of the tensorrt-stubs package that `make install` puts in .typing/ (untracked), with the three patches
+    tensorrt-stubs 10.13 need before mypy accepts them (shared/REFERENCE.md section 6)."""
+    installed = next(importlib.metadata.distributions(name="tensorrt-stubs", path=[str(STUBS)]), None)
+    if installed is None:
         pytest.fail("tensorrt-stubs are missing from .typing/: run `make install`")
     stubs = tmp_path / "stubs"
-    shutil.copytree(STUBS, stubs)
+    for file in installed.files or []:
+        if file.suffix in {".pyi", ".py", ".typed"}:
+            (stubs / file).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file.locate(), stubs / file)
     for path in stubs.rglob("*.pyi"):
         text = path.read_text()
         text = text.replace("import tensorrt_libs as tensorrt_libs\n", "")

@@ -1,13 +1,17 @@
 """`janus-edge`: one command per module; each module has `add_arguments(parser)` and `run(args) -> int`.
 
 Commands are imported only when chosen, so `janus-edge understand` on a Jetson never imports torch.
-A user error (`JanusEdgeError`) prints one line and exits 2; anything else is a bug and keeps its traceback.
+A user error (`JanusEdgeError`) prints one line and exits 2, and so does a library missing from the user's install
+(naming the pyproject extra that provides it); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import importlib.util
+import re
 import sys
 
 COMMANDS = {
@@ -37,18 +41,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, help_text in COMMANDS.items():
-        command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
-            _module(name).add_arguments(command_parser)
-    args = parser.parse_args(argv)
     from janus_edge.runtime.errors import JanusEdgeError
 
     try:
+        for name, help_text in COMMANDS.items():
+            command_parser = sub.add_parser(name, help=help_text, description=help_text)
+            if name == chosen:
+                _module(name).add_arguments(command_parser)
+        args = parser.parse_args(argv)
         return int(_module(args.command).run(args) or 0)
     except JanusEdgeError as exc:
         fix = f"; fix: {exc.hint}" if exc.hint else ""
-        print(f"janus-edge {args.command}: error: {exc.message}{fix}", file=sys.stderr)
+        print(f"janus-edge {chosen}: error: {exc.message}{fix}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        extra = missing_extra(chosen, exc)
+        if extra is None:
+            raise
+        print(f"janus-edge {chosen}: error: {exc.name} is not installed; fix: pip install 'janus-edge[{extra}]'",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -57,3 +68,47 @@ def main(argv: list[str] | None = None) -> int:
 
 def _module(name: str):
     return importlib.import_module(f"janus_edge.cli.{name.replace('-', '_')}")
+
+
+# Import names whose distribution is called otherwise; every other module is its distribution's name.
+DISTRIBUTIONS = {"PIL": "pillow", "skimage": "scikit-image", "cuda": "cuda-python"}
+# The extra each command's libraries come from, preferred when a missing library is in several extras.
+COMMAND_EXTRAS = {"tiny": "export", "export": "export", "compare": "export", "calibrate": "export",
+                  "accuracy": "export", "bench": "export", "demo": "export", "check-trt": "tensorrt",
+                  "build": "tensorrt", "serve": "serve"}
+
+
+def missing_extra(command: str | None, error: ModuleNotFoundError) -> str | None:
+    """The pyproject extra (read from the installed metadata) that provides the library an import did not find;
+    None when the library is installed (a broken import) or in no extra (a bug), which keep their traceback."""
+    module = (error.name or "").partition(".")[0]
+    if not module or module == "janus_edge" or importlib.util.find_spec(module) is not None:
+        return None
+    extras = extras_providing(_normalise(DISTRIBUTIONS.get(module, module)))
+    preferred = COMMAND_EXTRAS.get(command or "")
+    return preferred if preferred in extras else (extras[0] if extras else None)
+
+
+def extras_providing(distribution: str) -> list[str]:
+    """The extras of the installed janus-edge that install `distribution`: directly first, then those that include
+    such an extra (`janus-edge[onnxruntime]` inside `export`)."""
+    try:
+        requirements = importlib.metadata.requires("janus-edge") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    members: dict[str, set[str]] = {}  # extra -> the distributions it lists, and "[extra]" for each extra it includes
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        extra = re.search(r"extra\s*==\s*[\"']([^\"']+)", marker)
+        name = re.match(r"\s*([A-Za-z0-9._-]+)\s*(?:\[([^]]*)\])?", spec)
+        if extra and name:
+            own = _normalise(name.group(1)) == "janus-edge"
+            found = {f"[{x.strip()}]" for x in (name.group(2) or "").split(",")} if own else {_normalise(name.group(1))}
+            members.setdefault(extra.group(1), set()).update(found)
+    direct = [extra for extra, found in members.items() if distribution in found]
+    return direct + [extra for extra, found in members.items()
+                     if extra not in direct and any(f"[{d}]" in found for d in direct)]
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
