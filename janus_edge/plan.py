@@ -1,9 +1,11 @@
 """`janus-edge plan`: will a model fit a target at a precision, context and batch, and how fast can it be?
 
 All numbers are computed from the architecture's dimensions (parameter counts per graph, bytes per weight for each
-precision scheme, KV cache per token) and the target's memory and bandwidth. Decode is memory-bound, so the
-latency floor of a step is the bytes it must read (weights of the decoder and the head, plus the KV cache) divided
-by bandwidth. Activation figures are estimates (documented in docs/BENCHMARKS.md); weights and KV are exact.
+precision scheme, KV cache per token) and the target's memory, bandwidth and datasheet peak compute. Each step has
+two floors: the bytes it must read (weights, plus the KV cache) over bandwidth, and its FLOPs over the peak rate
+of the precision each graph computes in; the larger is the floor. Janus-Pro's token decode is memory-bound (one
+position per row); a JanusFlow step runs 577 positions per row and is compute-bound on most targets.
+Activation figures are estimates (documented in docs/BENCHMARKS.md); weights and KV are exact.
 """
 
 from __future__ import annotations
@@ -11,13 +13,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from janus_edge.export.configs import PRESETS
+from janus_edge.export.janusflow import presets as flow_presets
+from janus_edge.export.janusflow.presets import FlowSizes
 from janus_edge.export.precision import Precision, parse_precision
+from janus_edge.export.tensorrt.flow_profiles import TYPICAL_TEXT_PROMPT
 from janus_edge.export.tensorrt.targets import GIB, Target
 from janus_edge.runtime import sizing
 from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import ModelInfo, kv_output
 
-MODELS = {name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")}
+MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
+          "janusflow-1.3b": flow_presets.model_info("janusflow-1.3b")}
+FLOW_SIZES = {"janusflow-1.3b": flow_presets.flow_sizes("janusflow-1.3b")}
 W4_BLOCK = 128
 SMALLEST = "int8,w4,fp16"  # every graph reduced: the last precision a suggestion tries
 ARCHITECTURE = ("intermediate_size", "num_heads", "vision_hidden_size", "vision_layers", "vision_intermediate_size",
@@ -37,20 +44,34 @@ def _attnblock(c: int) -> int:
     return 2 * c + 4 * _linear(c, c)
 
 
-def graph_parameters(d: ModelInfo) -> dict[str, int]:
-    """Parameter count of each exported graph."""
-    missing = [name for name in ARCHITECTURE if getattr(d, name) is None]
-    if missing:
-        raise RequestError(f"the {d.family} model description lacks {', '.join(missing)}, which plan counts",
-                           "plan a Janus or Janus-Pro checkpoint directory or preset (janus-pro-1b, janus-pro-7b)")
+def _vision_tower(d: ModelInfo) -> int:
+    """SigLIP: patch embedding, position embedding, blocks and the final norm."""
+    w, mlp, patch = d.vision_hidden_size, d.vision_intermediate_size, d.patch_size
+    vision_layer = 4 * w + 3 * _linear(w, w) + _linear(w, w) + _linear(w, mlp) + _linear(mlp, w)
+    return 3 * patch * patch * w + w + d.num_image_tokens * w + d.vision_layers * vision_layer + 2 * w
+
+
+def _decoder(d: ModelInfo) -> int:
     hidden, heads, kv_heads, head_dim = d.hidden_size, d.num_heads, d.num_kv_heads, d.head_dim
     attention = _linear(hidden, heads * head_dim, False) + 2 * _linear(hidden, kv_heads * head_dim, False) \
         + _linear(heads * head_dim, hidden, False)
-    layer = attention + 3 * d.intermediate_size * hidden + 2 * hidden
-    w, mlp, patch = d.vision_hidden_size, d.vision_intermediate_size, d.patch_size
-    vision_layer = 4 * w + 3 * _linear(w, w) + _linear(w, w) + _linear(w, mlp) + _linear(mlp, w)
-    vision = 3 * patch * patch * w + w + d.num_image_tokens * w + d.vision_layers * vision_layer + 2 * w
-    aligner = _linear(w, hidden) + _linear(hidden, hidden)
+    return d.num_layers * (attention + 3 * d.intermediate_size * hidden + 2 * hidden) + hidden
+
+
+def graph_parameters(d: ModelInfo, flow: FlowSizes | None = None) -> dict[str, int]:
+    """Parameter count of each exported graph (JanusFlow's need the flow sizes as well)."""
+    missing = [name for name in ARCHITECTURE[:5] + (() if d.family == "janusflow" else ARCHITECTURE[5:])
+               if getattr(d, name) is None]
+    if missing or (d.family == "janusflow" and flow is None):
+        raise RequestError(f"the {d.family} model description lacks {', '.join(missing) or 'the flow sizes'}, "
+                           "which plan counts", f"plan a preset ({', '.join(MODELS)}) or a Janus checkpoint directory")
+    hidden = d.hidden_size
+    if d.family == "janusflow":
+        costs = flow_graph_costs(d, flow)
+        return {"vision_encoder": _vision_tower(d) + _linear(d.vision_hidden_size, hidden),
+                "text_embedding": d.vocab_size * hidden + hidden,  # + the begin-of-understanding vector
+                "decoder": _decoder(d), "lm_head": d.vocab_size * hidden,
+                **{name: params for name, (params, _) in costs.items()}}
     channels = [d.vq_base_channels * m for m in d.vq_channel_multiplier]
     c = channels[-1]
     vq = d.codebook_size * d.codebook_dim + _linear(d.codebook_dim, d.vq_latent_channels) \
@@ -64,15 +85,52 @@ def graph_parameters(d: ModelInfo) -> dict[str, int]:
             vq += c * c * 9 + c
     vq += 2 * c + c * 3 * 9 + 3
     return {
-        "vision_encoder": vision + aligner,
+        "vision_encoder": _vision_tower(d) + _linear(d.vision_hidden_size, hidden) + _linear(hidden, hidden),
         "text_embedding": d.vocab_size * hidden,
         "generation_embedding": d.codebook_size * d.codebook_dim + _linear(d.codebook_dim, hidden)
         + _linear(hidden, hidden),
-        "decoder": d.num_layers * layer + hidden,
+        "decoder": _decoder(d),
         "lm_head": d.vocab_size * hidden,
         "generation_head": _linear(hidden, hidden) + _linear(hidden, d.codebook_size),
         "vq_decoder": vq,
     }
+
+
+def _convnext(c: int, cond: int) -> tuple[int, int]:
+    """A ConvNeXt block's parameters used at every position, and its time-conditioning ones (used once per row)."""
+    return c * 49 + c + c + _linear(c, 4 * c) + 8 * c + _linear(4 * c, c), _linear(cond, 2 * c)
+
+
+def flow_graph_costs(d: ModelInfo, f: FlowSizes) -> dict[str, tuple[int, float]]:
+    """(parameters, FLOPs) of JanusFlow's flow encoder and decoder (FLOPs per row: 2 per parameter per position
+    where it is used, once per row for the time embedding and its conditioning) and of the VAE decoder (per image)."""
+    hidden, c, positions, blocks = d.hidden_size, f.channels, d.num_image_tokens, f.layers_in_middle
+    block, cond = _convnext(c, hidden)
+    encoder = f.latent_channels * c * f.stride ** 2 + c + blocks * block + _linear(c, hidden)  # conv, mid, aligner
+    encoder_row = _linear(c, hidden) + _linear(hidden, hidden) + blocks * cond  # time embedding, conditioning
+    wide, wide_cond = _convnext(2 * c, hidden)  # the decoder's mid block sees [tokens; skip] channels
+    decoder = hidden + _linear(hidden, c) + c + blocks * wide + 2 * c + _linear(2 * c, f.latent_channels * 4)
+    return {"flow_encoder": (encoder + encoder_row, 2.0 * (encoder * positions + encoder_row)),
+            "flow_decoder": (decoder + blocks * wide_cond, 2.0 * (decoder * positions + blocks * wide_cond)),
+            "vae_decoder": _vae_decoder(f, d.image_size)}
+
+
+def _vae_decoder(f: FlowSizes, image_size: int) -> tuple[int, float]:
+    """diffusers AutoencoderKL's decode path (post_quant_conv + Decoder): parameters, FLOPs for one image."""
+    widths, latent = f.vae_widths, f.latent_channels
+    side, c = image_size // 2 ** (len(widths) - 1), widths[-1]
+    parts = [(latent * latent + latent, side), (latent * c * 9 + c, side),
+             (2 * _resblock(c, c) + (_attnblock(c) if f.vae_attention else 0), side)]
+    attention = 4.0 * side ** 4 * c if f.vae_attention else 0.0  # QK^T and AV over side^2 positions
+    for level, width in enumerate(reversed(widths)):
+        for _ in range(f.vae_blocks + 1):
+            parts.append((_resblock(c, width), side))
+            c = width
+        if level < len(widths) - 1:
+            side *= 2
+            parts.append((c * c * 9 + c, side))  # the upsampler's conv
+    parts.append((2 * c + c * 3 * 9 + 3, side))
+    return sum(p for p, _ in parts), attention + sum(2.0 * p * s * s for p, s in parts)
 
 
 def bytes_per_weight(scheme: str) -> float:
@@ -88,7 +146,8 @@ class Plan:
     context: int
     images: int
     weights_bytes: dict[str, float]
-    kv_cache_bytes: float
+    kv_cache_bytes: float  # the largest request's: CFG rows at the context (Janus-Pro); for JanusFlow the larger of
+    # its flow request (`flow`) and one understanding row at the context
     runtime_buffers_bytes: float  # TensorRT backend: the KV spare tensor and the decode step's IO buffers
     activation_bytes: float
     workspace_bytes: float
@@ -96,11 +155,14 @@ class Plan:
     usable_bytes: float
     fits: bool
     decode_floor_ms: dict[str, float]
-    image_floor_s: float
-    image_steps: int  # decode steps per image (its image tokens)
+    image_floor_s: float  # per image: the larger of the bandwidth and the compute floor
+    image_steps: int  # decode steps per image (its image tokens), or Euler steps of the flow
     graph_precisions: dict[str, str] = field(default_factory=dict)  # what `calibrate`/`export` make of each graph
     kv_dtype: str = "float32"
     suggestion: str = ""
+    image_floors_s: dict[str, float] = field(default_factory=dict)  # "bandwidth", "compute": per image
+    image_bound: str = ""  # which of the two is the floor
+    flow: dict = field(default_factory=dict)  # JanusFlow: the flow request and its step's floors
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,74 +172,154 @@ def kv_bytes_per_token(d: ModelInfo, kv_dtype_bytes: int) -> int:
     return 2 * d.num_layers * d.num_kv_heads * d.head_dim * kv_dtype_bytes
 
 
-def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int) -> int:
-    """What a backend allocates for `rows` rows of a request that may fill `context`: `runtime.sizing`'s numbers."""
-    capacity = sizing.request_capacity(context, context)
+def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
+    """What a backend allocates for `rows` rows of a request that may fill `context` (or of `capacity` slots):
+    `runtime.sizing`'s numbers."""
+    capacity = capacity or sizing.request_capacity(context, context)
     return sizing.kv_cache_bytes(d.num_layers, d.num_kv_heads, d.head_dim, kv_dtype, rows, capacity)
 
 
-def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int) -> int:
+def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
     """What the TensorRT backend allocates next to the cache for such a request (`runtime.sizing`'s numbers): the
     spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
     each, so activations count once (the largest of prefill, vision and VQ, below)."""
-    capacity = sizing.request_capacity(context, context)
+    capacity = capacity or sizing.request_capacity(context, context)
     io = sizing.decode_io_bytes([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
                                 kv_dtype, rows, capacity)
     return sizing.kv_spare_bytes(d.num_kv_heads, d.head_dim, kv_dtype, rows, capacity) + sum(io.values())
 
 
-def _itemsize(precision: Precision, graph: str) -> int:
-    return 2 if precision.activation_dtype(graph) == "float16" else 4
+def compute_kind(scheme: str) -> str:
+    """The datasheet peak a graph of precision `scheme` runs at: INT8 Q/DQ graphs on INT8 Tensor Cores, fp16 on
+    fp16 ones; fp32 and weight-only graphs (which compute in fp32) on the CUDA cores."""
+    return scheme if scheme in ("int8", "fp16") else "fp32"
+
+
+def _itemsize(scheme: str) -> int:
+    return 2 if scheme == "fp16" else 4
+
+
+def _attention_flops(d: ModelInfo, positions: int, keys: int) -> float:
+    """QK^T and AV of `positions` new positions over `keys` cached + new ones, every layer, one row."""
+    return 4.0 * d.num_layers * d.num_heads * d.head_dim * positions * keys
+
+
+def decoder_flops(d: ModelInfo, rows: int, positions: int, past: int) -> float:
+    """The LLM decoder's FLOPs for `positions` new positions per row on `past` cached ones: 2 per weight per
+    position, plus attention."""
+    return rows * (2.0 * _decoder(d) * positions + _attention_flops(d, positions, past + positions))
 
 
 def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
-              suggest: bool = True) -> Plan:
+              suggest: bool = True, flow: FlowSizes | None = None) -> Plan:
     tokens = d.num_image_tokens
     if context < tokens + 16 or images < 1:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
     chosen = parse_precision(precision)
-    params = graph_parameters(d)
-    schemes = {g: chosen.graph(g) for g in params}
+    params = graph_parameters(d, flow)
+    schemes = {g: "fp32" if g in flow_presets.FP32_ONLY and flow else chosen.graph(g) for g in params}
     weights = {g: params[g] * bytes_per_weight(schemes[g]) for g in params}
     rows = 2 * images  # CFG generation is the widest request; understanding uses 1 row per conversation
-    kv = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
-    buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context)
-    # MLP gate/up and a few hidden copies; two full-resolution VQ feature maps and a temporary, per image
-    prefill = context * (2 * d.intermediate_size + 4 * d.hidden_size) * _itemsize(chosen, "decoder")
-    vq = 3 * d.vq_base_channels * d.image_size ** 2 * _itemsize(chosen, "vq_decoder")
-    vision = images * tokens * (d.vision_intermediate_size + 4 * d.vision_hidden_size) \
-        * _itemsize(chosen, "vision_encoder")
-    activations = max(prefill, vq, vision) + rows * (d.vocab_size + d.codebook_size) * 4
-    workspace = target.workspace_gib * GIB
-    total = sum(weights.values()) + kv + buffers + activations + workspace
-    step_weights = weights["decoder"] + weights["generation_head"]
-    understanding_weights = weights["decoder"] + weights["lm_head"]
     bandwidth = target.bandwidth_gbs * 1e9
     kv_token = sizing.kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, chosen.kv_dtype)
+    seconds = lambda flops, graph: flops / target.peak_flops(compute_kind(schemes[graph]))  # noqa: E731
+    # MLP gate/up and a few hidden copies per position; logits of every row
+    per_position = (2 * d.intermediate_size + 4 * d.hidden_size) * _itemsize(schemes["decoder"])
+    vision = images * tokens * (d.vision_intermediate_size + 4 * d.vision_hidden_size) \
+        * _itemsize(schemes["vision_encoder"])
     mean_length = context // 2
-    floors = {"understanding_b1": (understanding_weights + kv_token * mean_length) / bandwidth * 1e3,
-              f"generation_b{rows}": (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3}
-    image_floor = sum((step_weights + kv_token * (tokens // 2 + 64) * rows) / bandwidth for _ in range(tokens))
+    floors = {"understanding_b1": (weights["decoder"] + weights["lm_head"] + kv_token * mean_length) / bandwidth * 1e3}
+    if flow is None:
+        kv = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
+        buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context)
+        # two full-resolution VQ feature maps and a temporary, per image
+        vq = 3 * d.vq_base_channels * d.image_size ** 2 * _itemsize(schemes["vq_decoder"])
+        activations = max(context * per_position, vq, vision) + rows * (d.vocab_size + d.codebook_size) * 4
+        step_weights = weights["decoder"] + weights["generation_head"]
+        floors[f"generation_b{rows}"] = (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3
+        past = tokens // 2 + 64  # the mean cache length over an image's decode steps
+        step_flops = {"decoder": decoder_flops(d, rows, 1, past),
+                      "generation_head": rows * 2.0 * params["generation_head"]}
+        image_floors = {"bandwidth": tokens * (step_weights + kv_token * past * rows) / bandwidth,
+                        "compute": tokens * sum(seconds(f, g) for g, f in step_flops.items())}
+        steps, flow_plan = tokens, {}
+    else:
+        flow_plan = _flow_plan(d, flow, chosen.kv_dtype, rows, context, weights, seconds, bandwidth)
+        kv = max(flow_plan["kv_cache_bytes"], kv_cache_bytes(d, chosen.kv_dtype, 1, context))
+        buffers = flow_plan["runtime_buffers_bytes"] if kv == flow_plan["kv_cache_bytes"] else \
+            runtime_buffers_bytes(d, chosen.kv_dtype, 1, context)
+        flow_step = rows * flow_plan["flow_tokens"] * (per_position + kv_token)  # the step's MLP and new K/V
+        vae = 3 * flow.vae_widths[0] * d.image_size ** 2 * _itemsize(schemes["vae_decoder"])  # one image
+        activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
+        image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
+        steps = flow_plan["steps"]
+    workspace = target.workspace_gib * GIB
+    total = sum(weights.values()) + kv + buffers + activations + workspace
+    bound = max(image_floors, key=image_floors.get)
     plan = Plan(model, target.name, precision, context, images, weights, kv, buffers, activations, workspace, total,
-                target.usable_bytes, total <= target.usable_bytes, floors, image_floor, tokens, schemes,
-                chosen.kv_dtype)
+                target.usable_bytes, total <= target.usable_bytes, floors, image_floors[bound], steps, schemes,
+                chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound, flow=flow_plan)
     if suggest and not plan.fits:
-        plan.suggestion = _suggest(model, d, target, precision, context, images)
+        plan.suggestion = _suggest(model, d, target, precision, context, images, flow)
     return plan
 
 
-def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int) -> str:
+def _flow_plan(d: ModelInfo, f: FlowSizes, kv_dtype: str, rows: int, context: int, weights: dict, seconds,
+               bandwidth: float, steps: int = 30) -> dict:
+    """JanusFlow's generation request: a text prompt's cache plus the 577 flow positions for `rows` rows; each of
+    `steps` Euler steps reads the decoder's and the flow graphs' weights and the cache once, and computes every
+    row's 577 positions; the VAE decodes each image once. Floors for the whole request (all its images)."""
+    prompt, flow_tokens = TYPICAL_TEXT_PROMPT, d.num_image_tokens + 1
+    if context < prompt + flow_tokens:
+        raise RequestError(f"context {context} cannot hold a {prompt}-token prompt and {flow_tokens} flow positions",
+                           f"use a context >= {prompt + flow_tokens}")
+    capacity = sizing.request_capacity(prompt + flow_tokens, context)
+    kv_token = sizing.kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, kv_dtype)
+    costs = flow_graph_costs(d, f)
+    images = rows // 2
+    step_bytes = weights["decoder"] + weights["flow_encoder"] + weights["flow_decoder"] \
+        + kv_token * rows * (prompt + flow_tokens)
+    step_flops = {"decoder": decoder_flops(d, rows, flow_tokens, prompt),
+                  "flow_encoder": rows * costs["flow_encoder"][1], "flow_decoder": rows * costs["flow_decoder"][1]}
+    step_bandwidth, step_compute = step_bytes / bandwidth, sum(seconds(v, g) for g, v in step_flops.items())
+    return {"prompt_tokens": prompt, "flow_tokens": flow_tokens, "rows": rows, "steps": steps, "capacity": capacity,
+            "kv_cache_bytes": kv_cache_bytes(d, kv_dtype, rows, context, capacity),
+            "runtime_buffers_bytes": runtime_buffers_bytes(d, kv_dtype, rows, context, capacity),
+            "step_bytes": step_bytes, "step_flops": sum(step_flops.values()),
+            "step_bandwidth_floor_ms": step_bandwidth * 1e3, "step_compute_floor_ms": step_compute * 1e3,
+            "vae_flops_per_image": costs["vae_decoder"][1],
+            "bandwidth_floor_s": steps * step_bandwidth + images * weights["vae_decoder"] / bandwidth,
+            "compute_floor_s": steps * step_compute + images * seconds(costs["vae_decoder"][1], "vae_decoder")}
+
+
+def plan_model(name: str) -> tuple[ModelInfo, FlowSizes | None]:
+    """A preset's description (and JanusFlow's flow sizes), or a Janus checkpoint directory's."""
+    if name in MODELS:
+        return MODELS[name], FLOW_SIZES.get(name)
+    from janus_edge.export.checkpoint import load_config
+    from janus_edge.export.configs import model_info
+    from janus_edge.export.janusflow.checkpoint import is_janusflow
+
+    if is_janusflow(name):
+        raise RequestError(f"{name} is a JanusFlow checkpoint; plan counts JanusFlow by its preset",
+                           "use --model janusflow-1.3b")
+    return model_info(load_config(name)), None
+
+
+def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
+             flow: FlowSizes | None = None) -> str:
     """The first change that fits, trying precision, then context, then images per request."""
+    fits = lambda scheme, ctx, n: make_plan(model, d, target, scheme, ctx, n, False, flow).fits  # noqa: E731
     for candidate in ("fp16", "w8,fp16", "int8,w8,fp16", "w4,fp16", SMALLEST):
-        if candidate != precision and make_plan(model, d, target, candidate, context, images, False).fits:
+        if candidate != precision and fits(candidate, context, images):
             return f"--precision {candidate}"
     for candidate in (2048, 1024):
         for scheme in (precision, SMALLEST):
-            if candidate < context and make_plan(model, d, target, scheme, candidate, images, False).fits:
+            if candidate < context and fits(scheme, candidate, images):
                 return f"--precision {scheme} --context {candidate}"
     for n in range(images - 1, 0, -1):
-        if make_plan(model, d, target, SMALLEST, min(context, 1024), n, False).fits:
+        if fits(SMALLEST, min(context, 1024), n):
             return f"--precision {SMALLEST} --context {min(context, 1024)} --images {n}"
     return "nothing fits: choose a smaller model or a larger target"
 
@@ -195,7 +337,15 @@ def format_plan(plan: Plan) -> str:
               f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "
               + ("FITS" if plan.fits else "DOES NOT FIT")]
     lines += [f"  decode floor {k}: {v:.1f} ms/step" for k, v in plan.decode_floor_ms.items()]
-    lines.append(f"  image floor: {plan.image_floor_s:.1f} s for {plan.image_steps} steps")
+    if plan.flow:
+        f = plan.flow
+        lines.append(f"  flow step ({f['flow_tokens']} positions x {f['rows']} rows on a {f['prompt_tokens']}-token "
+                     f"prompt, KV {gib(f['kv_cache_bytes']).strip()}): bandwidth floor "
+                     f"{f['step_bandwidth_floor_ms']:.1f} ms, compute floor {f['step_compute_floor_ms']:.1f} ms")
+    floors = plan.image_floors_s
+    lines.append(f"  image floor: {plan.image_floor_s:.2f} s per image for {plan.image_steps} steps, {plan.image_bound}"
+                 f"-bound (bandwidth {floors['bandwidth']:.2f} s, compute {floors['compute']:.2f} s at datasheet "
+                 "peak rates)")
     if plan.suggestion:
         lines.append(f"  would fit with: {plan.suggestion}")
     return "\n".join(lines)

@@ -259,3 +259,96 @@ def test_chat_keeps_its_cache_and_answers_as_understand_does(flow_runtime):
     history = [Turn("What is in this picture?", [image], first.text)]
     expected = flow_runtime.understand([], "What colour is it?", history=history, max_new_tokens=8)
     assert second.token_ids == expected.token_ids
+
+
+@pytest.fixture(scope="module")
+def flow_engines(tmp_path_factory, flow_export):
+    from standin_env import standin_imports
+
+    out = tmp_path_factory.mktemp("flow-standin")
+    with standin_imports():
+        from janus_edge.export.tensorrt.build import build
+
+        build(flow_export, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
+    return out / "engines"
+
+
+def test_standin_tensorrt_runs_janusflow_as_onnxruntime_does(flow_engines, flow_runtime):
+    """On the TEST-ONLY TensorRT STAND-IN (tests/standin/: ONNX Runtime behind TensorRT's API, not a GPU): engines
+    for every JanusFlow graph and no CFG sampler, greedy understanding tokens equal to ONNX Runtime's, and a 3-step
+    flow from the same latents within float noise, its 577-token steps on the decoder's flow-step profile over the
+    in-place device cache, rewound to the prompt after each step; every device buffer freed on close."""
+    from standin_env import standin_imports
+
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime
+
+        engines = JanusRuntime.load(flow_engines)
+        assert engines.backend.name == "tensorrt"
+        assert set(engines.backend.engines.engines) == set(flow_runtime.manifest.graphs) | {"sampler"}
+        image = Image.fromarray(data.astronaut()).resize((300, 180))
+        expected = flow_runtime.understand([image], "What is in this picture?", max_new_tokens=12).token_ids
+        assert engines.understand([image], "What is in this picture?", max_new_tokens=12).token_ids == expected
+        noise = np.random.default_rng(5).standard_normal((1, 4, 48, 48), dtype=np.float32)
+        reference = flow_runtime.generate_images("a red fox in the snow", initial_latents=noise, steps=3)
+        result = engines.generate_images("a red fox in the snow", initial_latents=noise, steps=3)
+        decoder = engines.backend.graph("decoder")
+        assert decoder.profile == len(decoder.ranges) - 1 == 2  # the flow-step profile, appended last
+        assert np.abs(reference.latents - noise).max() > 0.1  # the flow moved the latent
+        np.testing.assert_allclose(result.latents, reference.latents, atol=1e-4)
+        np.testing.assert_allclose(result.pixels, reference.pixels, atol=1e-4)
+        engines.close()
+        assert cudart.live_allocations() == {}
+
+
+@pytest.mark.parametrize("target_name", ["orin-nano-8gb", "datacenter"])
+def test_plan_counts_the_flow_request_the_backends_allocate(flow_engines, flow_runtime, target_name):
+    """`plan`'s flow KV cache (a text prompt + 577 positions, 2 rows per image) equals what ONNX Runtime's decoder
+    holds for that request, and with its runtime buffers what the TensorRT backend allocates on the stand-in."""
+    from standin_env import standin_imports
+
+    from janus_edge.export.janusflow.presets import flow_sizes
+    from janus_edge.export.tensorrt.targets import TARGETS
+    from janus_edge.plan import make_plan
+
+    manifest = flow_runtime.manifest
+    target = TARGETS[target_name]
+    context = min(target.max_context, manifest.limits.max_context)
+    plan = make_plan("tiny", manifest.model, target, "fp32", context, images=1, flow=flow_sizes("tiny")).flow
+    assert plan["capacity"] < context  # sized for the flow request, not the whole context
+    with flow_runtime.backend.kv_decoder(plan["rows"], plan["capacity"]) as decoder:
+        assert decoder.nbytes == plan["kv_cache_bytes"] == manifest.kv_cache_bytes(plan["rows"], plan["capacity"])
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(flow_engines) as engines:
+            engines.backend.graph("decoder")
+            before = cudart.live_allocations()
+            with engines.backend.kv_decoder(plan["rows"], plan["capacity"]):
+                added = {p: n for p, n in cudart.live_allocations().items() if p not in before}
+                assert sum(added.values()) == plan["kv_cache_bytes"] + plan["runtime_buffers_bytes"]
+
+
+def test_bench_times_the_flow_step_and_30_step_images(flow_export, tmp_path):
+    from janus_edge.bench import validate_report
+
+    report_path = tmp_path / "bench.json"
+    result = run_cli("bench", flow_export, "--runs", "1", "--warmup", "0", "--stages", "load,decode,images",
+                     "--image-counts", "1", "--json", report_path, check_code=0)
+    assert "flow_step" in result.stdout and "s/image n=1" in result.stdout
+    report = json.loads(report_path.read_text())
+    validate_report(report)
+    (row,) = report["results"]
+    assert not row["error"] and report["settings"]["flow_steps"] == 30
+    assert "flow_step" in row["metrics"] and "decode_b1" in row["metrics"] and "decode_b2" not in row["metrics"]
+    floor = row["floors"]["flow_step"]
+    assert floor["rows"] == 2 and floor["positions"] == 577 and floor["bound"] in ("bandwidth", "compute")
+    assert floor["kv_bytes"] == 2 * (floor["prompt"] + 577) * row["kv"]["bytes_per_position_per_row"]
+    assert floor["weight_bytes"] == sum(row["weight_bytes"][g] for g in ("decoder", "flow_encoder", "flow_decoder"))
+    assert floor["compute_floor_ms"] > 0 and floor["bandwidth_floor_ms"] > 0 and report["machine"]["gemm_gflops"] > 0
+    (images,) = row["throughput"]["images"]
+    assert images["n"] == 1 and images["images_per_minute"] == pytest.approx(60 / images["seconds_per_image"]["median"])

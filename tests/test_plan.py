@@ -135,3 +135,65 @@ def test_plan_counts_each_graph_at_the_precision_calibrate_or_export_writes(requ
     assert parse_precision(manifest.precision, calibrated=not made_by_export).kv_dtype == manifest.kv_dtype
     if scheme != "fp16":  # calibrate's fp16 keeps its source's fp32 cache; plan's fp16 is the fp16 export's
         assert plan.kv_dtype == manifest.kv_dtype
+
+
+@pytest.mark.parametrize("preset", ["tiny", "janusflow-1.3b"])
+def test_janusflow_parameter_counts_equal_the_modules(preset, tmp_path):
+    """plan's count of every JanusFlow graph equals our modules in DeepSeek's layout (checked against its
+    state-dict in test_janusflow) and diffusers' VAE decode path, built on the meta device from the preset."""
+    from diffusers import AutoencoderKL
+
+    from janus_edge.export.janusflow.checkpoint import flow_config
+    from janus_edge.export.janusflow.model import JanusFlowModel
+    from janus_edge.export.janusflow.presets import config_json, flow_sizes, model_info, vae_config
+    from janus_edge.export.tiny_tokenizer import build_tokenizer
+
+    build_tokenizer().save(str(tmp_path / "tokenizer.json"))
+    vocab = 1024 if preset == "tiny" else 102400
+    with torch.device("meta"):
+        model = JanusFlowModel(flow_config(config_json(preset, vocab), tmp_path))
+        vae = AutoencoderKL(**vae_config(preset))
+    count = lambda *modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    llm = model.language_model
+    expected = {"vision_encoder": count(model.vision_und_enc_model, model.vision_und_enc_aligner),
+                "text_embedding": count(llm.model.embed_tokens) + model.beg_of_und_embed.numel(),
+                "decoder": count(llm.model) - count(llm.model.embed_tokens), "lm_head": count(llm.lm_head),
+                "flow_encoder": count(model.vision_gen_enc_model, model.vision_gen_enc_aligner),
+                "flow_decoder": count(model.vision_gen_dec_model, model.vision_gen_dec_aligner_norm,
+                                      model.vision_gen_dec_aligner),
+                "vae_decoder": count(vae.decoder, vae.post_quant_conv)}
+    assert graph_parameters(model_info(preset, vocab), flow_sizes(preset)) == expected
+
+
+def test_janusflow_step_is_compute_bound_and_janus_pro_decode_bandwidth_bound_on_a_datacenter_gpu():
+    """The floor is the larger of bytes / bandwidth and FLOPs / datasheet peak: a JanusFlow step (577 positions x 2
+    rows) is compute-bound on an H100-class target, Janus-Pro's one-position decode memory-bound."""
+    from janus_edge.plan import FLOW_SIZES, graph_parameters as params
+
+    target = TARGETS["datacenter"]
+    flow = make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 4096, 1,
+                     flow=FLOW_SIZES["janusflow-1.3b"])
+    pro = make_plan("janus-pro-1b", MODELS["janus-pro-1b"], target, "fp16", 4096, 1)
+    assert flow.image_bound == "compute" and pro.image_bound == "bandwidth"
+    for plan in (flow, pro):
+        assert plan.image_floor_s == max(plan.image_floors_s.values())
+    f = flow.flow
+    assert f["flow_tokens"] == 577 and f["rows"] == 2 and flow.image_steps == 30
+    assert f["step_compute_floor_ms"] > f["step_bandwidth_floor_ms"]
+    llm = 2 * params(MODELS["janusflow-1.3b"], FLOW_SIZES["janusflow-1.3b"])["decoder"] * 577 * 2
+    assert llm < f["step_flops"] < 1.3 * llm  # "about 2 x params x 577 x 2", plus attention and the flow graphs
+    assert f["step_compute_floor_ms"] >= llm / 989.5e12 * 1e3
+    assert f["step_bandwidth_floor_ms"] * 1e-3 * 3350e9 >= 2 * params(MODELS["janusflow-1.3b"],
+                                                                       FLOW_SIZES["janusflow-1.3b"])["decoder"]
+
+
+def test_plan_cli_knows_janusflow(tmp_path):
+    result = run_cli("plan", "--model", "janusflow-1.3b", "--target", "orin-nano-8gb", "--precision", "fp16",
+                     "--json", tmp_path / "plan.json", check_code=0)
+    assert "weights flow_decoder" in result.stdout and "weights vae_decoder" in result.stdout
+    assert "flow step (577 positions x 2 rows" in result.stdout and "-bound" in result.stdout
+    import json
+
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["graph_precisions"]["vae_decoder"] == plan["graph_precisions"]["flow_encoder"] == "fp32"
+    assert plan["graph_precisions"]["decoder"] == "fp16" and plan["image_steps"] == 30

@@ -25,8 +25,7 @@ from ..configs import llm_fields
 from ..graphs import GraphSpec, decoder_spec
 from ..llm_decoder import InPlaceKVDecoder
 from .checkpoint import latent_size
-
-FP32_ONLY = ("flow_encoder", "vae_decoder")  # fp16 loses the time sinusoid at t ~ 1000; SDXL VAE overflows
+from .presets import FP32_ONLY
 
 
 def flow_model_info(checkpoint) -> ModelInfo:

@@ -1,4 +1,4 @@
-"""`janus-edge build`: one TensorRT engine per exported graph (plus the two sampler graphs), for a target.
+"""`janus-edge build`: one TensorRT engine per exported graph (plus the sampler graphs its profiles name), for a target.
 
 Strongly typed networks: precision comes from the ONNX (fp16 tensors, Q/DQ nodes), never from builder flags, which
 is the only mode TensorRT 11 has and works the same from 10.3 (JetPack 6.2) on. Built with TensorRT's own builder
@@ -127,6 +127,8 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
     with staged_directory(engine_dir, ENGINE_MANIFEST) as staging, tempfile.TemporaryDirectory() as tmp:
         sources = {name: export_dir / graph.file for name, graph in manifest.graphs.items()}
         for name, cfg in (("sampler", False), ("cfg_sampler", True)):
+            if name not in profiles:  # no cfg_sampler for JanusFlow (no image tokens to mix)
+                continue
             sources[name] = Path(tmp) / f"{name}.onnx"
             sources[name].write_bytes(sampler_graph(cfg).SerializeToString())
         for name, source in sources.items():

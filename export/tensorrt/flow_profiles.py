@@ -1,4 +1,4 @@
-"""TensorRT optimisation profiles for JanusFlow, to add to `profiles.engine_profiles` for flow exports.
+"""TensorRT optimisation profiles for JanusFlow; `profiles.engine_profiles` adds them for exports with a `flow` section.
 
 The flow step is unlike Janus-Pro's token loop: every step runs 577 positions (time embedding + 576 latent tokens)
 on top of the prompt's cache, for 2 rows per image, so it is compute-bound. The decoder gets a third profile for
@@ -13,7 +13,7 @@ from janus_edge.runtime.sizing import request_capacity
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]
-TYPICAL_TEXT_PROMPT = 64  # tokens of a generation prompt (no image)
+TYPICAL_TEXT_PROMPT = 64  # tokens of a generation prompt (no image); `plan` and `bench` size a flow request by it
 
 
 def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, list[Profile]]:

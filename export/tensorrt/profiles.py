@@ -5,6 +5,10 @@ reads a KV cache of `capacity` slots (up to the context) and its mask covers cap
 the generation embedding see one position per row. The VQ decoder runs one image at a time (lowest memory), so its
 shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
 (CFG rows).
+
+Only the export's graphs get profiles, plus the sampler engines `build` adds: `sampler` always, `cfg_sampler` only
+where the model has image tokens (JanusFlow generates latents: no codebook, no CFG sampler). JanusFlow's flow graphs
+and the decoder's third profile (the 577-token flow step) come from `flow_profiles`.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 from janus_edge.runtime.manifest import Manifest, kv_input
 from janus_edge.runtime.sizing import request_capacity
 
+from .flow_profiles import flow_profiles
 from .targets import Target
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
 
+SAMPLERS = ("sampler", "cfg_sampler")  # graphs `build` makes itself (export/tensorrt/sampler_graph.py)
 TYPICAL_PROMPT = 640  # one image (578 tokens) and a question
 
 
@@ -65,7 +71,13 @@ def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = 
         "generation_head": [one_position(hidden)],
         "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
         "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
-        "cfg_sampler": [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
-                                    [batch, model.codebook_size]], "cfg_weight": _same([1])}],
     }
-    return {graph: [_valid(p) for p in ranges] for graph, ranges in profiles.items()}
+    if model.codebook_size:
+        profiles["cfg_sampler"] = [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
+                                               [batch, model.codebook_size]], "cfg_weight": _same([1])}]
+    if manifest.flow is not None:
+        flow = flow_profiles(manifest, batch, context)
+        profiles["decoder"].append(flow.pop("decoder_flow_step")[0])
+        profiles.update(flow)
+    wanted = set(manifest.graphs) | set(SAMPLERS)
+    return {graph: [_valid(p) for p in ranges] for graph, ranges in profiles.items() if graph in wanted}

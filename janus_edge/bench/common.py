@@ -29,6 +29,7 @@ class Settings:
     stages: tuple = STAGES
     threads: int = 0  # PyTorch intra-op threads; 0: every core of this machine
     seed: int = 0
+    flow_steps: int = 30  # Euler steps per JanusFlow image (the images stage)
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Result:
     throughput: dict = field(default_factory=lambda: {"images": [], "understanding": []})
     weight_bytes: dict = field(default_factory=dict)  # graph (or module) -> bytes
     kv: dict = field(default_factory=dict)  # {"bytes_per_position_per_row", "itemsize"} in the KV dtype
-    floors: dict = field(default_factory=dict)  # "b1", "b2" -> bytes read per step, floors and ratios
+    floors: dict = field(default_factory=dict)  # "b1", "b2" -> bytes read per step, floors and ratios; "flow_step"
     error: str = ""
 
 
@@ -77,6 +78,18 @@ def copy_bandwidth_gbs(megabytes: int = 512, repeats: int = 5) -> float:
         np.copyto(target, source)
         best = min(best, time.perf_counter() - start)
     return 2 * source.nbytes / best / 1e9
+
+
+def gemm_gflops(size: int = 1024, repeats: int = 3) -> float:
+    """This CPU's measured fp32 matrix-multiply rate (numpy's BLAS, best of `repeats`), GFLOP/s: what a
+    compute-bound step can at best reach here (a measured rate, not a datasheet peak)."""
+    a = np.ones((size, size), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - start)
+    return 2 * size ** 3 / best / 1e9
 
 
 def peak_host_mb() -> float:

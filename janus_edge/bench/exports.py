@@ -56,6 +56,10 @@ def measure_export(directory: str, settings: Settings) -> Result:
                                                settings.warmup)
     rows = {"b1": (1, "text_embedding", "input_ids", "lm_head"),
             "b2": (2, "generation_embedding", "image_ids", "generation_head")}
+    if manifest.flow is not None:  # no image tokens: the flow step replaces the CFG token step
+        del rows["b2"]
+        if "decode" in stages:
+            metrics["flow_step"], result.floors["flow_step"] = flow_step(runtime, settings)
     for tag, (batch, embedding, ids_name, head) in rows.items() if "decode" in stages else ():
         decoder = backend.kv_decoder(batch)
         past = rng.standard_normal((batch, settings.past, hidden), dtype=np.float32)
@@ -71,11 +75,12 @@ def measure_export(directory: str, settings: Settings) -> Result:
         metrics[f"decode_{tag}"] = timed(step, settings.runs * 4, settings.warmup)
         metrics[f"tokens_per_s_{tag}"] = 1e3 / metrics[f"decode_{tag}"]["median"]
         del decoder, step
+    steps = {} if manifest.flow is None else {"steps": settings.flow_steps}
     throughput_rows(result, settings, manifest.limits.max_batch,
-                    generate=lambda n: runtime.generate_images("a red fox", n=n, seed=0),
+                    generate=lambda n: runtime.generate_images("a red fox", n=n, seed=0, **steps),
                     understand=lambda batch: runtime.understand_batch(
                         [[Turn("Describe this image.", [image])]] * batch, max_new_tokens=settings.understand_tokens))
-    if "vq" in stages:
+    if "vq" in stages and manifest.flow is None:
         ids = rng.integers(0, model.codebook_size, (1, model.num_image_tokens))
         metrics["vq_decode"] = timed(lambda: backend.run("vq_decoder", image_ids=ids), settings.runs, settings.warmup)
     metrics["peak_host_mb"] = peak_host_mb()
@@ -87,3 +92,37 @@ def measure_export(directory: str, settings: Settings) -> Result:
     result.kv = {"bytes_per_position_per_row": per_position,
                  "itemsize": per_position // (2 * model.num_layers * model.num_kv_heads * model.head_dim)}
     return result
+
+
+def flow_step(runtime, settings: Settings) -> tuple[dict, dict]:
+    """Times one Euler step of JanusFlow for one image (its CFG pair of rows) on a text prompt's cache, as the flow
+    pipeline runs it: flow encoder, the decoder over the 577 flow positions, flow decoder, rewind to the prompt.
+    Returns the timing and what the step's floors need (`report.add_floors` divides by this machine's rates)."""
+    from janus_edge.export.tensorrt.flow_profiles import TYPICAL_TEXT_PROMPT
+    from janus_edge.plan import decoder_flops
+    from janus_edge.runtime.sizing import request_capacity
+
+    backend, manifest = runtime.backend, runtime.manifest
+    encoder = manifest.graphs["flow_encoder"]
+    latent, positions = encoder.inputs[0].shape[1:], encoder.outputs[0].shape[1]
+    rng, prompt, rows = np.random.default_rng(settings.seed), TYPICAL_TEXT_PROMPT, 2
+    decoder = backend.kv_decoder(rows, request_capacity(prompt + positions, manifest.limits.max_context))
+    embeds = rng.standard_normal((rows, prompt, manifest.model.hidden_size), dtype=np.float32)
+    decoder.step(embeds, np.ones((rows, prompt), np.int64), np.arange(prompt)[None].repeat(rows, 0))
+    z, t = rng.standard_normal((rows, *latent), dtype=np.float32), np.full(rows, 500.0, np.float32)
+    mask = np.ones((rows, prompt + positions), np.int64)
+    ids = np.arange(prompt, prompt + positions)[None].repeat(rows, 0)
+
+    def step():
+        encoded = backend.run("flow_encoder", latents=z, timesteps=t)
+        hidden = decoder.step(encoded["inputs_embeds"], mask, ids)
+        backend.run("flow_decoder", hidden_states=hidden, skip=encoded["skip"],
+                    time_embedding=encoded["time_embedding"])
+        decoder.rewind(prompt)
+
+    timing_ms = timed(step, settings.runs, settings.warmup)
+    decoder.close()
+    basis = {"rows": rows, "prompt": prompt, "positions": positions,
+             "kv_bytes": rows * (prompt + positions) * manifest.kv_cache_bytes(1, 1),
+             "llm_flops": decoder_flops(manifest.model, rows, positions, prompt)}
+    return timing_ms, basis

@@ -1,4 +1,5 @@
-"""`janus-edge plan --model janus-pro-1b|janus-pro-7b|MODEL_DIR --target T --precision P [--context N] [--images N]`"""
+"""`janus-edge plan --model janus-pro-1b|janus-pro-7b|janusflow-1.3b|MODEL_DIR --target T --precision P [--context N]
+[--images N]`"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 def add_arguments(parser) -> None:
     from janus_edge.export.tensorrt.targets import TARGETS
 
-    parser.add_argument("--model", required=True, help="janus-pro-1b, janus-pro-7b or a checkpoint directory")
+    parser.add_argument("--model", required=True, help="janus-pro-1b, janus-pro-7b, janusflow-1.3b or a Janus checkpoint directory")
     parser.add_argument("--target", required=True, choices=list(TARGETS))
     parser.add_argument("--precision", default="fp16",
                         help="as export/calibrate make it: fp32, fp16, int8, w8, w4 or a combination (int8,w4,fp16)")
@@ -19,17 +20,12 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from janus_edge.export.tensorrt.targets import target
-    from janus_edge.plan import MODELS, format_plan, make_plan
+    from janus_edge.plan import format_plan, make_plan, plan_model
 
-    if args.model in MODELS:
-        dims = MODELS[args.model]
-    else:
-        from janus_edge.export.checkpoint import load_config
-        from janus_edge.export.configs import model_info
-
-        dims = model_info(load_config(args.model))
+    dims, flow = plan_model(args.model)
     chosen = target(args.target)
-    plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images)
+    plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images,
+                     flow=flow)
     print(format_plan(plan))
     if args.json:
         with open(args.json, "w") as f:
