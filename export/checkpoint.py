@@ -10,13 +10,13 @@ Never touches the network. Every problem with the files is a `CheckpointError` n
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from janus_edge.runtime.errors import CheckpointError
+from janus_edge.runtime.jsonfile import read_object
 
 from . import original_format
 
@@ -37,16 +37,9 @@ class Checkpoint:
 
 
 def read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: it should hold the {what}",
-                              "pass the directory of a downloaded Janus checkpoint (HF or original format)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON ({exc})", "download the file again") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} should hold a JSON object (the {what})", "download the file again")
-    return data
+    return read_object(path, CheckpointError, (f"{path} is missing: it should hold the {what}",
+                       "pass the directory of a downloaded Janus checkpoint (HF or original format)"),
+                       what, "download the file again")
 
 
 def load_config(directory: str | Path):

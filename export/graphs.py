@@ -36,13 +36,15 @@ class VisionEncoder(nn.Module):
         return self.aligner(self.vision_model(pixel_values).last_hidden_state)
 
 
-class TextEmbedding(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.embed_tokens = model.model.language_model.embed_tokens
+class Submodule(nn.Module):
+    """A graph that is one submodule of the model applied to the graph's one input (embedding table, head)."""
 
-    def forward(self, input_ids):
-        return self.embed_tokens(input_ids)
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x):
+        return self.module(x)
 
 
 class GenerationEmbedding(nn.Module):
@@ -67,24 +69,6 @@ class Decoder(nn.Module):
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         return self.decoder(inputs_embeds, attention_mask, position_ids, *past)
-
-
-class LmHead(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.lm_head = model.lm_head
-
-    def forward(self, hidden_states):
-        return self.lm_head(hidden_states)
-
-
-class GenerationHead(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.head = model.model.generation_head
-
-    def forward(self, hidden_states):
-        return self.head(hidden_states)
 
 
 class VQDecoder(nn.Module):
@@ -141,7 +125,7 @@ def graph_specs(m: ModelInfo, kv_dtype: str = "float32") -> list[GraphSpec]:
                   [Tensor("pixel_values", "float32", ["batch", 3, size, size])],
                   [Tensor("image_embeds", "float32", ["batch", tokens, m.hidden_size])],
                   lambda m, s: {"pixel_values": torch.randn(s["batch"], 3, m.image_size, m.image_size)}),
-        GraphSpec("text_embedding", TextEmbedding,
+        GraphSpec("text_embedding", lambda model: Submodule(model.model.language_model.embed_tokens),
                   [Tensor("input_ids", "int64", ["batch", "sequence"])],
                   [Tensor("inputs_embeds", "float32", hidden)],
                   lambda m, s: {"input_ids": _ids(m.vocab_size, s["batch"], s["sequence"])}),
@@ -150,11 +134,11 @@ def graph_specs(m: ModelInfo, kv_dtype: str = "float32") -> list[GraphSpec]:
                   [Tensor("inputs_embeds", "float32", hidden)],
                   lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], s["sequence"])}),
         decoder_spec(m, kv_dtype),
-        GraphSpec("lm_head", LmHead,
+        GraphSpec("lm_head", lambda model: Submodule(model.lm_head),
                   [Tensor("hidden_states", "float32", hidden)],
                   [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
                   _hidden_sample),
-        GraphSpec("generation_head", GenerationHead,
+        GraphSpec("generation_head", lambda model: Submodule(model.model.generation_head),
                   [Tensor("hidden_states", "float32", hidden)],
                   [Tensor("logits", "float32", ["batch", "sequence", m.codebook_size])],
                   _hidden_sample),

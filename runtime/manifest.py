@@ -16,6 +16,7 @@ from .errors import ManifestError
 from . import sizing
 from .fieldtypes import type_problems
 from .integrity import sha256_file, verify_files
+from .jsonfile import read_object
 
 MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
@@ -239,14 +240,10 @@ def load_manifest(directory: str | Path, verify: bool = True, full_check: bool =
     if not directory.is_dir():
         raise ManifestError(f"export directory {directory} does not exist",
                             "pass the OUT_DIR of `janus-edge export`")
-    if not path.is_file():
-        raise ManifestError(f"{directory} has no {MANIFEST_NAME}, so it is not a janus-edge export",
-                            "run `janus-edge export MODEL_DIR OUT_DIR` and pass OUT_DIR")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path} is not valid JSON ({exc})", "re-run `janus-edge export`") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    data = read_object(path, ManifestError, (f"{directory} has no {MANIFEST_NAME}, so it is not a janus-edge export",
+                       "run `janus-edge export MODEL_DIR OUT_DIR` and pass OUT_DIR"), "export's manifest",
+                       "re-run `janus-edge export`")
+    version = data.get("schema_version")
     if version == 1:
         raise ManifestError(f"{path} is a version-1 export, whose decoder copies its whole KV cache every step; "
                             f"this janus-edge reads version {SCHEMA_VERSION} (in-place KV cache)",

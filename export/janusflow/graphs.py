@@ -22,7 +22,7 @@ from torch import nn
 from janus_edge.runtime.manifest import ModelInfo, Tensor
 
 from ..configs import llm_fields
-from ..graphs import GraphSpec, decoder_spec
+from ..graphs import GraphSpec, Submodule, decoder_spec
 from ..llm_decoder import InPlaceKVDecoder
 from .checkpoint import latent_size
 from .presets import FP32_ONLY
@@ -82,15 +82,6 @@ class TextEmbedding(nn.Module):
         return torch.where((input_ids == self.begin_id)[..., None], self.begin[0], self.embed_tokens(input_ids))
 
 
-class LmHead(nn.Module):
-    def __init__(self, checkpoint):
-        super().__init__()
-        self.head = checkpoint.model.language_model.lm_head
-
-    def forward(self, hidden_states):
-        return self.head(hidden_states)
-
-
 class FlowEncoder(nn.Module):
     def __init__(self, checkpoint):
         super().__init__()
@@ -144,7 +135,8 @@ def flow_graph_specs(m: ModelInfo, g: FlowGeometry) -> list[GraphSpec]:
         GraphSpec("text_embedding", TextEmbedding, [Tensor("input_ids", "int64", ["batch", "sequence"])],
                   [Tensor("inputs_embeds", "float32", hidden)], text),
         decoder,
-        GraphSpec("lm_head", LmHead, [Tensor("hidden_states", "float32", hidden)],
+        GraphSpec("lm_head", lambda checkpoint: Submodule(checkpoint.model.language_model.lm_head),
+                  [Tensor("hidden_states", "float32", hidden)],
                   [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
                   lambda m, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], m.hidden_size)}),
         GraphSpec("flow_encoder", FlowEncoder,
