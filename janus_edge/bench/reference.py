@@ -108,7 +108,9 @@ def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfi
             metrics[f"decode_{tag}"] = _compiled_decode(llm, head, batch, settings, dtype, device, sync)
             metrics[f"tokens_per_s_{tag}"] = 1e3 / metrics[f"decode_{tag}"]["median"]
         return _finish(result, model, settings)
-    pixels = tensor(rng.standard_normal((1, 3, 384, 384), dtype=np.float32))
+    side = model.config.vision_config.image_size
+    image_tokens = (side // model.config.vision_config.patch_size) ** 2
+    pixels = tensor(rng.standard_normal((1, 3, side, side), dtype=np.float32))
     if "vision" in stages:
         metrics["vision_encoder_per_image"] = timed(run(lambda: model.model.get_image_features(pixels)),
                                                     settings.runs, settings.warmup, sync)
@@ -123,7 +125,7 @@ def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfi
         metrics[f"tokens_per_s_{tag}"] = 1e3 / metrics[f"decode_{tag}"]["median"]
     words = rng.integers(0, min(text.vocab_size, 500), 16).tolist()
     boi = model.generation_config.generation_kwargs["boi_token_id"]
-    question = [text.bos_token_id, boi] + [model.config.image_token_id] * 576 + [boi + 1] + words
+    question = [text.bos_token_id, boi] + [model.config.image_token_id] * image_tokens + [boi + 1] + words
 
     def understand(batch: int, new_tokens: int):
         prompt = torch.tensor([question] * batch, device=device)
@@ -141,7 +143,7 @@ def measure_reference(model_dir: str, settings: Settings, config: ReferenceConfi
     throughput_rows(result, settings, max_batch, sync, generate=run(generate),
                     understand=run(lambda batch: understand(batch, settings.understand_tokens)))
     if "vq" in stages:
-        ids = torch.from_numpy(rng.integers(0, model.config.vq_config.num_embeddings, (1, 576))).to(device)
+        ids = torch.from_numpy(rng.integers(0, model.config.vq_config.num_embeddings, (1, image_tokens))).to(device)
         metrics["vq_decode"] = timed(run(lambda: model.model.vqmodel.decode(ids)), settings.runs, settings.warmup,
                                      sync)
     return _finish(result, model, settings)
