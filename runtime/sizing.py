@@ -23,6 +23,22 @@ def request_capacity(positions: int, max_context: int) -> int:
     return min(bucket(positions), int(max_context))
 
 
+def grow_view(needed: int, allocated: int, fixed: bool, max_context: int) -> tuple[int, int]:
+    """(view slots, allocated slots) for a cache that must now hold `needed` positions: the view widens to the next
+    bucket; a cache of fixed size keeps its last bucket partial (e.g. 639 slots) and refuses to outgrow itself; a
+    growing one at least doubles. The one policy every KV-cache backend follows."""
+    slots = min(bucket(needed), int(max_context))
+    if fixed:
+        if needed > allocated:
+            from .errors import InternalError
+
+            raise InternalError(f"the KV cache was sized for {allocated} positions; {needed} are needed")
+        return min(slots, allocated), allocated
+    if slots > allocated:
+        allocated = request_capacity(max(needed, 2 * allocated), max_context)
+    return min(slots, allocated), allocated
+
+
 def kv_bytes_per_position(layers: int, kv_heads: int, head_dim: int, dtype: str | np.dtype) -> int:
     """Keys and values of every layer for one position of one row."""
     return 2 * layers * kv_heads * head_dim * np.dtype(dtype).itemsize

@@ -27,11 +27,10 @@ def check_directory(directory: str) -> None:
 
 def measure_export(directory: str, settings: Settings) -> Result:
     from janus_edge.runtime import JanusRuntime, Turn
-    from janus_edge.runtime.manifest import load_manifest
 
     start = time.perf_counter()
-    backend_name = backend_for(load_manifest(directory, verify=False))
-    runtime = JanusRuntime.load(directory, backend=backend_name)
+    runtime = JanusRuntime.load(directory)  # an engine directory opens on TensorRT by itself
+    backend_name = runtime.backend.name
     for name in runtime.manifest.graphs:
         runtime.backend.graph(name)
     manifest, backend, rng = runtime.manifest, runtime.backend, np.random.default_rng(settings.seed)
@@ -88,9 +87,8 @@ def measure_export(directory: str, settings: Settings) -> Result:
     for name, graph in manifest.graphs.items():
         files = [graph.file] + [f for f in manifest.files if f.startswith(graph.file + ".")]
         result.weight_bytes[name] = sum((directory_path / f).stat().st_size for f in files)
-    per_position = manifest.kv_cache_bytes(1, 1)
-    result.kv = {"bytes_per_position_per_row": per_position,
-                 "itemsize": per_position // (2 * model.num_layers * model.num_kv_heads * model.head_dim)}
+    result.kv = {"bytes_per_position_per_row": manifest.kv_cache_bytes(1, 1),
+                 "itemsize": np.dtype(manifest.kv_dtype).itemsize}
     return result
 
 

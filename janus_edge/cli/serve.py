@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from janus_edge.cli.runtime_options import add_runtime_arguments, load_runtime
-from janus_edge.runtime.errors import BackendError, RequestError
+from janus_edge.runtime.errors import RequestError
 
 
 def add_arguments(parser) -> None:
@@ -24,12 +24,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    try:
-        import uvicorn
+    import uvicorn  # a missing [serve] extra is named by the CLI's missing-library handler
 
-        from janus_edge.serve.app import ServeConfig, create_app
-    except ImportError as exc:
-        raise BackendError(f"the server needs {exc.name}", "pip install 'janus-edge[serve]'") from None
+    from janus_edge.serve.app import ServeConfig, create_app
+
     if args.max_queue < 1 or args.timeout <= 0 or args.max_body_mb <= 0:
         raise RequestError("--max-queue, --timeout and --max-body-mb must be positive", "pass positive values")
     allowed = None

@@ -46,6 +46,7 @@ class HostKVCache:
         self.allocated = min(capacity or sizing.bucket(1), max_context)
         self.buffers = pool.take(len(names), self._elements(self.allocated), self.dtype)
         self.slots = min(sizing.bucket(1), self.allocated)  # the width of the views the graph reads
+        self._views: dict[str, np.ndarray] | None = None
 
     def _elements(self, slots: int) -> int:
         return self.batch * self.heads * slots * self.head_dim
@@ -56,31 +57,30 @@ class HostKVCache:
         return len(self.names) * self._elements(self.allocated) * self.dtype.itemsize
 
     def views(self) -> dict[str, np.ndarray]:
-        shape = (self.batch, self.heads, self.slots, self.head_dim)
-        return {name: buf[:self._elements(self.slots)].reshape(shape) for name, buf in zip(self.names, self.buffers)}
+        """[B,H,slots,hd] views of the buffers' starts, built when the layout changes, not every step."""
+        if self._views is None:
+            shape = (self.batch, self.heads, self.slots, self.head_dim)
+            self._views = {name: buf[:self._elements(self.slots)].reshape(shape)
+                           for name, buf in zip(self.names, self.buffers)}
+        return self._views
 
     def reserve(self, needed: int, length: int) -> bool:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
         if needed <= self.slots:
             return False
-        # a cache of fixed size keeps its last bucket partial (e.g. 639 slots) rather than outgrowing itself
-        slots = min(sizing.bucket(needed), self.max_context, self.allocated if self.fixed else self.max_context)
-        if needed > slots or slots > self.allocated:
-            self._reallocate(sizing.request_capacity(max(needed, 2 * self.allocated), self.max_context), length)
+        slots, allocated = sizing.grow_view(needed, self.allocated, self.fixed, self.max_context)
+        if allocated > self.allocated:
+            self._reallocate(allocated, length)
         rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim
         for buf in self.buffers:
             old = buf[:rows * self.slots * width].reshape(rows, self.slots * width)
             new = buf[:rows * slots * width].reshape(rows, slots * width)
             for row in range(rows - 1, 0, -1):  # row 0 is already in place
                 new[row, :keep] = old[row, :keep]
-        self.slots = slots
+        self.slots, self._views = slots, None
         return True
 
     def _reallocate(self, slots: int, length: int) -> None:
-        if self.fixed:
-            from ..errors import InternalError
-
-            raise InternalError(f"the KV cache was sized for {self.allocated} positions; {slots} are needed")
         old_views = self.views()
         self.allocated = slots
         buffers = self.pool.take(len(self.names), self._elements(slots), self.dtype)
@@ -88,7 +88,7 @@ class HostKVCache:
         for name, buf in zip(self.names, buffers):
             buf[:self._elements(self.slots)].reshape(shape)[:, :, :length] = old_views[name][:, :, :length]
         self.pool.give(self.buffers)
-        self.buffers = buffers
+        self.buffers, self._views = buffers, None
 
     def write(self, new: dict[str, np.ndarray], start: int) -> None:
         """Writes the new positions' keys/values [B,H,S,hd] into slots start..start+S-1."""
@@ -99,4 +99,4 @@ class HostKVCache:
     def release(self) -> None:
         if self.buffers:
             self.pool.give(self.buffers)
-            self.buffers = []
+            self.buffers, self._views = [], None

@@ -70,6 +70,8 @@ class HostKVDecoder(KVDecoder):
         else:
             for name, value in small.items():
                 self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            # outputs are bound again every step: a binding keeps the last run's output values, whose shapes
+            # (sequence 632 after a prefill) would be wrong for the next step (measured: ONNX Runtime refuses it)
             for name in self.graph.output_names:
                 self.binding.bind_output(name, "cpu")
             self.graph.session.run_with_iobinding(self.binding)

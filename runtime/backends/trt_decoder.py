@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import sizing
-from ..errors import InternalError
 from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
 from .cuda import CudaGraph, DevicePool, DeviceTensor, copy_rows
@@ -70,7 +69,7 @@ class TrtKVDecoder(KVDecoder):
         valid, rows = self.length * self.head_dim * self.dtype.itemsize, self.batch * self.heads
         if allocated > self.allocated:
             targets = self.pool.take(len(self.buffers), self._tensor_bytes(allocated), self.stream)
-            for source, target in zip(self.buffers, targets):
+            for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare (last) holds nothing to keep
                 if valid:
                     copy_rows(target.ptr, new_pitch, source.ptr, old_pitch, valid, rows, self.stream)
             self.pool.give(self.buffers)
@@ -87,13 +86,8 @@ class TrtKVDecoder(KVDecoder):
     def _reserve(self, needed: int) -> None:
         if needed <= self.slots:
             return
-        slots = min(sizing.bucket(needed), self.max_context)
-        allocated, before = self.allocated, self.allocated
-        if slots > self.allocated:
-            if self.capacity is not None:
-                raise InternalError(f"the KV cache was sized for {self.allocated} positions; {needed} are needed")
-            allocated = sizing.request_capacity(max(needed, 2 * self.allocated), self.max_context)
-            slots = min(slots, allocated)
+        before = self.allocated
+        slots, allocated = sizing.grow_view(needed, self.allocated, self.capacity is not None, self.max_context)
         self._relayout(slots, allocated)
         if self.allocated != before:
             self._reserve_step_io()
