@@ -49,11 +49,14 @@ class _Pair:
         self.scores: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in ref.manifest.graphs}
 
     def run(self, name: str, **feeds: np.ndarray) -> tuple[dict, dict]:
-        """Both exports' outputs of graph `name` on `feeds` (cast to the dtypes each graph declares)."""
-        expected = self.ref.backend.run(name, **_typed(self.ref, name, feeds))
-        got = self.cand.backend.run(name, **_typed(self.cand, name, feeds))
+        """Both exports' outputs of graph `name` on `feeds` (cast to the dtypes each graph declares; the decoder
+        also gets an empty cache of each export's own form and dtype). Outputs both hold in the same dtype are
+        scored (an int8 cache is judged by what it does to the hidden states and tokens)."""
+        expected, got = (rt.backend.run(name, **_typed(rt, name, feeds), **_empty_cache(rt, name, feeds))
+                         for rt in (self.ref, self.cand))
         for output, value in expected.items():
-            self.scores[name].setdefault(output, []).append(_similarity(value, got[output]))
+            if output in got and got[output].dtype == value.dtype:
+                self.scores[name].setdefault(output, []).append(_similarity(value, got[output]))
         return expected, got
 
     def report(self) -> dict:
@@ -75,9 +78,13 @@ def _typed(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray]) -> di
     return {key: np.ascontiguousarray(value, dtype=dtypes[key]) for key, value in feeds.items()}
 
 
-def _empty_cache(runtime: JanusRuntime, batch: int) -> dict[str, np.ndarray]:
-    """The decoder's cache inputs, with no cached position (their names and shapes as the manifest lists them)."""
-    sizes = {"batch": batch, "capacity": 0}
+def _empty_cache(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The decoder's cache inputs with no cached position (names, shapes and dtype as the manifest lists them):
+    no slot in the in_place form, room for the new positions in the ort_gqa form (its operator writes them)."""
+    if name != "decoder":
+        return {}
+    batch, seq = feeds["inputs_embeds"].shape[:2]
+    sizes = {"batch": batch, "capacity": seq if runtime.manifest.kv_cache.form == "ort_gqa" else 0}
     return {t.name: np.zeros([sizes.get(d, d) for d in t.shape], t.dtype)
             for t in runtime.manifest.graphs["decoder"].inputs if "capacity" in t.shape}
 
@@ -113,7 +120,7 @@ def _score_understanding(pair: _Pair, image, question: str, answer_tokens: int) 
     embeds = [_with_images(rt, ids, t["inputs_embeds"], v["image_embeds"]) for rt, t, v in
               zip((ref, cand), text, vision)]
     pair.run("decoder", inputs_embeds=embeds[0], attention_mask=np.ones_like(ids),
-             position_ids=np.arange(ids.size)[None], **_empty_cache(ref, 1))
+             position_ids=np.arange(ids.size)[None])
     hidden = [_teacher_forced_hidden(rt, e, len(prompt)) for rt, e in zip((ref, cand), embeds)]
     reference_logits = pair.run("lm_head", hidden_states=hidden[0])[0]["logits"][0]
     candidate_logits = cand.backend.run("lm_head", hidden_states=hidden[1])["logits"][0]

@@ -52,7 +52,7 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
         specs = flow_graph_specs(info, FlowGeometry.of(checkpoint))
     else:
         info, target = model_info(checkpoint.model.config), checkpoint.model
-        specs = graph_specs(info)
+        specs = graph_specs(info, form=manifest.kv_cache.form)
     rows: list[Row] = []
     torch.manual_seed(seed)
     for spec in specs:
@@ -81,11 +81,15 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
 
 
 def _drop_padding(actual: np.ndarray, reference: np.ndarray, mask: np.ndarray):
-    """Zeroes positions where the mask is 0: hidden states [B,S,D] (last S of the mask) or KV [B,H,T,hd]."""
+    """Zeroes positions where the mask is 0: hidden states [B,S,D] (last S of the mask), new KV [B,H,S,hd], or a
+    whole written cache [B,H,C,hd] (ort_gqa form: the mask covers its first slots, the rest are unused)."""
     if actual.shape != reference.shape:
         return actual, reference
     if actual.ndim == 3:
         keep = mask[:, -actual.shape[1]:, None]
+    elif actual.shape[2] > mask.shape[1]:
+        keep = np.zeros((mask.shape[0], 1, actual.shape[2], 1), mask.dtype)
+        keep[:, 0, :mask.shape[1], 0] = mask
     else:
         keep = mask[:, None, -actual.shape[2]:, None]
     return actual * keep, reference * keep

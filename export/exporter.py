@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import (MANIFEST_NAME, GenerationDefaults, Graph, Limits, Manifest, ModelInfo,
-                                         SpecialTokens, Tensor, sha256_file)
+from janus_edge.runtime.manifest import (KV_FORMS, MANIFEST_NAME, GenerationDefaults, Graph, KVCacheFormat, Limits,
+                                         Manifest, ModelInfo, SpecialTokens, Tensor, sha256_file)
 
 from . import metadata
 from .checkpoint import Checkpoint, load_checkpoint
@@ -24,12 +24,15 @@ from .precision import EXPORT_WORDS, parse_precision
 from .staging import check_replaceable, staged_directory
 
 OPSET = 17
-SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5, "capacity": 7}
+SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5, "capacity": 10}
 
 
 def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", max_batch: int = 8,
-           max_context: int = 4096, family: str | None = None, log=print, vae: str | Path | None = None) -> Manifest:
-    """`vae`: the SDXL VAE directory a JanusFlow checkpoint needs (diffusers layout); unused for Janus-Pro."""
+           max_context: int = 4096, family: str | None = None, log=print, vae: str | Path | None = None,
+           kv_form: str = "in_place") -> Manifest:
+    """`vae`: the SDXL VAE directory a JanusFlow checkpoint needs (diffusers layout); unused for Janus-Pro.
+    `kv_form`: the decoder's KV cache form (manifest `kv_cache.form`): "in_place" (plain ONNX, every backend) or
+    "ort_gqa" (ONNX Runtime's fused GroupQueryAttention; ONNX Runtime only)."""
     if precision not in [",".join(words) for words in EXPORT_WORDS]:
         raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4 come from calibrate)")
     kv_dtype = parse_precision(precision, calibrated=False).kv_dtype
@@ -37,9 +40,13 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
                            f"use a batch >= 1 and a context >= {NUM_IMAGE_TOKENS + 16} ({NUM_IMAGE_TOKENS} image "
                            "tokens + prompt)")
+    if kv_form not in KV_FORMS:
+        raise RequestError(f"unknown KV cache form {kv_form!r}", f"use one of {', '.join(KV_FORMS)}")
     if is_janusflow(model_dir):
         from .janusflow.export import export_janusflow
 
+        if kv_form != "in_place":
+            raise RequestError("JanusFlow exports have the in_place KV cache form only", "leave out --kv-form")
         return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
     check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
     checkpoint = load_checkpoint(model_dir, family)
@@ -50,11 +57,12 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
                            f"use --max-context {limit} or less")
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in graph_specs(info, kv_dtype):
+        for spec in graph_specs(info, kv_dtype, kv_form):
             log(f"exporting {spec.name} ({precision})")
             graphs[spec.name] = _export_graph(checkpoint.model, spec, info, staging, precision)
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
         manifest = _manifest(checkpoint, info, graphs, precision, Limits(max_batch, max_context), staging)
+        manifest.kv_cache = KVCacheFormat(form=kv_form)
         manifest.write(staging)
     log(f"wrote {len(graphs)} graphs and {MANIFEST_NAME} to {out_dir}")
     return manifest

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from janus_edge.runtime.manifest import ModelInfo, Tensor, kv_input, kv_output
+from janus_edge.runtime.manifest import ModelInfo, Tensor, kv_input, kv_output, kv_present
 
 
 @dataclass
@@ -61,11 +61,11 @@ class GenerationEmbedding(nn.Module):
 class Decoder(nn.Module):
     """The Janus LLM as an in-place KV-cache decoder graph (see `llm_decoder`)."""
 
-    def __init__(self, model):
+    def __init__(self, model, form: str = "in_place"):
         super().__init__()
         from .llm_decoder import InPlaceKVDecoder
 
-        self.decoder = InPlaceKVDecoder(model.model.language_model)
+        self.decoder = InPlaceKVDecoder(model.model.language_model, form)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         return self.decoder(inputs_embeds, attention_mask, position_ids, *past)
@@ -86,38 +86,46 @@ def _ids(high: int, *shape: int) -> torch.Tensor:
     return torch.randint(0, high, shape, dtype=torch.int64)
 
 
-def _decoder_sample(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
-    """A cache of `capacity` slots holding `past_sequence` positions (the rest unused), then `sequence` new ones."""
+def _decoder_sample(m: ModelInfo, s: dict[str, int], form: str = "in_place") -> dict[str, torch.Tensor]:
+    """A cache of `capacity` slots holding `past_sequence` positions (the rest unused), then `sequence` new ones;
+    the mask as `form` takes it (in_place: every slot, then the new positions; ort_gqa: filled slots and new)."""
     b, seq, past = s["batch"], s["sequence"], s["past_sequence"]
-    capacity = s.get("capacity", past + 2)
-    mask = torch.zeros(b, capacity + seq, dtype=torch.int64)
-    mask[:, :past], mask[:, capacity:] = 1, 1
+    capacity = s.get("capacity", past + seq + 2)
+    valid = torch.ones(b, past + seq, dtype=torch.int64)
     if b > 1 and past + seq > 2:  # left padding in the last row, as batched prompts have
-        mask[-1, 0 if past else capacity] = 0
-    valid = torch.cat([mask[:, :past], mask[:, capacity:]], dim=1)
+        valid[-1, 0] = 0
     position_ids = (valid.cumsum(-1) - 1).clamp(min=0)[:, past:]
+    mask = valid
+    if form == "in_place":
+        mask = torch.zeros(b, capacity + seq, dtype=torch.int64)
+        mask[:, :past], mask[:, capacity:] = valid[:, :past], valid[:, past:]
     feeds = {"inputs_embeds": torch.randn(b, seq, m.hidden_size), "attention_mask": mask, "position_ids": position_ids}
     for name in m.kv_names:
         feeds[kv_input(name)] = torch.randn(b, m.num_kv_heads, capacity, m.head_dim)
     return feeds
 
 
-def decoder_spec(m: ModelInfo, kv_dtype: str = "float32") -> GraphSpec:
-    """The in-place KV-cache decoder's spec (Janus-Pro's and JanusFlow's alike); the cache in `kv_dtype`."""
+def decoder_spec(m: ModelInfo, kv_dtype: str = "float32", form: str = "in_place") -> GraphSpec:
+    """The KV-cache decoder's spec (Janus-Pro's and JanusFlow's alike); the cache in `kv_dtype`, updated as `form`
+    says (see llm_decoder)."""
     hidden = ["batch", "sequence", m.hidden_size]
     cache = lambda name, length: Tensor(name, kv_dtype, ["batch", m.num_kv_heads, length, m.head_dim])  # noqa: E731
-    return GraphSpec("decoder", Decoder,
+    if form == "ort_gqa":
+        mask, outputs = "past_and_sequence", [cache(kv_present(name), "capacity") for name in m.kv_names]
+    else:
+        mask, outputs = "capacity_and_sequence", [cache(kv_output(name), "sequence") for name in m.kv_names]
+    return GraphSpec("decoder", lambda model: Decoder(model, form),
                      [Tensor("inputs_embeds", "float32", hidden),
-                      Tensor("attention_mask", "int64", ["batch", "capacity_and_sequence"]),
+                      Tensor("attention_mask", "int64", ["batch", mask]),
                       Tensor("position_ids", "int64", ["batch", "sequence"])]
                      + [cache(kv_input(name), "capacity") for name in m.kv_names],
-                     [Tensor("hidden_states", "float32", hidden)]
-                     + [cache(kv_output(name), "sequence") for name in m.kv_names],
-                     _decoder_sample)
+                     [Tensor("hidden_states", "float32", hidden)] + outputs,
+                     lambda m, s: _decoder_sample(m, s, form))
 
 
-def graph_specs(m: ModelInfo, kv_dtype: str = "float32") -> list[GraphSpec]:
-    """The specs of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`."""
+def graph_specs(m: ModelInfo, kv_dtype: str = "float32", form: str = "in_place") -> list[GraphSpec]:
+    """The specs of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`, its form
+    `form`."""
     hidden = ["batch", "sequence", m.hidden_size]
     size, tokens = m.image_size, m.num_image_tokens
     return [
@@ -133,7 +141,7 @@ def graph_specs(m: ModelInfo, kv_dtype: str = "float32") -> list[GraphSpec]:
                   [Tensor("image_ids", "int64", ["batch", "sequence"])],
                   [Tensor("inputs_embeds", "float32", hidden)],
                   lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], s["sequence"])}),
-        decoder_spec(m, kv_dtype),
+        decoder_spec(m, kv_dtype, form),
         GraphSpec("lm_head", lambda model: Submodule(model.lm_head),
                   [Tensor("hidden_states", "float32", hidden)],
                   [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],

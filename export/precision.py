@@ -6,11 +6,13 @@
     int8   the vision encoder and the VQ decoder: Q/DQ INT8 (symmetric, per-channel weights)
     w8/w4  the decoder, lm_head and generation_head: weight-only INT8 / block-wise INT4 (fp32 activations), and the
            text embedding table in fp16; w8 and w4 exclude each other
+    kv8    the decoder's KV cache in INT8 (per-channel scales calibrated on the set's requests); exports with the
+           ort_gqa KV form only (ONNX Runtime's GroupQueryAttention reads and writes it)
 
 A graph no word covers stays fp32 ("w4" alone leaves the vision encoder fp32; "w4,fp16" makes it fp16). `export`
 makes fp32 and fp16 alone; `calibrate` makes the others from an fp32 export (fp16 too, alone or combined). The KV
-cache is fp16 only in an fp16 export: calibrate keeps its source's fp32 cache (the decoder's inputs and outputs stay
-fp32 whatever its weights become).
+cache is fp16 in an fp16 export and int8 with kv8; otherwise calibrate keeps its source's fp32 cache (the decoder's
+inputs and outputs stay fp32 whatever its weights become).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 
 from janus_edge.runtime.errors import RequestError
 
-WORDS = ("fp32", "fp16", "int8", "w8", "w4")
+WORDS = ("fp32", "fp16", "int8", "w8", "w4", "kv8")
 INT8_GRAPHS = ("vision_encoder", "vq_decoder")
 WEIGHT_ONLY_GRAPHS = ("decoder", "lm_head", "generation_head")
 FP16_WITH_WEIGHT_ONLY = ("text_embedding",)  # TensorRT's parser has no INT8 Gather (calibration/calibrate.py)
@@ -54,7 +56,9 @@ class Precision:
 
     @property
     def kv_dtype(self) -> str:
-        """The decoder's KV cache dtype: fp16 in an fp16 export, fp32 otherwise (calibrated exports included)."""
+        """The decoder's KV cache dtype: int8 with kv8, fp16 in an fp16 export, fp32 otherwise."""
+        if "kv8" in self.words:
+            return "int8"
         return "float16" if self.graph("decoder") == "fp16" and not self.calibrated else "float32"
 
 
@@ -65,6 +69,6 @@ def parse_precision(text: str, calibrated: bool | None = None) -> Precision:
     if not words or any(w not in WORDS for w in words) or len(set(words)) < len(words) or \
             ("fp32" in words and len(words) > 1) or {"w8", "w4"} <= set(words):
         raise RequestError(f"precision {text!r} is not one janus-edge makes",
-                           "use fp32 alone, or fp16, int8, w8, w4 or a combination such as int8,w4 "
+                           "use fp32 alone, or fp16, int8, w8, w4, kv8 or a combination such as int8,w4 "
                            "(w8 and w4 exclude each other)")
     return Precision(words, words not in EXPORT_WORDS if calibrated is None else calibrated)

@@ -217,6 +217,9 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
     chosen = parse_precision(precision)
+    if "kv8" in chosen.words:
+        raise RequestError("kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not "
+                           "on the TensorRT targets plan sizes", "leave kv8 out of --precision")
     params = graph_parameters(d, flow)
     schemes = {g: "fp32" if g in flow_presets.FP32_ONLY and flow else chosen.graph(g) for g in params}
     weights = {g: params[g] * bytes_per_weight(schemes[g]) for g in params}

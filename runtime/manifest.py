@@ -20,6 +20,7 @@ from .jsonfile import read_object
 
 MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
+KV_FORMS = ("in_place", "ort_gqa")  # how the decoder graph updates its cache (see KVCacheFormat)
 
 
 def kv_names(num_layers: int) -> list[str]:
@@ -35,8 +36,14 @@ def kv_input(name: str) -> str:
 
 
 def kv_output(name: str) -> str:
-    """The decoder output holding the new positions of cache tensor `name`."""
+    """The decoder output holding the new positions of cache tensor `name` ("in_place" form)."""
     return f"new_key_values.{name}"
+
+
+def kv_present(name: str) -> str:
+    """The decoder output that is cache tensor `name` itself, written in place ("ort_gqa" form: bound to the same
+    buffer as `kv_input(name)`)."""
+    return f"present_key_values.{name}"
 
 
 @dataclass
@@ -66,6 +73,11 @@ class KVCacheFormat:
     head_dim] (names from `kv_names`, `kv_input`, `kv_output`), which the runtime writes into slots
     length..length+sequence-1. `attention_mask` [batch, capacity + sequence] marks valid cache slots and new
     positions.
+
+    "ort_gqa": attention is ONNX Runtime's GroupQueryAttention, which writes the new positions itself: each cache
+    tensor is bound as input `kv_input(name)` and output `kv_present(name)` [batch, kv_heads, capacity, head_dim]
+    (one buffer), and `attention_mask` [batch, length + sequence] covers the filled slots and the new positions.
+    ONNX Runtime only (CPU and CUDA providers); the cache may be int8 (scales inside the graph).
     """
 
     form: str = "in_place"
@@ -255,6 +267,10 @@ def load_manifest(directory: str | Path, verify: bool = True, full_check: bool =
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise ManifestError(f"{path} is missing or has malformed field {exc}", "re-run `janus-edge export`") from None
+    if manifest.kv_cache.form not in KV_FORMS:
+        raise ManifestError(f"{path} has a decoder with KV cache form {manifest.kv_cache.form!r}, which this "
+                            f"janus-edge does not know (it knows {', '.join(KV_FORMS)})",
+                            "re-export with this janus-edge version, or install the one that wrote it")
     if problems := type_problems(manifest):
         raise ManifestError(f"{path} has fields of the wrong type ({'; '.join(problems[:3])})",
                             "re-run `janus-edge export`")

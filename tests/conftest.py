@@ -46,6 +46,12 @@ def export_fp16(tmp_path_factory, tiny_hf):
 
 
 @pytest.fixture(scope="session")
+def export_gqa(tmp_path_factory, tiny_hf):
+    """The tiny export with the ort_gqa KV form (ONNX Runtime's GroupQueryAttention writes the cache)."""
+    return _export(tmp_path_factory, tiny_hf, "hf-fp32-gqa", kv_form="ort_gqa")
+
+
+@pytest.fixture(scope="session")
 def reference(tiny_hf):
     """transformers' JanusForConditionalGeneration with the tiny weights: the parity reference."""
     from janus_edge.export.checkpoint import load_checkpoint
@@ -66,3 +72,13 @@ def run_cli(*args: str, check_code: int | None = None) -> subprocess.CompletedPr
     if check_code is not None:
         assert result.returncode == check_code, result.stdout + result.stderr
     return result
+
+
+@pytest.fixture(scope="session", params=["in_place", "ort_gqa"])
+def form_runtime(request, runtime):
+    """The runtime over each KV cache form's export: parity must hold token for token for both."""
+    from janus_edge.runtime import JanusRuntime
+
+    if request.param == "in_place":
+        return runtime
+    return JanusRuntime.load(request.getfixturevalue("export_gqa"))

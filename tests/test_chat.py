@@ -14,7 +14,8 @@ def _photo():
     return Image.fromarray(data.astronaut()).resize((200, 160))
 
 
-def test_second_turn_prefills_only_its_new_tokens_and_matches_a_stateless_run(runtime):
+def test_second_turn_prefills_only_its_new_tokens_and_matches_a_stateless_run(form_runtime):
+    runtime = form_runtime
     photo = _photo()
     with runtime.chat(max_new_tokens=10) as chat:
         first = chat.ask("What is in this picture?", images=[photo])
@@ -76,9 +77,11 @@ def test_streaming_decodes_a_window_and_holds_back_half_characters(runtime):
     assert np.mean([p == "" for p in pieces]) < 0.9
 
 
-def test_three_turns_each_equal_transformers_on_the_whole_conversation(runtime, reference, tiny_hf):
+def test_three_turns_each_equal_transformers_on_the_whole_conversation(form_runtime, reference, tiny_hf):
     """Every turn of a cached chat answers as transformers' generate() does on the whole conversation so far,
-    written in DeepSeek's SFT format and tokenised by transformers' JanusProcessor."""
+    written in DeepSeek's SFT format and tokenised by transformers' JanusProcessor (both KV cache forms: the
+    ort_gqa form prefills later turns as several new positions over a cache)."""
+    runtime = form_runtime
     from transformers import AutoProcessor
 
     processor, photo = AutoProcessor.from_pretrained(tiny_hf), _photo()

@@ -17,7 +17,8 @@ def _photos():
     return wide, tall
 
 
-def test_greedy_understanding_batch_equals_transformers(runtime, reference):
+def test_greedy_understanding_batch_equals_transformers(form_runtime, reference):
+    runtime = form_runtime
     wide, tall = _photos()
     conversations = [[Turn("What is in this picture?", [wide])],
                      [Turn("Describe the two images in detail, please.", [tall, wide])]]
@@ -40,7 +41,8 @@ def test_greedy_understanding_batch_equals_transformers(runtime, reference):
     assert len(set(answers[0].token_ids)) > 3, "the tiny model should produce varied tokens"
 
 
-def test_argmax_generation_equals_transformers(runtime, reference):
+def test_argmax_generation_equals_transformers(form_runtime, reference):
+    runtime = form_runtime
     prompt = "A red rocket on the launch pad under a blue sky."
     result = runtime.generate_images(prompt, n=2, temperature=0)
     ids = torch.tensor([runtime.prompts.generation(prompt)] * 2)

@@ -179,6 +179,14 @@ def test_standin_build_refuses_a_target_that_is_not_this_gpu_unless_forced(expor
     assert on_orin.returncode == 0, on_orin.stderr
 
 
+def test_standin_build_and_plan_refuse_the_onnx_runtime_only_kv_forms(export_gqa, tmp_path):
+    result = _cli("build", export_gqa, tmp_path / "engines", "--target", "datacenter")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "ort_gqa KV form" in result.stderr and "--kv-form in_place" in result.stderr
+    plan = _cli("plan", "--model", "janus-pro-1b", "--target", "orin-nano-8gb", "--precision", "w4,kv8")
+    assert plan.returncode == 2 and "kv8" in plan.stderr and "Traceback" not in plan.stderr, plan.stderr
+
+
 # --- the stand-in's own rules: each one fails a call the real API would fail -----------------------------------
 
 def test_standin_enforces_profiles_addresses_streams_and_capture(standin_engines):

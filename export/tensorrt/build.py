@@ -109,6 +109,9 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
     if any(graph.format != "onnx" for graph in manifest.graphs.values()):
         raise RequestError(f"{export_dir} is an engine directory, not an ONNX export",
                            "pass the export the engines were built from")
+    if manifest.kv_cache.form != "in_place":
+        raise RequestError(f"{export_dir}'s decoder has the {manifest.kv_cache.form} KV form (an ONNX Runtime "
+                           "operator), which TensorRT cannot build", "export again with --kv-form in_place")
     if (max_batch is not None and max_batch < 1) or (max_context is not None and max_context < 1):
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} must be positive",
                            "leave them out to use the export's and the target's limits")

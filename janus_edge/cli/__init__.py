@@ -18,7 +18,7 @@ COMMANDS = {
     "tiny": "write the embedded default model: a tiny random-weight Janus-Pro checkpoint",
     "export": "export a checkpoint to ONNX graphs + janus_edge.json",
     "compare": "check every exported graph against the PyTorch reference",
-    "calibrate": "make a reduced-precision export (int8, w8, w4, fp16) from an fp32 one",
+    "calibrate": "make a reduced-precision export (int8, w8, w4, fp16, kv8) from an fp32 one",
     "accuracy": "measure a reduced-precision export against the fp32 one",
     "check-trt": "check that TensorRT's ONNX parser supports every node of an export",
     "build": "build TensorRT engines from an export for a target GPU",

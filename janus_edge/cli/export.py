@@ -1,4 +1,5 @@
-"""`janus-edge export MODEL_DIR OUT_DIR [--precision fp32|fp16] [--max-batch N] [--max-context N] [--vae DIR]`"""
+"""`janus-edge export MODEL_DIR OUT_DIR [--precision fp32|fp16] [--max-batch N] [--max-context N] [--vae DIR]
+[--kv-form in_place|ort_gqa]`"""
 
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ def add_arguments(parser) -> None:
                         help="prompt format (default: from the checkpoint; janus = Janus-1.3B roles)")
     parser.add_argument("--vae", default=None,
                         help="JanusFlow only: the SDXL VAE directory in diffusers' layout (stabilityai/sdxl-vae)")
+    parser.add_argument("--kv-form", choices=["in_place", "ort_gqa"], default="in_place",
+                        help="decoder attention: in_place (plain ONNX, every backend; default) or ort_gqa (ONNX "
+                             "Runtime's fused GroupQueryAttention, which can hold an int8 cache: ONNX Runtime only)")
 
 
 def run(args) -> int:
     from janus_edge.export.exporter import export
 
-    export(args.model_dir, args.out_dir, args.precision, args.max_batch, args.max_context, args.family, vae=args.vae)
+    export(args.model_dir, args.out_dir, args.precision, args.max_batch, args.max_context, args.family, vae=args.vae,
+           kv_form=args.kv_form)
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ManifestError
-from ..manifest import Manifest, kv_input, kv_output
+from ..manifest import Manifest, kv_input, kv_output, kv_present
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
@@ -31,8 +31,10 @@ class OrtGraph(GraphSession):
 class HostKVDecoder(KVDecoder):
     """The KV cache in host memory (`HostKVCache`), fed to ONNX Runtime as numpy views and updated in place.
 
-    With `binding`, the views are wrapped as OrtValues and bound once per bucket (the CPU provider reads them where
-    they lie either way); without it they are plain `run()` inputs.
+    "in_place" form: the graph returns the new positions and this writes them into the cache; with `binding` the
+    views are wrapped as OrtValues and bound once per bucket (the CPU provider reads them where they lie either
+    way), without it they are plain `run()` inputs. "ort_gqa" form: each view is bound as both the cache input and
+    the `present` output, and GroupQueryAttention writes the new positions into it (always bound).
     """
 
     def __init__(self, graph: OrtGraph, manifest: Manifest, batch: int, capacity: int | None, pool: BufferPool,
@@ -40,9 +42,15 @@ class HostKVDecoder(KVDecoder):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
         self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
+        self.writes_cache = manifest.kv_cache.form == "ort_gqa"  # the graph writes new positions itself
         self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
                                  capacity, self.max_context)
-        self.binding = graph.session.io_binding() if binding else None
+        self.binding = graph.session.io_binding() if binding or self.writes_cache else None
+        # the outputs that come back to the host each step: everything but the cache itself
+        self.step_outputs = [n for n in graph.output_names if n == "hidden_states" or not self.writes_cache]
+        if self.binding is not None:  # bound first, so they lead the binding's outputs (the cache's follow)
+            for name in self.step_outputs:
+                self.binding.bind_output(name, "cpu")
         self._bind_cache()
 
     @property
@@ -55,16 +63,18 @@ class HostKVDecoder(KVDecoder):
         import onnxruntime
 
         for name, view in self.cache.views().items():
-            self.binding.bind_ortvalue_input(kv_input(name), onnxruntime.OrtValue.ortvalue_from_numpy(view))
+            value = onnxruntime.OrtValue.ortvalue_from_numpy(view)
+            self.binding.bind_ortvalue_input(kv_input(name), value)
+            if self.writes_cache:
+                self.binding.bind_ortvalue_output(kv_present(name), value)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
         seq = inputs_embeds.shape[1]
         if self.cache.reserve(self.length + seq, self.length):
             self._bind_cache()
-        small = {"inputs_embeds": inputs_embeds, "attention_mask": step_mask(attention_mask, self.length,
-                                                                             self.cache.slots),
-                 "position_ids": position_ids}
+        mask = attention_mask if self.writes_cache else step_mask(attention_mask, self.length, self.cache.slots)
+        small = {"inputs_embeds": inputs_embeds, "attention_mask": mask, "position_ids": position_ids}
         if self.binding is None:
             outputs = self.graph.run({**small, **{kv_input(n): v for n, v in self.cache.views().items()}})
         else:
@@ -72,11 +82,13 @@ class HostKVDecoder(KVDecoder):
                 self.binding.bind_cpu_input(name, np.ascontiguousarray(value))
             # outputs are bound again every step: a binding keeps the last run's output values, whose shapes
             # (sequence 632 after a prefill) would be wrong for the next step (measured: ONNX Runtime refuses it)
-            for name in self.graph.output_names:
+            for name in self.step_outputs:
                 self.binding.bind_output(name, "cpu")
             self.graph.session.run_with_iobinding(self.binding)
-            outputs = dict(zip(self.graph.output_names, self.binding.copy_outputs_to_cpu()))
-        self.cache.write({name: outputs[kv_output(name)] for name in self.names}, self.length)
+            values = self.binding.get_outputs()[:len(self.step_outputs)]  # not the bound cache: never copied
+            outputs = {name: value.numpy() for name, value in zip(self.step_outputs, values)}
+        if not self.writes_cache:
+            self.cache.write({name: outputs[kv_output(name)] for name in self.names}, self.length)
         self.length += seq
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
@@ -139,6 +151,10 @@ class OnnxRuntimeBackend(Backend):
         if self.device != "cpu":
             from .ort_device import DeviceKVDecoder
 
+            if self.manifest.kv_cache.form != "in_place":
+                raise BackendError(f"this export's decoder has the {self.manifest.kv_cache.form} KV cache form, which "
+                                   "janus-edge runs on ONNX Runtime's CPU provider only",
+                                   "run it on the CPU, or export with --kv-form in_place for GPU providers")
             return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.device)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
 
