@@ -42,10 +42,9 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     if source.precision != "fp32":
         raise RequestError(f"{export_dir} is a {source.precision} export; calibration starts from fp32",
                            "export with --precision fp32 and calibrate that")
-    if "kv8" in chosen.words:
-        kv_int8.check_source(source)
     feeds, kv_scales = {}, None
     if "kv8" in chosen.words:
+        kv_int8.check_source(source)
         log(f"observing the KV cache over {samples} understanding and {samples} generation requests")
         kv_scales = kv_int8.collect_scales(runtime, data.load_set(images_dir, prompts_file, samples))
     if "int8" in chosen.words:
@@ -53,6 +52,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
         calibration = data.load_set(images_dir, prompts_file, samples)
         feeds = {"vision_encoder": data.vision_inputs(calibration, runtime),
                  "vq_decoder": data.vq_inputs(calibration, runtime)}
+    runtime.close()  # its sessions and caches are not needed for the conversion (gigabytes at full size)
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
         for name, graph in source.graphs.items():
@@ -73,7 +73,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
         shutil.copyfile(export_dir / source.tokenizer_file, staging / source.tokenizer_file)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         producer = {**source.producer, "calibration": chosen.text,
-                    "quantizer": "janus-edge RTN (weight-only), onnxruntime.quantization (int8 Q/DQ)"}
+                    "quantizer": "janus-edge RTN (weight-only, kv8 scales), onnxruntime.quantization (int8 Q/DQ)"}
         manifest = dataclasses.replace(source, precision=chosen.text, graphs=graphs, files=files,
                                        producer=producer)
         manifest.write(staging)

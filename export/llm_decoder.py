@@ -13,7 +13,7 @@ exactly 0, so stale or zero slots never leak in; the cache must hold finite valu
 buffers).
 
 "ort_gqa" (ONNX Runtime only, CPU and CUDA providers): attention is ONNX Runtime's fused
-`com.microsoft.GroupQueryAttention` with its past and present buffers shared: the runtime binds each cache tensor
+`com.microsoft.GroupQueryAttention` (after `com.microsoft.RotaryEmbedding`) with its past and present buffers shared: the runtime binds each cache tensor
 as both `past_key_values.*` and `present_key_values.*`, and the operator writes the new positions into it itself
 (slots length..length+S-1). `attention_mask` [B, length+S] covers the filled slots and the new positions (0 for
 left padding) and becomes an additive bias. The cache may be int8 (`calibrate` with kv8 sets per-channel scales).
@@ -49,28 +49,35 @@ class InPlaceKVDecoder(nn.Module):
         self.num_layers, self.num_heads = config.num_hidden_layers, config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim ** -0.5
+        if form == "ort_gqa":  # RotaryEmbedding's tables: transformers' cos/sin at every position, half width
+            rotary = llm.rotary_emb
+            positions = torch.arange(config.max_position_embeddings, dtype=torch.float32)
+            angles = positions[:, None] * rotary.inv_freq.float()[None, :]
+            self.register_buffer("cos_cache", angles.cos() * rotary.attention_scaling, persistent=False)
+            self.register_buffer("sin_cache", angles.sin() * rotary.attention_scaling, persistent=False)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         batch, seq = inputs_embeds.shape[0], inputs_embeds.shape[1]
-        masks = (self._gqa_masks if self.form == "ort_gqa" else self._in_place_masks)(attention_mask, past[0], seq)
-        cos, sin = self.llm.rotary_emb(inputs_embeds, position_ids)
-        cos, sin = cos[:, None], sin[:, None]
+        gqa = self.form == "ort_gqa"
+        masks = (self._gqa_masks if gqa else self._in_place_masks)(attention_mask, past[0], seq)
+        if gqa:
+            rotary = (position_ids,)
+        else:
+            cos, sin = self.llm.rotary_emb(inputs_embeds, position_ids)
+            rotary = (cos[:, None], sin[:, None], (batch, seq, -1, self.head_dim))
         hidden = inputs_embeds
         cache_out = []
         for i, layer in enumerate(self.llm.layers):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
-            shape = (batch, seq, -1, self.head_dim)
-            q = attn.q_proj(x).view(shape).transpose(1, 2)
-            k = attn.k_proj(x).view(shape).transpose(1, 2)
-            v = attn.v_proj(x).view(shape).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            attend = self._gqa_attention if self.form == "ort_gqa" else self._in_place_attention
-            out, kept = attend(q, k, v, past[2 * i], past[2 * i + 1], masks)
+            attend = self._gqa_attention if gqa else self._in_place_attention
+            out, kept = attend(attn.q_proj(x), attn.k_proj(x), attn.v_proj(x), rotary, past[2 * i], past[2 * i + 1],
+                               masks)
             hidden = hidden + attn.o_proj(out)
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
             cache_out += kept
         return (self.llm.norm(hidden), *cache_out)
+
 
     @staticmethod
     def _in_place_masks(attention_mask, past_key, seq: int):
@@ -79,9 +86,12 @@ class InPlaceKVDecoder(nn.Module):
         causal = torch.ones(seq, seq, dtype=torch.bool, device=attention_mask.device).tril()
         return valid[:, None, None, :capacity], valid[:, None, None, capacity:] & causal[None, None]  # [B,1,1,C]
 
-    def _in_place_attention(self, q, k, v, past_k, past_v, masks):
+    def _in_place_attention(self, q, k, v, rotary, past_k, past_v, masks):
         cache_allowed, new_allowed = masks
         capacity = past_k.shape[2]
+        cos, sin, shape = rotary
+        q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         # [B,H,C,hd] @ [B,H,hd,S] -> [B,H,C,S] -> [B,H,S,C]: the cache is a MatMul operand as it is stored
         cache_scores = torch.matmul(past_k, q.transpose(2, 3)).transpose(2, 3)
         min_value = torch.finfo(q.dtype).min
@@ -104,11 +114,33 @@ class InPlaceKVDecoder(nn.Module):
         bias = torch.where(attention_mask.bool(), 0.0, hidden)[:, None, None, :]
         return rows + (total - 1), total, bias.expand(-1, -1, seq, -1), rows + seq
 
-    def _gqa_attention(self, q, k, v, past_k, past_v, masks):
-        out, present_k, present_v = OrtGroupQueryAttention.apply(
-            q.transpose(1, 2).flatten(2), k.transpose(1, 2).flatten(2), v.transpose(1, 2).flatten(2),
-            past_k, past_v, *masks, self.num_heads, self.scaling)
+    def _gqa_attention(self, q, k, v, rotary, past_k, past_v, masks):
+        """q, k, v stay [B,S,H*hd]: RotaryEmbedding and GroupQueryAttention take them as they come from the
+        projections, so no reshape or transpose is left in the layer."""
+        (position_ids,) = rotary
+        q, k = (OrtRotaryEmbedding.apply(x, position_ids, self.cos_cache, self.sin_cache, self.num_heads)
+                for x in (q, k))
+        out, present_k, present_v = OrtGroupQueryAttention.apply(q, k, v, past_k, past_v, *masks, self.num_heads,
+                                                                 self.scaling)
         return out, [present_k, present_v]
+
+
+class OrtRotaryEmbedding(torch.autograd.Function):
+    """`com.microsoft.RotaryEmbedding` (non-interleaved: transformers' rotate_half) on [B,S,H*hd], for export."""
+
+    @staticmethod
+    def forward(ctx, x, position_ids, cos_cache, sin_cache, num_heads: int):
+        batch, seq = x.shape[0], x.shape[1]
+        heads = x.view(batch, seq, num_heads, -1)
+        cos, sin = (torch.cat([c[position_ids]] * 2, dim=-1)[:, :, None] for c in (cos_cache, sin_cache))
+        return (heads * cos + _rotate_half(heads) * sin).flatten(2)
+
+    @staticmethod
+    def symbolic(g, x, position_ids, cos_cache, sin_cache, num_heads: int):
+        out = g.op("com.microsoft::RotaryEmbedding", x, position_ids, cos_cache, sin_cache, num_heads_i=num_heads,
+                   rotary_embedding_dim_i=cos_cache.type().sizes()[1] * 2, interleaved_i=0)
+        out.setType(x.type())
+        return out
 
 
 class OrtGroupQueryAttention(torch.autograd.Function):
