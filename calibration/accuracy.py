@@ -23,6 +23,7 @@ import numpy as np
 
 from janus_edge.runtime import JanusRuntime, Turn
 from janus_edge.runtime.images import preprocess, to_uint8
+from janus_edge.runtime.pipelines.understand import image_slots
 from janus_edge.runtime.sizing import request_capacity
 
 from . import data
@@ -92,7 +93,7 @@ def _empty_cache(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray])
 def _with_images(runtime: JanusRuntime, ids: np.ndarray, text_embeds: np.ndarray,
                  image_embeds: np.ndarray) -> np.ndarray:
     embeds = text_embeds.copy()
-    embeds[ids == runtime.manifest.tokens.image] = image_embeds.reshape(-1, embeds.shape[-1])
+    embeds[image_slots(ids, runtime.manifest, len(image_embeds))] = image_embeds.reshape(-1, embeds.shape[-1])
     return embeds
 
 

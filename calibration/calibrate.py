@@ -64,7 +64,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
                 proto = load_graph(source_path) if precision == "fp32" else _convert(source_path, precision, None)
                 kv_int8.quantize_cache(proto, kv_scales)
                 save_graph(proto, staging / graph.file)
-                graphs[name] = kv_int8.int8_cache_tensors(graphs[name])
+                graphs[name] = kv_int8.int8_cache_tensors(graphs[name], source.model.kv_names)
             elif precision == "fp32":
                 for file in [graph.file] + [f for f in source.files if f == graph.file + ".data"]:
                     shutil.copyfile(export_dir / file, staging / file)

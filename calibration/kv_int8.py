@@ -89,10 +89,11 @@ def quantize_cache(proto, scales: dict[str, np.ndarray]) -> None:
             tensor.type.tensor_type.elem_type = TensorProto.INT8
 
 
-def int8_cache_tensors(graph):
-    """The decoder's manifest entry with its cache inputs and outputs declared int8."""
+def int8_cache_tensors(graph, kv_names: list[str]):
+    """The decoder's manifest entry with its cache inputs and present outputs declared int8."""
     import dataclasses
 
-    cache = lambda t: dataclasses.replace(t, dtype="int8") if t.name.startswith(  # noqa: E731
-        ("past_key_values.", "present_key_values.")) else t
-    return dataclasses.replace(graph, inputs=[cache(t) for t in graph.inputs], outputs=[cache(t) for t in graph.outputs])
+    cache = {kv_input(name) for name in kv_names} | {kv_present(name) for name in kv_names}
+    retype = lambda tensors: [dataclasses.replace(t, dtype="int8") if t.name in cache else t  # noqa: E731
+                              for t in tensors]
+    return dataclasses.replace(graph, inputs=retype(graph.inputs), outputs=retype(graph.outputs))

@@ -13,10 +13,11 @@ exactly 0, so stale or zero slots never leak in; the cache must hold finite valu
 buffers).
 
 "ort_gqa" (ONNX Runtime only, CPU and CUDA providers): attention is ONNX Runtime's fused
-`com.microsoft.GroupQueryAttention` (after `com.microsoft.RotaryEmbedding`) with its past and present buffers shared: the runtime binds each cache tensor
-as both `past_key_values.*` and `present_key_values.*`, and the operator writes the new positions into it itself
-(slots length..length+S-1). `attention_mask` [B, length+S] covers the filled slots and the new positions (0 for
-left padding) and becomes an additive bias. The cache may be int8 (`calibrate` with kv8 sets per-channel scales).
+`com.microsoft.GroupQueryAttention` (after `com.microsoft.RotaryEmbedding`) with its past and present buffers
+shared: the runtime binds each cache tensor as both `past_key_values.*` and `present_key_values.*`, and the
+operator writes the new positions into it itself (slots length..length+S-1). `attention_mask` [B, length+S]
+covers the filled slots and the new positions (0 for left padding) and becomes an additive bias. The cache may be
+int8 (`calibrate` with kv8 sets per-channel scales).
 
 Written over the transformers Llama modules (q/k/v/o projections, RMSNorms, MLP, rotary embedding) rather than
 transformers' cache classes, so every Llama-style LLM (Janus, Janus-Pro, JanusFlow) exports the same way.
@@ -78,7 +79,6 @@ class InPlaceKVDecoder(nn.Module):
             cache_out += kept
         return (self.llm.norm(hidden), *cache_out)
 
-
     @staticmethod
     def _in_place_masks(attention_mask, past_key, seq: int):
         capacity = past_key.shape[2]
@@ -110,8 +110,8 @@ class InPlaceKVDecoder(nn.Module):
         a cache at any batch, where it otherwise wants batch 1)."""
         total = torch._shape_as_tensor(attention_mask)[1].to(torch.int32)
         rows = torch.zeros_like(attention_mask[:, 0], dtype=torch.int32)
-        hidden = torch.finfo(torch.float32).min
-        bias = torch.where(attention_mask.bool(), 0.0, hidden)[:, None, None, :]
+        masked = torch.finfo(torch.float32).min
+        bias = torch.where(attention_mask.bool(), 0.0, masked)[:, None, None, :]
         return rows + (total - 1), total, bias.expand(-1, -1, seq, -1), rows + seq
 
     def _gqa_attention(self, q, k, v, rotary, past_k, past_v, masks):

@@ -168,10 +168,6 @@ class Plan:
         return asdict(self)
 
 
-def kv_bytes_per_token(d: ModelInfo, kv_dtype_bytes: int) -> int:
-    return 2 * d.num_layers * d.num_kv_heads * d.head_dim * kv_dtype_bytes
-
-
 def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
     """What a backend allocates for `rows` rows of a request that may fill `context` (or of `capacity` slots):
     `runtime.sizing`'s numbers."""

@@ -10,7 +10,12 @@ from test_calibration import SCHEMES, calibrated  # noqa: F401 (the calibrated e
 from janus_edge.export.configs import janus_config
 from janus_edge.export.precision import parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS
-from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, kv_bytes_per_token, make_plan
+from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, make_plan
+from janus_edge.runtime.sizing import kv_bytes_per_position
+
+
+def _kv_token(d, dtype: str) -> int:
+    return kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, dtype)
 
 
 def test_decoder_and_kv_by_hand():
@@ -19,8 +24,8 @@ def test_decoder_and_kv_by_hand():
     assert graph_parameters(MODELS["janus-pro-7b"])["decoder"] == 30 * (4 * 4096**2 + 3 * 4096 * 11008 + 2 * 4096) \
         + 4096
     assert graph_parameters(MODELS["janus-pro-1b"])["lm_head"] == 102400 * 2048
-    assert kv_bytes_per_token(MODELS["janus-pro-1b"], 2) == 192 * 1024  # 192 KiB per token in fp16
-    assert kv_bytes_per_token(MODELS["janus-pro-7b"], 2) == 480 * 1024
+    assert _kv_token(MODELS["janus-pro-1b"], "float16") == 192 * 1024  # 192 KiB per token in fp16
+    assert _kv_token(MODELS["janus-pro-7b"], "float16") == 480 * 1024
 
 
 @pytest.mark.parametrize("name", ["janus-pro-1b", "janus-pro-7b"])
@@ -68,11 +73,11 @@ def test_orin_nano_fp16_floor_matches_the_reference_table():
     llm_bytes = (p["decoder"] + p["lm_head"] + p["text_embedding"]) * 2
     assert 3.2e9 < llm_bytes < 3.4e9
     plan = make_plan("janus-pro-1b", d, TARGETS["orin-nano-8gb"], "fp16", 2048, 1)
-    weights_read = (p["decoder"] + p["lm_head"]) * 2 + kv_bytes_per_token(d, 2) * 1024
+    weights_read = (p["decoder"] + p["lm_head"]) * 2 + _kv_token(d, "float16") * 1024
     assert plan.decode_floor_ms["understanding_b1"] == pytest.approx(weights_read / 68e9 * 1e3)
-    assert plan.kv_cache_bytes == kv_bytes_per_token(d, 2) * 2048 * 2
+    assert plan.kv_cache_bytes == _kv_token(d, "float16") * 2048 * 2
     w4 = make_plan("janus-pro-1b", d, TARGETS["orin-nano-8gb"], "w4", 2048, 1)
-    assert w4.kv_cache_bytes == kv_bytes_per_token(d, 4) * 2048 * 2, "calibrated exports keep the fp32 cache"
+    assert w4.kv_cache_bytes == _kv_token(d, "float32") * 2048 * 2, "calibrated exports keep the fp32 cache"
 
 
 def test_precision_schemes():

@@ -19,6 +19,16 @@ from .requests import StopCallback, check_stop
 from ..tokenizer import IncrementalText, TextTokenizer
 
 
+def image_slots(ids: np.ndarray, manifest: Manifest, images: int) -> np.ndarray:
+    """Where the vision encoder's output goes in token ids [B,S] (a boolean mask); refuses a prompt whose image
+    tokens do not match `images` images (the pipelines' and `janus-edge accuracy`'s one splice rule)."""
+    slots = ids == manifest.tokens.image
+    if slots.sum() != images * manifest.model.num_image_tokens:
+        raise RequestError(f"the prompt has {int(slots.sum())} image tokens for {images} images",
+                           "do not write image tokens into questions yourself")
+    return slots
+
+
 @dataclass
 class Answer:
     text: str
@@ -140,10 +150,7 @@ class UnderstandingPipeline:
     def embed(self, ids: np.ndarray, pixels: list[np.ndarray]) -> np.ndarray:
         """Token embeddings [B,S,D] with the vision encoder's output written over the image-token positions."""
         embeds = self.backend.run("text_embedding", input_ids=ids)["inputs_embeds"]
-        slots = ids == self.manifest.tokens.image
-        if slots.sum() != len(pixels) * self.manifest.model.num_image_tokens:
-            raise RequestError(f"the prompt has {int(slots.sum())} image tokens for {len(pixels)} images",
-                               "do not write image tokens into questions yourself")
+        slots = image_slots(ids, self.manifest, len(pixels))
         if pixels:
             embeds[slots] = self._encode_images(np.stack(pixels)).reshape(-1, embeds.shape[-1])
         return embeds
