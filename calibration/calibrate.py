@@ -8,9 +8,10 @@ Schemes (combinable, e.g. "int8,w4"; parsed by export/precision.py, which `plan`
   by row would be smaller still, but TensorRT's ONNX parser has no INT8 Gather (10.3 to 11; see
   export/tensorrt/data/onnx_tensorrt_ops.json) and a DequantizeLinear before the Gather would dequantise the whole
   table every step in ONNX Runtime;
-- fp16: every graph not covered by another scheme goes to fp16 with norms, softmax and GELU kept in fp32;
+- fp16: every graph not covered by another scheme goes to fp16 with norms, softmax and GELU kept in fp32, and the
+  weight-only graphs compute in fp16; the decoder's KV cache is then fp16 (what GPU and TensorRT deployments want);
 - kv8: the decoder's KV cache in INT8 with calibrated per-channel scales (ort_gqa exports; kv_int8.py).
-Graphs no scheme covers stay fp32, and so does the KV cache without kv8.
+Graphs no scheme covers stay fp32, and so does the KV cache without fp16 or kv8.
 """
 
 from __future__ import annotations
@@ -25,14 +26,14 @@ from janus_edge.export.precision import parse_precision
 from janus_edge.export.staging import staged_directory
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, sha256_file
+from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, kv_input, kv_output, kv_present, sha256_file
 
 from . import data, int8, kv_int8, weight_only
 
 
 def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_dir: str | None = None,
               prompts_file: str | None = None, samples: int = 4, log=print) -> Manifest:
-    chosen = parse_precision(scheme, calibrated=True)
+    chosen = parse_precision(scheme)
     if chosen.words == ("fp32",):
         raise RequestError("calibrate makes reduced precisions; fp32 is what it starts from",
                            "use int8, w8, w4, fp16, kv8 or a combination such as int8,w4")
@@ -56,20 +57,21 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
         for name, graph in source.graphs.items():
-            precision = chosen.graph(name)
-            log(f"{name}: {precision}")
+            precision, half = chosen.graph(name), chosen.activation_dtype(name) == "float16"
+            log(f"{name}: {precision}{' with fp16 activations' if half and precision != 'fp16' else ''}")
             source_path = export_dir / graph.file
             graphs[name] = dataclasses.replace(graph, precision=precision)
-            if name == "decoder" and kv_scales is not None:
-                proto = load_graph(source_path) if precision == "fp32" else _convert(source_path, precision, None)
-                kv_int8.quantize_cache(proto, kv_scales)
-                save_graph(proto, staging / graph.file)
-                graphs[name] = kv_int8.int8_cache_tensors(graphs[name], source.model.kv_names)
-            elif precision == "fp32":
+            cache = _cache_names(source) if name == "decoder" else set()
+            if precision == "fp32" and not (cache and kv_scales is not None):
                 for file in [graph.file] + [f for f in source.files if f == graph.file + ".data"]:
                     shutil.copyfile(export_dir / file, staging / file)
-            else:
-                save_graph(_convert(source_path, precision, feeds.get(name)), staging / graph.file)
+                continue
+            proto = _convert(source_path, precision, feeds.get(name), half, tuple(cache))
+            if cache and kv_scales is not None:
+                kv_int8.quantize_cache(proto, kv_scales)
+            save_graph(proto, staging / graph.file)
+            if cache:
+                graphs[name] = _with_cache_dtype(graphs[name], cache, chosen.kv_dtype)
         shutil.copyfile(export_dir / source.tokenizer_file, staging / source.tokenizer_file)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         producer = {**source.producer, "calibration": chosen.text,
@@ -81,11 +83,29 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     return manifest
 
 
-def _convert(path: Path, precision: str, feeds):
+def _cache_names(manifest: Manifest) -> set[str]:
+    """The decoder's KV cache inputs and outputs (whichever outputs its form has)."""
+    names = manifest.model.kv_names
+    return {kv_input(n) for n in names} | {kv_output(n) for n in names} | {kv_present(n) for n in names}
+
+
+def _with_cache_dtype(graph, cache: set[str], dtype: str):
+    """The decoder's manifest entry with its cache tensors in `dtype`, as the converted graph declares them."""
+    retype = lambda tensors: [dataclasses.replace(t, dtype=dtype) if t.name in cache else t  # noqa: E731
+                              for t in tensors]
+    return dataclasses.replace(graph, inputs=retype(graph.inputs), outputs=retype(graph.outputs))
+
+
+def _convert(path: Path, precision: str, feeds, half: bool, fp16_io: tuple[str, ...]):
+    """The graph at `path` at `precision`; `half`: computing in fp16, with `fp16_io` (the KV cache) held in fp16."""
     if precision == "int8":
         return int8.quantize_int8(path, feeds)
-    if precision == "fp16":
-        return to_fp16(path)
-    proto = load_graph(path, before_weights=weight_only.upgrade_opset)  # converted before its weights load
-    weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
+    if half:
+        proto = to_fp16(path, fp16_io)
+        if precision in ("w8", "w4"):
+            proto = weight_only.upgrade_opset(proto)
+    else:  # weight-only in fp32 (converted before its weights load), or fp32 with an INT8 cache to add
+        proto = load_graph(path, before_weights=None if precision == "fp32" else weight_only.upgrade_opset)
+    if precision in ("w8", "w4"):
+        weight_only.quantize_matmul_weights(proto, 8 if precision == "w8" else 4)
     return proto

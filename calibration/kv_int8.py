@@ -87,13 +87,3 @@ def quantize_cache(proto, scales: dict[str, np.ndarray]) -> None:
     for tensor in list(proto.graph.input) + list(proto.graph.output):
         if tensor.name in cache_names:
             tensor.type.tensor_type.elem_type = TensorProto.INT8
-
-
-def int8_cache_tensors(graph, kv_names: list[str]):
-    """The decoder's manifest entry with its cache inputs and present outputs declared int8."""
-    import dataclasses
-
-    cache = {kv_input(name) for name in kv_names} | {kv_present(name) for name in kv_names}
-    retype = lambda tensors: [dataclasses.replace(t, dtype="int8") if t.name in cache else t  # noqa: E731
-                              for t in tensors]
-    return dataclasses.replace(graph, inputs=retype(graph.inputs), outputs=retype(graph.outputs))

@@ -23,7 +23,8 @@ def _uses(graph, name: str) -> int:
 
 
 def quantize_matmul_weights(proto, bits: int) -> int:
-    """Quantises every MatMul whose second input is a 2-D fp32 initializer; returns how many.
+    """Quantises every MatMul whose second input is a 2-D fp32 or fp16 initializer (scales in the same dtype);
+    returns how many.
 
     The graph must already be at opset 21 (`upgrade_opset`)."""
     qmax = 2 ** (bits - 1) - 1
@@ -33,10 +34,12 @@ def quantize_matmul_weights(proto, bits: int) -> int:
     new_nodes = []
     for node in graph.node:
         weight = weights.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-        if weight is None or weight.data_type != onnx.TensorProto.FLOAT or len(weight.dims) != 2 or \
-                _uses(graph, weight.name) != 1:
+        if weight is None or weight.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) or \
+                len(weight.dims) != 2 or _uses(graph, weight.name) != 1:
             continue
         values = numpy_helper.to_array(weight)
+        scale_dtype = values.dtype  # the DequantizeLinear's output: the dtype the MatMul computes in
+        values = values.astype(np.float32)
         k, n = values.shape
         block = next((b for b in BLOCK_SIZES if k % b == 0), None)
         if block is None:
@@ -47,7 +50,7 @@ def quantize_matmul_weights(proto, bits: int) -> int:
         q = np.clip(np.rint(blocks / scale[:, None, :]), -qmax - 1, qmax).reshape(k, n).astype(storage)
         q_name, s_name, out = f"{weight.name}_w{bits}", f"{weight.name}_w{bits}_scale", f"{weight.name}_dq"
         replace_initializer(graph, weight, [numpy_helper.from_array(q, q_name),
-                                            numpy_helper.from_array(scale.astype(np.float32), s_name)])
+                                            numpy_helper.from_array(scale.astype(scale_dtype), s_name)])
         new_nodes.append(helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=f"{node.name}_dq",
                                           axis=0, block_size=block))
         node.input[1] = out

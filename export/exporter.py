@@ -35,7 +35,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
     "ort_gqa" (ONNX Runtime's fused GroupQueryAttention; ONNX Runtime only)."""
     if precision not in [",".join(words) for words in EXPORT_WORDS]:
         raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4 come from calibrate)")
-    kv_dtype = parse_precision(precision, calibrated=False).kv_dtype
+    kv_dtype = parse_precision(precision).kv_dtype
     if max_batch < 1 or max_context < NUM_IMAGE_TOKENS + 16:
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
                            f"use a batch >= 1 and a context >= {NUM_IMAGE_TOKENS + 16} ({NUM_IMAGE_TOKENS} image "

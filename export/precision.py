@@ -9,10 +9,11 @@
     kv8    the decoder's KV cache in INT8 (per-channel scales calibrated on the set's requests); exports with the
            ort_gqa KV form only (ONNX Runtime's GroupQueryAttention reads and writes it)
 
-A graph no word covers stays fp32 ("w4" alone leaves the vision encoder fp32; "w4,fp16" makes it fp16). `export`
-makes fp32 and fp16 alone; `calibrate` makes the others from an fp32 export (fp16 too, alone or combined). The KV
-cache is fp16 in an fp16 export and int8 with kv8; otherwise calibrate keeps its source's fp32 cache (the decoder's
-inputs and outputs stay fp32 whatever its weights become).
+A graph no word covers stays fp32 ("w4" alone leaves the vision encoder fp32; "w4,fp16" makes it fp16). With fp16,
+the weight-only graphs compute in fp16 too ("fp16,w4": INT4 weights, fp16 activations). `export` makes fp32 and fp16
+alone; `calibrate` makes the others from an fp32 export (fp16 too, alone or combined). The KV cache follows the
+decoder's activations: fp16 whenever the decoder computes in fp16 (fp16, fp16,w4, ...: what GPU and TensorRT
+deployments want), int8 with kv8, fp32 otherwise.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ EXPORT_WORDS = (("fp32",), ("fp16",))  # what `export` makes directly
 @dataclass(frozen=True)
 class Precision:
     words: tuple[str, ...]  # as given, e.g. ("int8", "w4")
-    calibrated: bool  # made by `calibrate` from an fp32 export (which keeps the fp32 KV cache)
 
     @property
     def text(self) -> str:
@@ -51,24 +51,23 @@ class Precision:
         return "fp16" if "fp16" in words else "fp32"
 
     def activation_dtype(self, name: str) -> str:
-        """The dtype graph `name` computes in: fp16 graphs in fp16; fp32, INT8 Q/DQ and weight-only in fp32."""
-        return "float16" if self.graph(name) == "fp16" else "float32"
+        """The dtype graph `name` computes in: fp16 graphs, and weight-only graphs when fp16 is asked too, in fp16;
+        the rest (fp32, INT8 Q/DQ, weight-only alone) in fp32."""
+        scheme = self.graph(name)
+        return "float16" if scheme == "fp16" or (scheme in ("w8", "w4") and "fp16" in self.words) else "float32"
 
     @property
     def kv_dtype(self) -> str:
-        """The decoder's KV cache dtype: int8 with kv8, fp16 in an fp16 export, fp32 otherwise."""
-        if "kv8" in self.words:
-            return "int8"
-        return "float16" if self.graph("decoder") == "fp16" and not self.calibrated else "float32"
+        """The decoder's KV cache dtype: int8 with kv8, else the decoder's activation dtype."""
+        return "int8" if "kv8" in self.words else self.activation_dtype("decoder")
 
 
-def parse_precision(text: str, calibrated: bool | None = None) -> Precision:
-    """'fp16', 'int8,w4', ... -> its `Precision`. `calibrated`: made by `calibrate` (True), by `export` (False), or
-    (None) by whichever makes it: export for fp32 and fp16 alone, calibrate for the rest."""
+def parse_precision(text: str) -> Precision:
+    """'fp16', 'int8,w4', ... -> its `Precision` (the same whether export or calibrate makes it)."""
     words = tuple(w.strip() for w in str(text).split(",") if w.strip())
     if not words or any(w not in WORDS for w in words) or len(set(words)) < len(words) or \
-            ("fp32" in words and len(words) > 1) or {"w8", "w4"} <= set(words):
+            ("fp32" in words and len(words) > 1) or {"w8", "w4"} <= set(words) or {"fp16", "kv8"} <= set(words):
         raise RequestError(f"precision {text!r} is not one janus-edge makes",
                            "use fp32 alone, or fp16, int8, w8, w4, kv8 or a combination such as int8,w4 "
-                           "(w8 and w4 exclude each other)")
-    return Precision(words, words not in EXPORT_WORDS if calibrated is None else calibrated)
+                           "(w8 and w4 exclude each other; kv8, an ONNX Runtime CPU cache, excludes fp16)")
+    return Precision(words)

@@ -185,14 +185,13 @@ def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, 
     return sizing.kv_spare_bytes(d.num_kv_heads, d.head_dim, kv_dtype, rows, capacity) + sum(io.values())
 
 
-def compute_kind(scheme: str) -> str:
-    """The datasheet peak a graph of precision `scheme` runs at: INT8 Q/DQ graphs on INT8 Tensor Cores, fp16 on
-    fp16 ones; fp32 and weight-only graphs (which compute in fp32) on the CUDA cores."""
-    return scheme if scheme in ("int8", "fp16") else "fp32"
-
-
-def _itemsize(scheme: str) -> int:
-    return 2 if scheme == "fp16" else 4
+def compute_kind(chosen: Precision, graph: str) -> str:
+    """The datasheet peak graph `graph` runs at: INT8 Q/DQ graphs on INT8 Tensor Cores, graphs computing in fp16
+    (fp16, and weight-only graphs when fp16 is asked too) on fp16 ones, the rest (fp32, weight-only alone) on the
+    CUDA cores."""
+    if chosen.graph(graph) == "int8":
+        return "int8"
+    return "fp16" if chosen.activation_dtype(graph) == "float16" else "fp32"
 
 
 def _attention_flops(d: ModelInfo, positions: int, keys: int) -> float:
@@ -217,23 +216,26 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         raise RequestError("kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not "
                            "on the TensorRT targets plan sizes", "leave kv8 out of --precision")
     params = graph_parameters(d, flow)
-    schemes = {g: "fp32" if g in flow_presets.FP32_ONLY and flow else chosen.graph(g) for g in params}
+    pinned = lambda g: g in flow_presets.FP32_ONLY and flow is not None  # noqa: E731  JanusFlow's fp32-only graphs
+    schemes = {g: "fp32" if pinned(g) else chosen.graph(g) for g in params}
+    kinds = {g: "fp32" if pinned(g) else compute_kind(chosen, g) for g in params}
+    itemsize = {g: 2 if kinds[g] == "fp16" else 4 for g in params}  # activations
     weights = {g: params[g] * bytes_per_weight(schemes[g]) for g in params}
     rows = 2 * images  # CFG generation is the widest request; understanding uses 1 row per conversation
     bandwidth = target.bandwidth_gbs * 1e9
     kv_token = sizing.kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, chosen.kv_dtype)
-    seconds = lambda flops, graph: flops / target.peak_flops(compute_kind(schemes[graph]))  # noqa: E731
+    seconds = lambda flops, graph: flops / target.peak_flops(kinds[graph])  # noqa: E731
     # MLP gate/up and a few hidden copies per position; logits of every row
-    per_position = (2 * d.intermediate_size + 4 * d.hidden_size) * _itemsize(schemes["decoder"])
+    per_position = (2 * d.intermediate_size + 4 * d.hidden_size) * itemsize["decoder"]
     vision = images * tokens * (d.vision_intermediate_size + 4 * d.vision_hidden_size) \
-        * _itemsize(schemes["vision_encoder"])
+        * itemsize["vision_encoder"]
     mean_length = context // 2
     floors = {"understanding_b1": (weights["decoder"] + weights["lm_head"] + kv_token * mean_length) / bandwidth * 1e3}
     if flow is None:
         kv = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
         buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context)
         # two full-resolution VQ feature maps and a temporary, per image
-        vq = 3 * d.vq_base_channels * d.image_size ** 2 * _itemsize(schemes["vq_decoder"])
+        vq = 3 * d.vq_base_channels * d.image_size ** 2 * itemsize["vq_decoder"]
         activations = max(context * per_position, vq, vision) + rows * (d.vocab_size + d.codebook_size) * 4
         step_weights = weights["decoder"] + weights["generation_head"]
         floors[f"generation_b{rows}"] = (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3
@@ -249,7 +251,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         buffers = flow_plan["runtime_buffers_bytes"] if kv == flow_plan["kv_cache_bytes"] else \
             runtime_buffers_bytes(d, chosen.kv_dtype, 1, context)
         flow_step = rows * flow_plan["flow_tokens"] * (per_position + kv_token)  # the step's MLP and new K/V
-        vae = 3 * flow.vae_widths[0] * d.image_size ** 2 * _itemsize(schemes["vae_decoder"])  # one image
+        vae = 3 * flow.vae_widths[0] * d.image_size ** 2 * itemsize["vae_decoder"]  # one image
         activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
         image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
         steps = flow_plan["steps"]

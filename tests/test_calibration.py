@@ -17,7 +17,7 @@ from janus_edge.export.compare import compare
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
 
-SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4"]
+SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4", "fp16,w4"]
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +75,22 @@ def test_weight_only_graphs_hold_int4_blocks_and_no_fp32_matmul_weights(calibrat
     assert not matmul_weights, "every MatMul weight should come through a DequantizeLinear"
     size = lambda d: sum(p.stat().st_size for p in d.glob("decoder.onnx*"))  # noqa: E731
     assert size(calibrated["w4"]) < size(calibrated["w8"]) < size(calibrated["fp16"]) * 0.75
+
+
+def test_fp16_with_weight_only_computes_and_caches_in_fp16(calibrated):
+    """fp16,w4 (the GPU/TensorRT weight-only export): INT4 weights with fp16 scales feeding fp16 MatMuls, and the
+    KV cache held in fp16 (half the bytes of w4 alone), as the manifest and the backend both say."""
+    proto = onnx.load(str(calibrated["fp16,w4"] / "decoder.onnx"))
+    initializers = {i.name: i for i in proto.graph.initializer}
+    dequantize = [n for n in proto.graph.node if n.op_type == "DequantizeLinear"]
+    assert dequantize and all(initializers[n.input[1]].data_type == onnx.TensorProto.FLOAT16 for n in dequantize)
+    cache = [t for t in proto.graph.input if t.name.startswith("past_key_values.")]
+    assert cache and all(t.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for t in cache)
+    half, full = JanusRuntime.load(calibrated["fp16,w4"]), JanusRuntime.load(calibrated["w4"])
+    assert (half.manifest.kv_dtype, full.manifest.kv_dtype) == ("float16", "float32")
+    with half.backend.kv_decoder(2, capacity=64) as decoder:
+        assert decoder.cache.buffers[0].dtype == np.float16
+        assert decoder.nbytes == half.manifest.kv_cache_bytes(2, 64) == full.manifest.kv_cache_bytes(2, 64) // 2
 
 
 UNDERSTANDING_GRAPHS = ("vision_encoder", "text_embedding", "decoder", "lm_head")

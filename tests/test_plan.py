@@ -77,7 +77,7 @@ def test_orin_nano_fp16_floor_matches_the_reference_table():
     assert plan.decode_floor_ms["understanding_b1"] == pytest.approx(weights_read / 68e9 * 1e3)
     assert plan.kv_cache_bytes == _kv_token(d, "float16") * 2048 * 2
     w4 = make_plan("janus-pro-1b", d, TARGETS["orin-nano-8gb"], "w4", 2048, 1)
-    assert w4.kv_cache_bytes == _kv_token(d, "float32") * 2048 * 2, "calibrated exports keep the fp32 cache"
+    assert w4.kv_cache_bytes == _kv_token(d, "float32") * 2048 * 2, "w4 alone computes, and caches, in fp32"
 
 
 def test_precision_schemes():
@@ -86,11 +86,14 @@ def test_precision_schemes():
     assert parse_precision("w8").graph("vq_decoder") == "fp32"  # no word covers it: calibrate leaves it fp32
     assert parse_precision("w8,fp16").graph("vq_decoder") == "fp16"
     assert parse_precision("w4").graph("text_embedding") == "fp16"  # as calibrate makes it
-    assert parse_precision("fp16").kv_dtype == "float16" and parse_precision("fp16,int8").kv_dtype == "float32"
+    kv = {text: parse_precision(text).kv_dtype for text in ("fp16", "fp16,int8", "fp16,w4", "w4", "int8,w4", "w4,kv8")}
+    assert kv == {"fp16": "float16", "fp16,int8": "float16", "fp16,w4": "float16", "w4": "float32",
+                  "int8,w4": "float32", "w4,kv8": "int8"}  # the cache follows the decoder's activations
     assert bytes_per_weight("w4") == 0.5 + 2 / 128
     from janus_edge.runtime.errors import RequestError
-    with pytest.raises(RequestError):
-        parse_precision("fp8,w4")
+    for bad in ("fp8,w4", "fp16,kv8", "w8,w4"):
+        with pytest.raises(RequestError):
+            parse_precision(bad)
 
 
 def test_7b_does_not_fit_orin_nx_in_fp16_and_a_fix_is_suggested():
@@ -136,10 +139,7 @@ def test_plan_counts_each_graph_at_the_precision_calibrate_or_export_writes(requ
     manifest = load_manifest(sources.get(scheme) or calibrated[scheme])
     plan = make_plan("tiny", manifest.model, TARGETS["datacenter"], manifest.precision, 1024, 1)
     assert plan.graph_precisions == {name: graph.precision for name, graph in manifest.graphs.items()}
-    made_by_export = scheme in sources
-    assert parse_precision(manifest.precision, calibrated=not made_by_export).kv_dtype == manifest.kv_dtype
-    if scheme != "fp16":  # calibrate's fp16 keeps its source's fp32 cache; plan's fp16 is the fp16 export's
-        assert plan.kv_dtype == manifest.kv_dtype
+    assert parse_precision(manifest.precision).kv_dtype == manifest.kv_dtype == plan.kv_dtype
 
 
 @pytest.mark.parametrize("preset", ["tiny", "janusflow-1.3b"])
