@@ -20,9 +20,9 @@ from .configs import model_info
 from .graphs import graph_specs
 
 # (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
-# L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4) are reported but judged only on
-# shape and finiteness: random inputs say little about quantisation error, which `janus-edge accuracy` measures on
-# real inputs.
+# L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4, a kv8 decoder) are reported but
+# judged only on shape and finiteness: random inputs say little about quantisation error, which `janus-edge accuracy`
+# measures on real inputs.
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2)}
 CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
          {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
@@ -60,6 +60,8 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
             rows.append(Row(spec.name, "-", "-", float("nan"), float("nan"), False, "missing from manifest"))
             continue
         precision = manifest.graphs[spec.name].precision
+        if spec.name == "decoder" and manifest.kv_dtype == "int8":  # random cache values say nothing of kv8
+            precision = "kv8"
         rows += _structure(spec.name, backend, manifest)
         module = spec.make_module(target).eval()
         cases = CASES[:2] if spec.name in HEAVY_GRAPHS else CASES
@@ -98,7 +100,8 @@ def _drop_padding(actual: np.ndarray, reference: np.ndarray, mask: np.ndarray):
 def _structure(name: str, backend: OnnxRuntimeBackend, manifest: Manifest) -> list[Row]:
     session = backend.graph(name).session
     graph = manifest.graphs[name]
-    ort_types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16"}
+    ort_types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
+                 "tensor(int8)": "int8"}
     actual = [(t.name, ort_types.get(t.type, t.type)) for t in session.get_inputs()] + \
              [(t.name, ort_types.get(t.type, t.type)) for t in session.get_outputs()]
     promised = [(t.name, t.dtype) for t in graph.inputs + graph.outputs]
