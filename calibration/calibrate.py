@@ -43,14 +43,18 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     if source.precision != "fp32":
         raise RequestError(f"{export_dir} is a {source.precision} export; calibration starts from fp32",
                            "export with --precision fp32 and calibrate that")
-    feeds, kv_scales = {}, None
+    if source.kv_cache.form == "ort_gqa" and chosen.activation_dtype("decoder") == "float16":
+        raise RequestError("the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
+                           "leave fp16 out (w4 and kv8 are the CPU's schemes), or calibrate an in_place export")
     if "kv8" in chosen.words:
         kv_int8.check_source(source)
+    feeds, kv_scales = {}, None
+    calibration = data.load_set(images_dir, prompts_file, samples) if {"kv8", "int8"} & set(chosen.words) else None
+    if "kv8" in chosen.words:
         log(f"observing the KV cache over {samples} understanding and {samples} generation requests")
-        kv_scales = kv_int8.collect_scales(runtime, data.load_set(images_dir, prompts_file, samples))
+        kv_scales = kv_int8.collect_scales(runtime, calibration)
     if "int8" in chosen.words:
         log(f"collecting calibration inputs ({samples} images, {samples} generated token grids)")
-        calibration = data.load_set(images_dir, prompts_file, samples)
         feeds = {"vision_encoder": data.vision_inputs(calibration, runtime),
                  "vq_decoder": data.vq_inputs(calibration, runtime)}
     runtime.close()  # its sessions and caches are not needed for the conversion (gigabytes at full size)
@@ -75,7 +79,8 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
         shutil.copyfile(export_dir / source.tokenizer_file, staging / source.tokenizer_file)
         files = {p.name: sha256_file(p) for p in sorted(staging.iterdir()) if p.is_file()}
         producer = {**source.producer, "calibration": chosen.text,
-                    "quantizer": "janus-edge RTN (weight-only, kv8 scales), onnxruntime.quantization (int8 Q/DQ)"}
+                    "quantizer": "janus-edge RTN (weight-only)" + (", kv8 absmax scales" if kv_scales else "")
+                    + ", onnxruntime.quantization (int8 Q/DQ)"}
         manifest = dataclasses.replace(source, precision=chosen.text, graphs=graphs, files=files,
                                        producer=producer)
         manifest.write(staging)
@@ -84,9 +89,9 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
 
 
 def _cache_names(manifest: Manifest) -> set[str]:
-    """The decoder's KV cache inputs and outputs (whichever outputs its form has)."""
-    names = manifest.model.kv_names
-    return {kv_input(n) for n in names} | {kv_output(n) for n in names} | {kv_present(n) for n in names}
+    """The decoder's KV cache inputs and outputs (new positions in the in_place form, the cache in ort_gqa)."""
+    output = kv_present if manifest.kv_cache.form == "ort_gqa" else kv_output
+    return {kv_input(n) for n in manifest.model.kv_names} | {output(n) for n in manifest.model.kv_names}
 
 
 def _with_cache_dtype(graph, cache: set[str], dtype: str):
@@ -101,9 +106,7 @@ def _convert(path: Path, precision: str, feeds, half: bool, fp16_io: tuple[str, 
     if precision == "int8":
         return int8.quantize_int8(path, feeds)
     if half:
-        proto = to_fp16(path, fp16_io)
-        if precision in ("w8", "w4"):
-            proto = weight_only.upgrade_opset(proto)
+        proto = to_fp16(path, fp16_io, before_weights=weight_only.upgrade_opset if precision in ("w8", "w4") else None)
     else:  # weight-only in fp32 (converted before its weights load), or fp32 with an INT8 cache to add
         proto = load_graph(path, before_weights=None if precision == "fp32" else weight_only.upgrade_opset)
     if precision in ("w8", "w4"):

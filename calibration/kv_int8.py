@@ -17,6 +17,9 @@ GENERATION_TOKENS = 64  # image tokens per generation request observed (the cach
 
 
 def check_source(manifest: Manifest) -> None:
+    if manifest.flow is not None:
+        raise RequestError("kv8 is not available for JanusFlow exports (they have the in_place KV form only)",
+                           "leave kv8 out of --scheme")
     if manifest.kv_cache.form != "ort_gqa":
         raise RequestError(f"kv8 needs an export whose decoder has the ort_gqa KV form; this one has "
                            f"{manifest.kv_cache.form}", "export with `janus-edge export ... --kv-form ort_gqa`, "

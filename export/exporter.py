@@ -10,8 +10,9 @@ from pathlib import Path
 import torch
 
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import (KV_FORMS, MANIFEST_NAME, GenerationDefaults, Graph, KVCacheFormat, Limits,
-                                         Manifest, ModelInfo, SpecialTokens, Tensor, sha256_file)
+from janus_edge.runtime.manifest import (FORM_SCHEMA_VERSIONS, KV_FORMS, MANIFEST_NAME, GenerationDefaults, Graph,
+                                         KVCacheFormat, Limits, Manifest, ModelInfo, SpecialTokens, Tensor,
+                                         sha256_file)
 
 from . import metadata
 from .checkpoint import Checkpoint, load_checkpoint
@@ -34,7 +35,8 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
     `kv_form`: the decoder's KV cache form (manifest `kv_cache.form`): "in_place" (plain ONNX, every backend) or
     "ort_gqa" (ONNX Runtime's fused GroupQueryAttention; ONNX Runtime only)."""
     if precision not in [",".join(words) for words in EXPORT_WORDS]:
-        raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4 come from calibrate)")
+        raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4/kv8 come from "
+                           "calibrate; kv8 from an export made with --kv-form ort_gqa)")
     kv_dtype = parse_precision(precision).kv_dtype
     if max_batch < 1 or max_context < NUM_IMAGE_TOKENS + 16:
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
@@ -42,6 +44,9 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
                            "tokens + prompt)")
     if kv_form not in KV_FORMS:
         raise RequestError(f"unknown KV cache form {kv_form!r}", f"use one of {', '.join(KV_FORMS)}")
+    if kv_form == "ort_gqa" and precision != "fp32":
+        raise RequestError("the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
+                           "export it in fp32 (then calibrate w4 and/or kv8), or use --kv-form in_place for fp16")
     if is_janusflow(model_dir):
         from .janusflow.export import export_janusflow
 
@@ -63,6 +68,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
         manifest = _manifest(checkpoint, info, graphs, precision, Limits(max_batch, max_context), staging)
         manifest.kv_cache = KVCacheFormat(form=kv_form)
+        manifest.schema_version = FORM_SCHEMA_VERSIONS[kv_form]
         manifest.write(staging)
     log(f"wrote {len(graphs)} graphs and {MANIFEST_NAME} to {out_dir}")
     return manifest

@@ -19,8 +19,10 @@ KEEP_FP32_OPS = ["LayerNormalization", "InstanceNormalization", "GroupNormalizat
                  "Sqrt", "Reciprocal", "Erf"]
 
 
-def to_fp16(path: Path, fp16_io: tuple[str, ...] = ()):
-    """Reads the graph at `path` (with its external data) and returns it converted to fp16."""
+def to_fp16(path: Path, fp16_io: tuple[str, ...] = (), before_weights=None):
+    """Reads the graph at `path` (with its external data) and returns it converted to fp16; `before_weights(proto)
+    -> proto` runs on the structure alone first (an opset upgrade serialises the model: with the weights attached a
+    full-size decoder is over protobuf's 2 GiB)."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
     from onnxruntime.transformers.onnx_model import OnnxModel
@@ -28,7 +30,7 @@ def to_fp16(path: Path, fp16_io: tuple[str, ...] = ()):
     with tempfile.TemporaryDirectory() as tmp:
         inferred = Path(tmp) / "inferred.onnx"
         onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
-        proto = load_graph(inferred, weights=False)
+        proto = load_graph(inferred, weights=False, before_weights=before_weights)
     attach_weights(proto, Path(path).parent)
     io = [t.name for t in [*proto.graph.input, *proto.graph.output] if t.name not in fp16_io]
     proto = convert_float_to_float16(proto, keep_io_types=io if fp16_io else True, op_block_list=KEEP_FP32_OPS,

@@ -59,13 +59,13 @@ class GenerationEmbedding(nn.Module):
 
 
 class Decoder(nn.Module):
-    """The Janus LLM as an in-place KV-cache decoder graph (see `llm_decoder`)."""
+    """The Janus LLM as a decoder graph over the runtime's KV cache, in either form (see `llm_decoder`)."""
 
     def __init__(self, model, form: str = "in_place"):
         super().__init__()
-        from .llm_decoder import InPlaceKVDecoder
+        from .llm_decoder import KVCacheDecoder
 
-        self.decoder = InPlaceKVDecoder(model.model.language_model, form)
+        self.decoder = KVCacheDecoder(model.model.language_model, form)
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         return self.decoder(inputs_embeds, attention_mask, position_ids, *past)

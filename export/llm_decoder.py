@@ -12,7 +12,7 @@ and the new positions (1, 0 for left padding). Masked scores are replaced (not a
 exactly 0, so stale or zero slots never leak in; the cache must hold finite values (the runtime zero-fills new
 buffers).
 
-"ort_gqa" (ONNX Runtime only, CPU and CUDA providers): attention is ONNX Runtime's fused
+"ort_gqa" (ONNX Runtime only; janus-edge runs it on the CPU provider): attention is ONNX Runtime's fused
 `com.microsoft.GroupQueryAttention` (after `com.microsoft.RotaryEmbedding`) with its past and present buffers
 shared: the runtime binds each cache tensor as both `past_key_values.*` and `present_key_values.*`, and the
 operator writes the new positions into it itself (slots length..length+S-1). `attention_mask` [B, length+S]
@@ -36,7 +36,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-class InPlaceKVDecoder(nn.Module):
+class KVCacheDecoder(nn.Module):
     """A transformers Llama-style model (`embed_tokens`, `layers`, `norm`, `rotary_emb`) with an external cache."""
 
     def __init__(self, llm: nn.Module, form: str = "in_place"):

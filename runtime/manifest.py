@@ -21,6 +21,9 @@ from .jsonfile import read_object
 MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
 KV_FORMS = ("in_place", "ort_gqa")  # how the decoder graph updates its cache (see KVCacheFormat)
+# The schema version an export of each KV form is written with: 3 keeps janus-edge versions that know only the
+# in_place form (and would run an ort_gqa decoder as one) from loading an ort_gqa export.
+FORM_SCHEMA_VERSIONS = {"in_place": SCHEMA_VERSION, "ort_gqa": 3}
 
 
 def kv_names(num_layers: int) -> list[str]:
@@ -52,7 +55,8 @@ class Tensor:
 
     name: str
     dtype: str  # numpy dtype name: "float32", "float16", "int64"
-    shape: list[int | str]  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence
+    shape: list[int | str]  # ints, or symbolic names: batch, sequence, capacity, capacity_and_sequence,
+    # past_and_sequence
 
 
 @dataclass
@@ -77,7 +81,7 @@ class KVCacheFormat:
     "ort_gqa": attention is ONNX Runtime's GroupQueryAttention, which writes the new positions itself: each cache
     tensor is bound as input `kv_input(name)` and output `kv_present(name)` [batch, kv_heads, capacity, head_dim]
     (one buffer), and `attention_mask` [batch, length + sequence] covers the filled slots and the new positions.
-    ONNX Runtime only (CPU and CUDA providers); the cache may be int8 (scales inside the graph).
+    ONNX Runtime only (janus-edge runs it on the CPU provider); the cache may be int8 (scales inside the graph).
     """
 
     form: str = "in_place"
@@ -260,9 +264,10 @@ def load_manifest(directory: str | Path, verify: bool = True, full_check: bool =
         raise ManifestError(f"{path} is a version-1 export, whose decoder copies its whole KV cache every step; "
                             f"this janus-edge reads version {SCHEMA_VERSION} (in-place KV cache)",
                             "re-export the checkpoint with this janus-edge (`janus-edge export`), then calibrate again")
-    if version != SCHEMA_VERSION:
-        raise ManifestError(f"{path} has manifest schema version {version!r}; this janus-edge reads version "
-                            f"{SCHEMA_VERSION}", "re-export with this janus-edge version, or install the matching one")
+    if version not in FORM_SCHEMA_VERSIONS.values():
+        raise ManifestError(f"{path} has manifest schema version {version!r}; this janus-edge reads versions "
+                            f"{', '.join(map(str, sorted(set(FORM_SCHEMA_VERSIONS.values()))))}",
+                            "re-export with this janus-edge version, or install the matching one")
     try:
         manifest = Manifest.from_dict(data)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
@@ -271,6 +276,10 @@ def load_manifest(directory: str | Path, verify: bool = True, full_check: bool =
         raise ManifestError(f"{path} has a decoder with KV cache form {manifest.kv_cache.form!r}, which this "
                             f"janus-edge does not know (it knows {', '.join(KV_FORMS)})",
                             "re-export with this janus-edge version, or install the one that wrote it")
+    if version != FORM_SCHEMA_VERSIONS[manifest.kv_cache.form]:
+        raise ManifestError(f"{path} is schema version {version} but its decoder has the {manifest.kv_cache.form} KV "
+                            f"form, written as version {FORM_SCHEMA_VERSIONS[manifest.kv_cache.form]}",
+                            "re-run `janus-edge export`")
     if problems := type_problems(manifest):
         raise ManifestError(f"{path} has fields of the wrong type ({'; '.join(problems[:3])})",
                             "re-run `janus-edge export`")

@@ -241,8 +241,8 @@ CASES = [
          cli=lambda ws: ["understand", ws.export(lambda m: m["files"].update(
              {"tokenizer.json": hashlib.sha256(b"{").hexdigest()}), files={"tokenizer.json": "{"}),
              "--question", "Hi"]),
-    Case("manifest-newer-schema", ManifestError, "manifest schema version 3; this janus-edge reads version 2",
-         cli=lambda ws: ["verify", ws.export(lambda m: m.update(schema_version=3))]),
+    Case("manifest-newer-schema", ManifestError, "manifest schema version 4; this janus-edge reads versions 2, 3",
+         cli=lambda ws: ["verify", ws.export(lambda m: m.update(schema_version=4))]),
     Case("manifest-version-1", ManifestError, "is a version-1 export",
          cli=lambda ws: ["verify", ws.export(lambda m: m.update(schema_version=1))]),
     Case("manifest-corrupt-json", ManifestError, "is not valid JSON",

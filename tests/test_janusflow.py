@@ -223,6 +223,7 @@ def test_fp16_export_keeps_time_embedding_and_vae_in_fp32(flow_dir, tmp_path):
     manifest = export(flow_dir, tmp_path / "fp16", precision="fp16", log=lambda m: None, vae=flow_dir / "vae")
     assert {n: g.precision for n, g in manifest.graphs.items() if g.precision == "fp32"} == \
         {"flow_encoder": "fp32", "vae_decoder": "fp32"}
+    assert manifest.kv_dtype == "float16", "the cache follows the decoder's activations, as plan counts it"
     rows = compare(flow_dir, tmp_path / "fp16", vae=flow_dir / "vae")
     assert all(r.ok for r in rows), format_table(rows)
 

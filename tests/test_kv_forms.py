@@ -28,7 +28,9 @@ def test_the_cache_feeds_only_group_query_attention_and_is_its_present(export_gq
     assert len(cache_inputs) == len(presents) == 2 * JanusRuntime.load(export_gqa).manifest.model.num_layers
     assert all(consumers[name] == {"GroupQueryAttention"} for name in cache_inputs)
     assert all(producers[name] == "GroupQueryAttention" for name in presents)
-    assert json.loads((export_gqa / "janus_edge.json").read_text())["kv_cache"]["form"] == "ort_gqa"
+    written = json.loads((export_gqa / "janus_edge.json").read_text())
+    assert written["kv_cache"]["form"] == "ort_gqa"
+    assert written["schema_version"] == 3, "janus-edge versions that know only in_place must refuse it"
 
 
 def test_the_operator_writes_into_the_runtimes_own_buffers(export_gqa):
@@ -117,6 +119,10 @@ def test_forms_an_export_cannot_take_are_refused_in_one_line(export_hf, export_g
     assert "ort_gqa" in result.stderr and "--kv-form ort_gqa" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("export", tiny_hf, tmp_path / "y", "--kv-form", "paged", check_code=2)
     assert "invalid choice" in result.stderr
+    result = run_cli("export", tiny_hf, tmp_path / "y", "--kv-form", "ort_gqa", "--precision", "fp16", check_code=2)
+    assert "fp16 is slower" in result.stderr and result.stderr.count("\n") == 1 and not (tmp_path / "y").exists()
+    result = run_cli("calibrate", export_gqa, tmp_path / "z", "--scheme", "fp16,w4", check_code=2)
+    assert "ort_gqa form" in result.stderr and result.stderr.count("\n") == 1
     manifest = json.loads((export_gqa / "janus_edge.json").read_text())
     manifest["kv_cache"]["form"] = "paged"
     edited = tmp_path / "edited"

@@ -17,6 +17,7 @@ from janus_edge.runtime.manifest import (MANIFEST_NAME, FlowSettings, Generation
 
 from .. import metadata
 from ..checkpoint import load_checkpoint
+from ..precision import parse_precision
 from ..staging import staged_directory
 from .graphs import FP32_ONLY, FlowGeometry, flow_graph_specs, flow_model_info, flow_tokens
 
@@ -35,7 +36,7 @@ def export_janusflow(model_dir: str | Path, out_dir: str | Path, vae: str | Path
     info = flow_model_info(checkpoint)
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in flow_graph_specs(info, FlowGeometry.of(checkpoint)):
+        for spec in flow_graph_specs(info, FlowGeometry.of(checkpoint), parse_precision(precision).kv_dtype):
             graph_precision = "fp32" if spec.name in FP32_ONLY else precision
             log(f"exporting {spec.name} ({graph_precision})")
             graphs[spec.name] = _export_graph(checkpoint, spec, info, staging, graph_precision)

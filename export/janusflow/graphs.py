@@ -23,7 +23,7 @@ from janus_edge.runtime.manifest import ModelInfo, Tensor
 
 from ..configs import llm_fields
 from ..graphs import GraphSpec, Submodule, decoder_spec
-from ..llm_decoder import InPlaceKVDecoder
+from ..llm_decoder import KVCacheDecoder
 from .checkpoint import latent_size
 from .presets import FP32_ONLY
 
@@ -110,13 +110,13 @@ class VaeDecoder(nn.Module):
         return self.vae.decode(latents / self.scaling).sample
 
 
-def flow_graph_specs(m: ModelInfo, g: FlowGeometry) -> list[GraphSpec]:
-    """The specs of every JanusFlow graph, in the order the manifest lists them."""
+def flow_graph_specs(m: ModelInfo, g: FlowGeometry, kv_dtype: str = "float32") -> list[GraphSpec]:
+    """The specs of every JanusFlow graph, in the order the manifest lists them; the KV cache in `kv_dtype`."""
     hidden, tokens, size = ["batch", "sequence", m.hidden_size], flow_tokens(m), m.image_size
     latent = ["batch", g.latent_channels, g.latent_size, g.latent_size]
     grid = g.latent_size // 2
     skip = ["batch", g.skip_channels, grid, grid]
-    decoder = replace(decoder_spec(m), make_module=lambda checkpoint: InPlaceKVDecoder(
+    decoder = replace(decoder_spec(m, kv_dtype), make_module=lambda checkpoint: KVCacheDecoder(
         checkpoint.model.language_model.model))
 
     def text(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:

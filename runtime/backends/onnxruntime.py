@@ -146,15 +146,15 @@ class OnnxRuntimeBackend(Backend):
                                "re-run `janus-edge export` (or use the onnxruntime version it names)") from None
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
+        if self.device != "cpu" and self.manifest.kv_cache.form != "in_place":  # before building a GPU session
+            raise BackendError(f"this export's decoder has the {self.manifest.kv_cache.form} KV cache form, which "
+                               "janus-edge runs on ONNX Runtime's CPU provider only",
+                               "run it on the CPU, or export with --kv-form in_place for GPU providers")
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
         if self.device != "cpu":
             from .ort_device import DeviceKVDecoder
 
-            if self.manifest.kv_cache.form != "in_place":
-                raise BackendError(f"this export's decoder has the {self.manifest.kv_cache.form} KV cache form, which "
-                                   "janus-edge runs on ONNX Runtime's CPU provider only",
-                                   "run it on the CPU, or export with --kv-form in_place for GPU providers")
             return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.device)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
 
