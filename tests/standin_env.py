@@ -46,3 +46,12 @@ def standin_env(**machine: str) -> dict[str, str]:
     """Environment for a subprocess that sees the stand-ins."""
     path = os.pathsep.join(filter(None, [str(STANDIN), os.environ.get("PYTHONPATH")]))
     return {**os.environ, **DEFAULT_MACHINE, **machine, "PYTHONPATH": path}
+
+
+def build_standin_engines(export_dir: Path, out: Path) -> Path:
+    """`janus-edge build` of `export_dir` for the datacenter target on the stand-in, into `out`/engines."""
+    with standin_imports():
+        from janus_edge.export.tensorrt.build import build
+
+        build(export_dir, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
+    return out / "engines"

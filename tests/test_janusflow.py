@@ -264,14 +264,9 @@ def test_chat_keeps_its_cache_and_answers_as_understand_does(flow_runtime):
 
 @pytest.fixture(scope="module")
 def flow_engines(tmp_path_factory, flow_export):
-    from standin_env import standin_imports
+    from standin_env import build_standin_engines
 
-    out = tmp_path_factory.mktemp("flow-standin")
-    with standin_imports():
-        from janus_edge.export.tensorrt.build import build
-
-        build(flow_export, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
-    return out / "engines"
+    return build_standin_engines(flow_export, tmp_path_factory.mktemp("flow-standin"))
 
 
 def test_standin_tensorrt_runs_janusflow_as_onnxruntime_does(flow_engines, flow_runtime):

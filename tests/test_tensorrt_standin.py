@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from standin_env import STANDIN, standin_env, standin_imports
+from standin_env import STANDIN, build_standin_engines, standin_env, standin_imports
 from test_tensorrt import _patched_stubs
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
@@ -23,12 +23,7 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
 
 @pytest.fixture(scope="module")
 def standin_engines(tmp_path_factory, export_hf):
-    out = tmp_path_factory.mktemp("standin")
-    with standin_imports():
-        from janus_edge.export.tensorrt.build import build
-
-        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
-    return out / "engines"
+    return build_standin_engines(export_hf, tmp_path_factory.mktemp("standin"))
 
 
 def _cli(*args, **machine) -> subprocess.CompletedProcess:
@@ -68,12 +63,7 @@ def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_me
 
 @pytest.fixture(scope="module")
 def standin_fp16_engines(tmp_path_factory, export_fp16):
-    out = tmp_path_factory.mktemp("standin-fp16")
-    with standin_imports():
-        from janus_edge.export.tensorrt.build import build
-
-        build(export_fp16, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), log=lambda m: None)
-    return out / "engines", export_fp16
+    return build_standin_engines(export_fp16, tmp_path_factory.mktemp("standin-fp16")), export_fp16
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
