@@ -150,9 +150,10 @@ def test_seeded_sampled_cfg_generation_equals_transformers_with_the_same_draws(r
     np.testing.assert_array_equal(followed.numpy(), result.tokens)
     sampled, margins = np.array(processor.sampled).T, np.array(processor.margins).T
     differing = sampled != result.tokens
-    # measured here: 2 of 1152 draws differ, at 1.1e-6 and 2.2e-7 from an edge
+    # measured: 2 of 1152 draws differ on an Intel AMX machine, 5 on an AMD AVX2 one (other fp32 kernels), each
+    # within 1.1e-6 of an edge; a real sampling bug moves far more than 1 % of the draws
     assert (margins[differing] < 1e-5).all(), "a token differs where the draw was far from any CDF edge"
-    assert differing.sum() <= 4, f"{differing.sum()} of {differing.size} draws landed on a rounding edge"
+    assert differing.sum() <= differing.size // 100, f"{differing.sum()} of {differing.size} draws landed on an edge"
     assert len(np.unique(result.tokens)) > 100 and (result.tokens[0] != result.tokens[1]).any()
 
 
