@@ -185,6 +185,27 @@ def test_pageable_uploads_read_the_host_at_the_call_pinned_ones_when_the_stream_
     _ok(cudart.cudaStreamEndCapture(stream))
 
 
+def test_strided_copies_follow_the_same_rules_in_every_direction(standin):
+    _, cudart = standin
+    stream = cudart.cudaStreamCreate()[1]
+    kinds = cudart.cudaMemcpyKind
+    device = _malloc(cudart, 4 * 16)
+    pointer, pinned = _pinned(cudart, 8)
+    pinned[:] = np.arange(8)
+    # two rows of 2 floats from pinned rows 16 bytes apart into device rows 32 bytes apart: read when the stream runs
+    _ok(cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 8, 2, kinds.cudaMemcpyHostToDevice, stream))
+    pinned[:] += 10
+    _ok(cudart.cudaStreamSynchronize(stream))
+    rows = np.frombuffer(cudart.read_device(device, 64), np.float32).reshape(2, 8)
+    np.testing.assert_array_equal(rows[:, :2], [[10, 11], [14, 15]])
+    host = np.zeros((2, 4), np.float32)  # device -> pageable host: synchronous
+    _ok(cudart.cudaMemcpy2DAsync(host.ctypes.data, 16, device, 32, 8, 2, kinds.cudaMemcpyDeviceToHost, stream))
+    np.testing.assert_array_equal(host[:, :2], [[10, 11], [14, 15]])
+    wrong = cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 8, 2, kinds.cudaMemcpyDeviceToHost, stream)
+    assert wrong[0] == cudart.cudaError_t.cudaErrorInvalidValue  # the direction contradicts the pointers
+    assert cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 24, 2, kinds.cudaMemcpyHostToDevice, stream)[0] != 0
+
+
 # --- addresses ---------------------------------------------------------------------------------------------------
 
 def test_tensor_addresses_must_be_256_byte_aligned(standin, engine):
