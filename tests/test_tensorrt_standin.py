@@ -43,8 +43,8 @@ def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_me
         for question in ("Describe this image.", "What colour is it?"):
             expected = runtime.understand([IMAGE], question, max_new_tokens=12).token_ids
             assert engines.understand([IMAGE], question, max_new_tokens=12).token_ids == expected
-        expected_images = runtime.generate_images("a red fox", n=2, temperature=0)
-        images = engines.generate_images("a red fox", n=2, temperature=0)
+        expected_images = runtime.generate_images("a red fox", n=1, temperature=0)  # builds size for one image
+        images = engines.generate_images("a red fox", n=1, temperature=0)
         np.testing.assert_array_equal(images.tokens, expected_images.tokens)
         np.testing.assert_allclose(images.pixels, expected_images.pixels, atol=1e-5)
         # seeded sampling draws on the host from the same stream: the same tokens as ONNX Runtime
@@ -218,7 +218,8 @@ def test_standin_enforces_profiles_addresses_streams_and_capture(standin_engines
         assert not any(cudart.read_device(logits, 16))  # nothing ran yet
         status, graph = cudart.cudaStreamEndCapture(stream)
         status, executable = cudart.cudaGraphInstantiate(graph, 0)
-        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and any(cudart.read_device(logits, 16))
+        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and not any(cudart.read_device(logits, 16))
+        assert cudart.cudaStreamSynchronize(stream)[0] == 0 and any(cudart.read_device(logits, 16))  # ran now
         assert second.set_optimization_profile_async(0, int(stream)) is False  # still one profile per context
         assert first.set_optimization_profile_async(0, int(stream))  # the same profile: the graph stays valid
         assert cudart.cudaGraphLaunch(executable, stream)[0] == 0
@@ -261,6 +262,9 @@ def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
                 continue
             assert name in stubs, f"{name} is not a TensorRT class"
             for method, function in vars(cls).items():
+                if isinstance(function, property) and not method.startswith("_"):  # a property TensorRT has too
+                    assert method in stubs[name], f"{name}.{method} is not a TensorRT property"
+                    checked += 1
                 if method.startswith("_") and method != "__init__" or not inspect.isfunction(function):
                     continue
                 if method == "__init__" and "__init__" not in stubs[name]:
@@ -268,45 +272,30 @@ def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
                 params = ",".join(inspect.signature(function).parameters)
                 assert params in stubs[name].get(method, []), f"{name}.{method}({params}) vs {stubs[name].get(method)}"
                 checked += 1
-        assert checked > 30
+        assert checked > 40
 
 
 def test_standin_cudart_signatures_are_cuda_pythons():
     """Parameter names of cuda-python's cudart (cuda/bindings/runtime.pyx, 12.x) for every function we mimic."""
-    real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
+    real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMallocHost": "size", "cudaHostAlloc": "size,flags",
+            "cudaFreeHost": "ptr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
             "cudaMemcpy2DAsync": "dst,dpitch,src,spitch,width,height,kind,stream",
-            "cudaMemsetAsync": "devPtr,value,count,stream",
-            "cudaStreamCreate": "", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
+            "cudaMemsetAsync": "devPtr,value,count,stream", "cudaMemGetInfo": "",
+            "cudaStreamCreate": "", "cudaStreamCreateWithFlags": "flags", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
+            "cudaStreamWaitEvent": "stream,event,flags",
             "cudaStreamBeginCapture": "stream,mode", "cudaStreamEndCapture": "stream",
             "cudaGraphInstantiate": "graph,flags", "cudaGraphLaunch": "graphExec,stream", "cudaGraphDestroy": "graph",
-            "cudaGraphExecDestroy": "graphExec", "cudaEventCreate": "", "cudaEventRecord": "event,stream",
-            "cudaEventSynchronize": "event", "cudaEventElapsedTime": "start,end", "cudaEventDestroy": "event",
-            "cudaGetDevice": "", "cudaGetDeviceProperties": "device", "cudaMemGetInfo": ""}
-    tree = ast.parse((STANDIN / "cuda" / "bindings" / "runtime.py").read_text())
-    defined = {n.name: ",".join(a.arg for a in n.args.args) for n in tree.body
-               if isinstance(n, ast.FunctionDef) and n.name.startswith("cuda")}
-    assert defined == real
-
-
-def test_gpu_check_judges_teacher_forced_logits_and_runs_on_the_standin(standin_engines, standin_fp16_engines,
-                                                                         export_hf):
-    """gpu-check's own code path on the stand-in (not a GPU result): teacher-forced comparisons that pass for the
-    same graph, and that tell fp16 from fp32 (the fp16 engines against the fp32 export fail the fp32 criterion)."""
-    fp16_engines, export_fp16 = standin_fp16_engines
+            "cudaGraphExecDestroy": "graphExec", "cudaEventCreate": "", "cudaEventCreateWithFlags": "flags",
+            "cudaEventRecord": "event,stream", "cudaEventSynchronize": "event", "cudaEventQuery": "event",
+            "cudaEventElapsedTime": "start,end", "cudaEventDestroy": "event",
+            "cudaGetDevice": "", "cudaGetDeviceProperties": "device", "cudaDeviceSynchronize": "",
+            "cudaGetLastError": "", "cudaPeekAtLastError": "", "cudaDriverGetVersion": "", "cudaRuntimeGetVersion": ""}
     with standin_imports():
-        from janus_edge.gpu_check import check_precision, compare
-        from janus_edge.runtime import JanusRuntime
+        from cuda.bindings import runtime as cudart
 
-        with JanusRuntime.load(standin_engines) as gpu, JanusRuntime.load(export_hf) as cpu:
-            ok, lines = check_precision(cpu, gpu, "fp32", IMAGE)
-            assert ok, lines
-            with JanusRuntime.load(fp16_engines) as gpu16:
-                for head in ("lm_head", "generation_head"):
-                    same = compare(JanusRuntime.load(export_fp16).backend, gpu16.backend, head)
-                    assert same.passes("fp32") and same.logits_error == 0.0
-                    mixed = compare(cpu.backend, gpu16.backend, head)
-                    # fp16 rounding alone: caught by the fp32 criterion, accepted by the fp16 one
-                    assert mixed.logits_error > 0 and not mixed.passes("fp32") and mixed.passes("fp16")
+        defined = {name: ",".join(inspect.signature(function).parameters) for name, function in vars(cudart).items()
+                   if name.startswith("cuda") and inspect.isfunction(function)}
+    assert defined == real
 
 
 @pytest.mark.parametrize("target_name", ["orin-nano-8gb", "agx-orin-64gb", "thor", "datacenter"])
