@@ -10,25 +10,30 @@ warm memory instead of page-faulting hundreds of megabytes in.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from .. import kv
 
 
 class BufferPool:
-    """Sets of flat buffers (one per cache tensor) that decoders borrow and return."""
+    """Sets of flat buffers (one per cache tensor) that decoders borrow and return. A buffer is anything with a
+    `dtype` and a `size` in elements: numpy arrays by default, device buffers with another `allocate`."""
 
-    def __init__(self) -> None:
-        self.free: list[list[np.ndarray]] = []
+    def __init__(self, allocate: Callable[[int, np.dtype], Any] = np.zeros) -> None:
+        self.allocate = allocate  # (elements, dtype) -> a zero-filled buffer: unused slots must hold finite values
+        self.free: list[list[Any]] = []
 
-    def take(self, count: int, size: int, dtype: np.dtype) -> list[np.ndarray]:
+    def take(self, count: int, size: int, dtype: np.dtype) -> list[Any]:
         """`count` zero-filled (new) or previously used buffers of at least `size` elements of `dtype`."""
+        dtype = np.dtype(dtype)
         fitting = [i for i, s in enumerate(self.free) if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
         if fitting:
             return self.free.pop(min(fitting, key=lambda i: self.free[i][0].size))
-        return [np.zeros(size, dtype=dtype) for _ in range(count)]  # zeros: unused slots must hold finite values
+        return [self.allocate(size, dtype) for _ in range(count)]
 
-    def give(self, buffers: list[np.ndarray]) -> None:
+    def give(self, buffers: list[Any]) -> None:
         self.free.append(buffers)
 
     def clear(self) -> None:

@@ -19,6 +19,9 @@ from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+# Short names for --provider: TensorRT's EP falls back to CUDA's for nodes TensorRT does not take
+PROVIDER_ALIASES = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider"],
+                    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
 
 
 class OrtGraph(GraphSession):
@@ -102,29 +105,43 @@ class HostKVDecoder(KVDecoder):
 
 
 class OnnxRuntimeBackend(Backend):
+    """`providers`: ONNX Runtime execution providers (names, (name, options) pairs, or `PROVIDER_ALIASES` words);
+    the CPU's by default. With a GPU provider the KV cache lives in device memory (ort_device.py); `device_cache`
+    puts it there on the CPU provider too (the same code, which the tests run)."""
+
     name = "onnxruntime"
 
     def __init__(self, directory: Path, manifest: Manifest, providers: list | None = None, threads: int = 0,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, device_cache: bool = False):
         super().__init__(directory, manifest)
         try:
             import onnxruntime
         except ImportError:
             raise BackendError("onnxruntime is not installed", "pip install onnxruntime (or onnxruntime-gpu)") from None
         self.ort = onnxruntime
-        available = onnxruntime.get_available_providers()
-        self.providers = providers or ["CPUExecutionProvider"]
-        names = [p[0] if isinstance(p, (tuple, list)) else p for p in self.providers]
-        self.device = next((DEVICE_PROVIDERS[n] for n in names if n in DEVICE_PROVIDERS), "cpu")
-        if self.device != "cpu":  # before any session is built, and whether or not the provider is installed
+        self.providers = provider_list(providers or ["CPUExecutionProvider"])
+        gpu = next(((name, options) for name, options in self.providers if name in DEVICE_PROVIDERS), None)
+        if gpu is not None:  # before any session is built, and whether or not the provider is installed
             kv.check_support(manifest.kv_cache.form, backend=kv.ORT_GPU)
-        for name in names:
+        available = onnxruntime.get_available_providers()
+        for name, _ in self.providers:
             if name not in available:
                 raise BackendError(f"ONNX Runtime provider {name} is not available here",
                                    f"choose from {', '.join(available)} (GPU providers need onnxruntime-gpu)")
-        self.io_binding = self.device != "cpu" if io_binding is None else io_binding
+        self.device = "cpu" if gpu is None else DEVICE_PROVIDERS[gpu[0]]
+        self.device_id = 0 if gpu is None else int(gpu[1].get("device_id", 0))
+        self.device_cache = self.device != "cpu" or device_cache
+        self.io_binding = bool(io_binding)
         self.threads = threads
-        self.pool = BufferPool()
+        self.copies = None  # the CUDA stream every session computes on and the cache's copies are queued on
+        if self.device_cache:
+            from .ort_device import CudaCopies, host_copy_rows, ort_zeros
+
+            self.pool = BufferPool(ort_zeros(self.device, self.device_id))
+            self.copies = CudaCopies() if self.device != "cpu" else None
+            self.copy_rows = self.copies.copy_rows if self.copies is not None else host_copy_rows
+        else:
+            self.pool = BufferPool()
 
     def _open(self, name: str) -> GraphSession:
         options = self.ort.SessionOptions()
@@ -142,7 +159,7 @@ class OnnxRuntimeBackend(Backend):
         if self.device != "cpu":
             from .ort_device import session_providers
 
-            providers = session_providers(providers, self.manifest, name, self.directory / "ort_tensorrt_cache")
+            providers = session_providers(providers, self.manifest, name, self.copies.stream.ptr)
         errors = self.ort.capi.onnxruntime_pybind11_state
         try:
             return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
@@ -153,12 +170,27 @@ class OnnxRuntimeBackend(Backend):
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
-        if self.device != "cpu":
+        if self.device_cache:
             from .ort_device import DeviceKVDecoder
 
-            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.device)
+            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.pool, self.copy_rows, self.device,
+                                   self.device_id)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
 
     def close(self) -> None:
         super().close()
         self.pool.clear()
+        if self.copies is not None:
+            self.copies.close()
+            self.copies = None
+
+
+def provider_list(providers: list) -> list[tuple[str, dict]]:
+    """`providers` as (name, options) pairs, each `PROVIDER_ALIASES` word replaced by the providers it stands for."""
+    result: list[tuple[str, dict]] = []
+    for provider in providers:
+        if isinstance(provider, (tuple, list)):
+            result.append((provider[0], dict(provider[1])))
+        else:
+            result.extend((name, {}) for name in PROVIDER_ALIASES.get(provider, [provider]))
+    return result
