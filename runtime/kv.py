@@ -103,33 +103,34 @@ class _Asked:
 class Rule:
     """One refusal: when it applies, and the one message and fix every command shows for it."""
 
+    name: str
     applies: Callable[[_Asked], bool]
     message: str  # may name {form}, {backend}, {family}
     fix: str
 
 
 RULES = (
-    Rule(lambda a: a.form is not None and a.form not in FORMS, "unknown KV cache form {form!r}",
+    Rule("unknown_form", lambda a: a.form is not None and a.form not in FORMS, "unknown KV cache form {form!r}",
          f"use one of {', '.join(FORMS)} (--kv-form)"),
-    Rule(lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, "in_place"),
+    Rule("family_form", lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, "in_place"),
          "{family} exports have the in_place KV cache form only", "leave out --kv-form"),
-    Rule(lambda a: a.kv8 and a.family in IN_PLACE_ONLY_FAMILIES,
+    Rule("family_kv8", lambda a: a.kv8 and a.family in IN_PLACE_ONLY_FAMILIES,
          "kv8 is not available for {family} exports (they have the in_place KV form only)", "leave kv8 out"),
-    Rule(lambda a: a.kv8 and a.half, "kv8 (an INT8 cache for ONNX Runtime's CPU provider) excludes fp16",
+    Rule("kv8_fp16", lambda a: a.kv8 and a.half, "kv8 (an INT8 cache for ONNX Runtime's CPU provider) excludes fp16",
          "leave out fp16 (w4,kv8 is the CPU's combination) or kv8"),
-    Rule(lambda a: a.kv8 and a.form == "in_place",
+    Rule("kv8_in_place", lambda a: a.kv8 and a.form == "in_place",
          "kv8 needs an export whose decoder has the ort_gqa KV form; this one has in_place",
          "export with `janus-edge export ... --kv-form ort_gqa`, then calibrate that"),
-    Rule(lambda a: a.kv8 and a.backend == TENSORRT,
+    Rule("kv8_tensorrt", lambda a: a.kv8 and a.backend == TENSORRT,
          "kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not on TensorRT",
          "leave kv8 out (of --precision / --scheme), or run the kv8 export on ONNX Runtime's CPU provider"),
-    Rule(lambda a: a.form == "ort_gqa" and a.half,
+    Rule("gqa_fp16", lambda a: a.form == "ort_gqa" and a.half,
          "the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
          "leave fp16 out (export fp32, then calibrate w4 and/or kv8), or use the in_place form (--kv-form in_place)"),
-    Rule(lambda a: a.form == "ort_gqa" and a.backend == ORT_GPU,
+    Rule("gqa_gpu", lambda a: a.form == "ort_gqa" and a.backend == ORT_GPU,
          "this export's decoder has the ort_gqa KV form, which janus-edge runs on ONNX Runtime's CPU provider only",
          "run it on the CPU, or export with --kv-form in_place for GPU providers"),
-    Rule(lambda a: a.form == "ort_gqa" and a.backend == TENSORRT,
+    Rule("gqa_tensorrt", lambda a: a.form == "ort_gqa" and a.backend == TENSORRT,
          "this export's decoder has the ort_gqa KV form (an ONNX Runtime operator), which TensorRT cannot build",
          "export again with --kv-form in_place"),
 )
