@@ -155,10 +155,14 @@ def check_support(form: str | None = None, *, kv_dtype: str | None = None, backe
 class CacheDims(Protocol):
     """The model sizes the cache depends on (a `manifest.ModelInfo` has them)."""
 
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    hidden_size: int
+    @property
+    def num_layers(self) -> int: ...
+    @property
+    def num_kv_heads(self) -> int: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def hidden_size(self) -> int: ...
 
 
 def tensor_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, slots: int) -> int:

@@ -156,7 +156,7 @@ class OnnxRuntimeBackend(Backend):
         if not path.is_file():
             raise ManifestError(f"graph file {path} is missing", "copy the whole export directory again")
         providers = self.providers
-        if self.device != "cpu":
+        if self.copies is not None:  # a GPU provider
             from .ort_device import session_providers
 
             providers = session_providers(providers, self.manifest, name, self.copies.stream.ptr)

@@ -68,8 +68,8 @@ def host_copy_rows(dst: int, dst_pitch: int, src: int, src_pitch: int, row_bytes
     """The CPU provider's `copy_rows`: cudaMemcpy2D's arithmetic over host addresses (source and target must not
     overlap, as on the device)."""
     def rows_at(address: int, pitch: int) -> np.ndarray:
-        span = (ctypes.c_uint8 * (pitch * (rows - 1) + row_bytes)).from_address(address)
-        return np.lib.stride_tricks.as_strided(np.frombuffer(span, np.uint8), (rows, row_bytes), (pitch, 1))
+        span = np.ctypeslib.as_array((ctypes.c_uint8 * (pitch * (rows - 1) + row_bytes)).from_address(address))
+        return np.lib.stride_tricks.as_strided(span, (rows, row_bytes), (pitch, 1))
 
     rows_at(dst, dst_pitch)[...] = rows_at(src, src_pitch)
 
