@@ -144,7 +144,7 @@ def test_tensorrt_execution_provider_gets_profiles_an_engine_cache_and_the_strea
     (name, options), (cuda, cuda_options) = providers
     assert (name, cuda, options["device_id"]) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "1")
     for given in (options, cuda_options):
-        assert (given["has_user_compute_stream"], given["user_compute_stream"]) == ("1", "1234")
+        assert given["user_compute_stream"] == "1234"
     cache = Path(options["trt_engine_cache_path"])
     assert options["trt_engine_cache_enable"] == "True" and cache.name == "decoder"
     assert cache.parent.parent == tmp_path / "ort-tensorrt" and Path(options["trt_timing_cache_path"]) == cache.parent

@@ -130,7 +130,7 @@ def session_providers(providers: list, manifest: Manifest, graph: str, stream: i
         if name == TRT_PROVIDER:
             options.update(tensorrt_provider_options(manifest, graph, cache or engine_cache(manifest)))
         if name in (TRT_PROVIDER, CUDA_PROVIDER) and stream is not None:
-            options.update({"has_user_compute_stream": "1", "user_compute_stream": str(stream)})
+            options["user_compute_stream"] = str(stream)  # implies has_user_compute_stream (ORT 1.17+)
         options.update(given)
         result.append((name, options) if options else name)
     return result
