@@ -220,11 +220,12 @@ def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_on
     rt = JanusRuntime.load(export_hf, device_cache=True)
     backend, model, dtype = rt.backend, rt.manifest.model, rt.manifest.kv_dtype
     allocated, copied = [], []
-    allocate, copy_rows = backend.pool.allocate, backend.copy_rows
+    allocate = backend.pool.allocate
     backend.pool.allocate = lambda size, dtype: allocated.append(allocate(size, dtype)) or allocated[-1]
-    backend.copy_rows = lambda *args: (copied.append(args[4] * args[5]), copy_rows(*args))
     tensors = len(model.kv_names)
     with backend.kv_decoder(2, capacity=100) as decoder:
+        copy_rows = decoder.cache.copy_rows  # the host row copy: counted (bytes), then done
+        decoder.cache.copy_rows = lambda *args: (copied.append(args[4] * args[5]), copy_rows(*args))
         assert len(allocated) == tensors + 1 and not any(b.value.numpy().any() for b in allocated)  # and a spare
         first = [b.ptr for b in decoder.cache.buffers]
         decoder.step(*_feeds(rt, 2, 0, CAPACITY_BUCKET - 1, 0))
@@ -242,3 +243,19 @@ def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_on
         again.step(*_feeds(rt, 2, 0, 3, 0))
         assert len(allocated) == count  # the step buffers of the last request too
     rt.close()
+
+
+def test_the_runtimes_profiles_are_the_ones_build_uses(export_hf):
+    """runtime/profiles.py holds the shape arithmetic `janus-edge build` sizes its profiles by, so the runtime need
+    not import export: for the export's own limits both give the same profiles, graph by graph."""
+    from janus_edge.export.tensorrt.profiles import engine_profiles
+    from janus_edge.export.tensorrt.targets import TARGETS
+    from janus_edge.runtime.manifest import load_manifest
+    from janus_edge.runtime.profiles import graph_profiles
+
+    manifest = load_manifest(export_hf)
+    limits = manifest.limits
+    for target in TARGETS.values():
+        context = min(target.max_context, limits.max_context)
+        assert graph_profiles(manifest, limits.max_batch, context) == \
+            engine_profiles(manifest, target, limits.max_batch, context), target.name

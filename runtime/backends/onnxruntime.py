@@ -8,6 +8,7 @@ CUDA or TensorRT execution providers of onnxruntime-gpu) it lives in device memo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from ..kv import kv_input
 from ..manifest import Manifest
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
+
+if TYPE_CHECKING:
+    from .ort_device import CudaCopies
 
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
 # Short names for --provider: TensorRT's EP falls back to CUDA's for nodes TensorRT does not take
@@ -133,15 +137,22 @@ class OnnxRuntimeBackend(Backend):
         self.device_cache = self.device != "cpu" or device_cache
         self.io_binding = bool(io_binding)
         self.threads = threads
-        self.copies = None  # the CUDA stream every session computes on and the cache's copies are queued on
+        self.copies: CudaCopies | None = None  # made on first use (`_gpu`)
         if self.device_cache:
-            from .ort_device import CudaCopies, host_copy_rows, ort_zeros
+            from .ort_device import ort_zeros
 
             self.pool = BufferPool(ort_zeros(self.device, self.device_id))
-            self.copies = CudaCopies() if self.device != "cpu" else None
-            self.copy_rows = self.copies.copy_rows if self.copies is not None else host_copy_rows
         else:
             self.pool = BufferPool()
+
+    def _gpu(self) -> CudaCopies:
+        """The CUDA stream every session of a GPU provider computes on and the cache's row copies are queued on;
+        made on first use, and again if the backend is used after `close`."""
+        if self.copies is None:
+            from .ort_device import CudaCopies
+
+            self.copies = CudaCopies()
+        return self.copies
 
     def _open(self, name: str) -> GraphSession:
         options = self.ort.SessionOptions()
@@ -156,10 +167,10 @@ class OnnxRuntimeBackend(Backend):
         if not path.is_file():
             raise ManifestError(f"graph file {path} is missing", "copy the whole export directory again")
         providers = self.providers
-        if self.copies is not None:  # a GPU provider
+        if self.device != "cpu":
             from .ort_device import session_providers
 
-            providers = session_providers(providers, self.manifest, name, self.copies.stream.ptr)
+            providers = session_providers(providers, self.manifest, name, self._gpu().stream.ptr)
         errors = self.ort.capi.onnxruntime_pybind11_state
         try:
             return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
@@ -171,9 +182,10 @@ class OnnxRuntimeBackend(Backend):
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
         if self.device_cache:
-            from .ort_device import DeviceKVDecoder
+            from .ort_device import DeviceKVDecoder, host_copy_rows
 
-            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.pool, self.copy_rows, self.device,
+            copy_rows = self._gpu().copy_rows if self.device != "cpu" else host_copy_rows
+            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.pool, copy_rows, self.device,
                                    self.device_id)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
 
