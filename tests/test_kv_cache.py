@@ -211,11 +211,25 @@ def test_the_device_cache_matches_the_host_cache_across_buckets(runtime, device_
             np.testing.assert_array_equal(np.where(valid, held, 0), np.where(valid, views[name][:, :, :host.length], 0))
 
 
+def test_the_device_route_gives_the_host_routes_tokens(runtime, device_runtime):
+    """Understanding and CFG generation with embeddings and hidden states left where ONNX Runtime holds them (the
+    heads read them there; only a prefill's last position and the logits come to the host) give the host route's
+    tokens."""
+    from janus_edge.runtime.backends.ort_device import OnDevice
+
+    assert isinstance(device_runtime.backend.embed("text_embedding", np.zeros((2, 1), np.int64)), OnDevice)
+    assert device_runtime.understand([], "Hello", max_new_tokens=6).token_ids == \
+        runtime.understand([], "Hello", max_new_tokens=6).token_ids
+    np.testing.assert_array_equal(device_runtime.generate_images("a cat", n=1, seed=3).tokens,
+                                  runtime.generate_images("a cat", n=1, seed=3).tokens)
+
+
 def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_once(export_hf):
     """Per step, one row copy per cache tensor of exactly the new positions; at a bucket crossing, the valid
     positions once more; nothing else. Buffers are zero-filled when allocated and the next request reuses them
     as they are (no allocation, no second fill)."""
     from janus_edge.runtime import kv
+    from janus_edge.runtime.backends.ort_device import OnDevice
 
     rt = JanusRuntime.load(export_hf, device_cache=True)
     backend, model, dtype = rt.backend, rt.manifest.model, rt.manifest.kv_dtype
@@ -228,10 +242,10 @@ def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_on
         decoder.cache.copy_rows = lambda *args: (copied.append(args[4] * args[5]), copy_rows(*args))
         assert len(allocated) == tensors + 1 and not any(b.value.numpy().any() for b in allocated)  # and a spare
         first = [b.ptr for b in decoder.cache.buffers]
-        decoder.step(*_feeds(rt, 2, 0, CAPACITY_BUCKET - 1, 0))
+        assert isinstance(decoder.step(*_feeds(rt, 2, 0, CAPACITY_BUCKET - 1, 0), last_only=True), np.ndarray)
         for length in (CAPACITY_BUCKET - 1, CAPACITY_BUCKET):  # the second step crosses into the last 36 slots
             copied.clear()
-            decoder.step(*_feeds(rt, 2, length, 1, length))
+            assert isinstance(decoder.step(*_feeds(rt, 2, length, 1, length), last_only=True), OnDevice)
             moved = kv.cache_bytes(model, dtype, 2, length) if length == CAPACITY_BUCKET else 0
             assert (len(copied), sum(copied)) == (tensors * (2 if moved else 1), kv.cache_bytes(model, dtype, 2, 1)
                                                   + moved), length

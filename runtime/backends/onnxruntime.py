@@ -34,7 +34,18 @@ class OrtGraph(GraphSession):
         self.output_names = [o.name for o in session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        if all(isinstance(value, np.ndarray) for value in feeds.values()):
+            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        binding = self.session.io_binding()  # some feeds stay where ONNX Runtime holds them (ort_device.OnDevice)
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value.value)
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return {name: value.numpy() for name, value in zip(self.output_names, binding.get_outputs())}
 
 
 class HostKVDecoder(KVDecoder):
@@ -188,6 +199,17 @@ class OnnxRuntimeBackend(Backend):
             return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.pool, copy_rows, self.device,
                                    self.device_id)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
+
+    def embed(self, graph: str, ids: np.ndarray):
+        """With the device cache, the embeddings stay on the device for the decoder (`ort_device.OnDevice`)."""
+        if not self.device_cache:
+            return super().embed(graph, ids)
+        from .ort_device import device_embed
+
+        session = self.graph(graph)
+        assert isinstance(session, OrtGraph)
+        return device_embed(session.session, self.manifest.graphs[graph].inputs[0].name, ids, self.device,
+                            self.device_id)
 
     def close(self) -> None:
         super().close()

@@ -5,8 +5,9 @@ allocates on the device (OrtValues, zero-filled once when allocated, reused by t
 bound to the decoder by address (IO binding), rebound only when it widens, and each step's new positions written
 into their slots by one strided copy per tensor. The graph writes those new positions into step buffers bound the
 same way (rebound only when the number of new positions changes). The copies are queued on the CUDA stream ONNX
-Runtime computes on (every session is given it as `user_compute_stream`), so no step waits for them; the step's
-small inputs go up and its hidden states come back, nothing cache-sized crosses.
+Runtime computes on (every session is given it as `user_compute_stream`), so no step waits for them. Embeddings
+and hidden states stay on the device from graph to graph (`OnDevice`): per decode step the token ids, the mask and
+the positions go up and the head's logits come back for the host sampler; nothing cache-sized crosses.
 
 The TensorRT execution provider is given explicit profiles (`runtime.profiles`, the ranges `janus-edge build` uses;
 otherwise it rebuilds engines as shapes grow) and an engine and timing cache in the user's cache directory
@@ -49,6 +50,31 @@ class OrtBuffer:
     @property
     def ptr(self) -> int:
         return int(self.value.data_ptr())
+
+
+@dataclass
+class OnDevice:
+    """A tensor ONNX Runtime holds on the backend's device (embeddings, hidden states), handed from one graph to the
+    next without a host copy; numpy reads it (one download) where a caller needs the values."""
+
+    value: Any  # onnxruntime.OrtValue
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self.value.numpy()
+        return array if dtype is None else array.astype(dtype)
+
+
+def device_embed(session, input_name: str, ids: np.ndarray, device: str, device_id: int) -> OnDevice:
+    """An embedding graph's output left on the device: only the token ids go up."""
+    binding = session.io_binding()
+    binding.bind_cpu_input(input_name, np.ascontiguousarray(ids, dtype=np.int64))
+    binding.bind_output("inputs_embeds", device, device_id)
+    session.run_with_iobinding(binding)
+    return OnDevice(binding.get_outputs()[0])
 
 
 def ort_zeros(device: str, device_id: int) -> Callable[[int, np.dtype], OrtBuffer]:
@@ -152,7 +178,7 @@ class DeviceKVDecoder(KVDecoder):
         self.new: list[OrtBuffer] = []  # the step's new keys/values, one buffer per cache tensor
         self.new_positions = 0  # how many positions the step outputs are bound for
         self.binding = graph.session.io_binding()
-        self.binding.bind_output("hidden_states", "cpu")  # bound first: the first of the binding's outputs
+        self.binding.bind_output("hidden_states", device, device_id)  # bound first: the binding's first output
         self._bind_cache()
 
     @property
@@ -189,17 +215,22 @@ class DeviceKVDecoder(KVDecoder):
             self._bind_cache()
         self._bind_new(seq)
         binding = self.binding
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
+        if isinstance(inputs_embeds, OnDevice):
+            binding.bind_ortvalue_input("inputs_embeds", inputs_embeds.value)
+        else:
+            binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
         binding.bind_cpu_input("attention_mask", step_mask(attention_mask, self.length, self.cache.slots))
         binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
         # bound again every step: a binding keeps the last run's output value, whose shape (a prefill's sequence)
-        # would be wrong for the next step
-        binding.bind_output("hidden_states", "cpu")
+        # would be wrong for the next step. A prefill's last position is sliced on the host (once per request);
+        # otherwise the hidden states stay on the device for the head that reads them.
+        host = last_only and seq > 1
+        binding.bind_output("hidden_states", "cpu" if host else self.device, self.device_id)
         self.graph.session.run_with_iobinding(binding)
         self.cache.write({name: buffer.ptr for name, buffer in zip(self.names, self.new)}, self.length, seq)
         self.length += seq
-        hidden = binding.get_outputs()[0].numpy()
-        return hidden[:, -1:] if last_only else hidden
+        hidden = binding.get_outputs()[0]
+        return hidden.numpy()[:, -1:] if host else OnDevice(hidden)
 
     def close(self) -> None:
         self.cache.release()
