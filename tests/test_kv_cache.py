@@ -4,13 +4,14 @@ buffers are reused across requests, fp16 caches stay within their tolerance."""
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
 from janus_edge.runtime import JanusRuntime
-from janus_edge.runtime.sizing import CAPACITY_BUCKET, bucket, request_capacity
+from janus_edge.runtime.kv import CAPACITY_BUCKET, bucket, request_capacity
 
 
 @pytest.mark.parametrize("fixture", ["export_hf", "export_fp16"])
@@ -125,29 +126,150 @@ def test_runtime_and_backend_close(export_hf):
     assert not rt.backend.pool.free and not rt.backend._sessions
 
 
-def test_tensorrt_execution_provider_gets_profiles_and_an_engine_cache(export_hf, tmp_path):
-    """The ONNX Runtime TensorRT EP options (onnxruntime-gpu is not installed here: the options are what is checked):
-    explicit min/opt/max shapes for every dynamic input in ORT's "name:AxBxC,..." form, and a persistent engine
-    cache; the caller's own options are kept."""
+def test_tensorrt_execution_provider_gets_profiles_an_engine_cache_and_the_stream(export_hf, tmp_path, monkeypatch):
+    """The ONNX Runtime GPU providers' options (onnxruntime-gpu is not installed here: the option dict is what is
+    checked): the TensorRT EP gets `janus-edge build`'s profiles for the export's limits in ORT's "name:AxB,..." form
+    (an input named again starts the next profile) and a persistent engine cache in the user's cache directory;
+    both GPU providers compute on the backend's stream; the caller's own options win."""
+    from janus_edge.runtime.backends.onnxruntime import provider_list
     from janus_edge.runtime.backends.ort_device import session_providers
     from janus_edge.runtime.manifest import load_manifest
+    from janus_edge.runtime.profiles import graph_profiles
+
+    monkeypatch.setenv("JANUS_EDGE_CACHE_DIR", str(tmp_path))
+    manifest = load_manifest(export_hf)
+    assert provider_list(["tensorrt"]) == [("TensorrtExecutionProvider", {}), ("CUDAExecutionProvider", {})]
+    providers = session_providers([("TensorrtExecutionProvider", {"device_id": "1"}), "CUDAExecutionProvider"],
+                                  manifest, "decoder", stream=1234)
+    (name, options), (cuda, cuda_options) = providers
+    assert (name, cuda, options["device_id"]) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "1")
+    for given in (options, cuda_options):
+        assert given["user_compute_stream"] == "1234"
+    cache = Path(options["trt_engine_cache_path"])
+    assert options["trt_engine_cache_enable"] == "True" and cache.name == "decoder"
+    assert cache.parent.parent == tmp_path / "ort-tensorrt" and Path(options["trt_timing_cache_path"]) == cache.parent
+    model, limits = manifest.model, manifest.limits
+    parsed: dict[str, list[dict[str, list[list[int]]]]] = {}
+    for key in ("min", "opt", "max"):
+        for entry in options[f"trt_profile_{key}_shapes"].split(","):
+            input_name, dims = entry.split(":")
+            ranges = parsed.setdefault(input_name, [])
+            index = sum(1 for r in ranges if key in r)
+            if index == len(ranges):
+                ranges.append({})
+            ranges[index][key] = [int(d) for d in dims.split("x")]
+    assert set(parsed) == {t.name for t in manifest.graphs["decoder"].inputs}
+    assert all(len(ranges) == 2 for ranges in parsed.values())  # prefill and decode
+    prefill, decode = parsed["past_key_values.0.key"]
+    assert prefill["max"] == [limits.max_batch, model.num_kv_heads, limits.max_context, model.head_dim]
+    assert parsed["attention_mask"][0]["max"] == [limits.max_batch, 2 * limits.max_context]
+    assert parsed["inputs_embeds"][1]["max"] == [limits.max_batch, 1, model.hidden_size]  # decode: one position
+    expected = graph_profiles(manifest, limits.max_batch, limits.max_context)["decoder"]
+    for input_name, ranges in parsed.items():
+        for index, r in enumerate(ranges):
+            assert [r["min"], r["opt"], r["max"]] == expected[index][input_name], (input_name, index)
+            assert all(lo <= o <= hi for lo, o, hi in zip(r["min"], r["opt"], r["max"]))
+    vq = session_providers(["TensorrtExecutionProvider"], manifest, "vq_decoder", cache=tmp_path)[0][1]
+    assert vq["trt_profile_min_shapes"] == f"image_ids:1x{model.num_image_tokens}"
+    assert vq["trt_engine_cache_path"] == str(tmp_path / "vq_decoder") and "user_compute_stream" not in vq
+
+
+@pytest.fixture(scope="module")
+def device_runtime(export_hf):
+    """The export on ONNX Runtime's CPU provider with the device cache: ort_device.py's code (buffers ONNX Runtime
+    allocated, bound by address, rows copied by address), with a host row copy in place of cudaMemcpy2DAsync."""
+    return JanusRuntime.load(export_hf, device_cache=True)
+
+
+def _held(decoder) -> dict[str, np.ndarray]:
+    """What a device cache's bucket view holds, read back through the buffers' OrtValues."""
+    cache = decoder.cache
+    size = int(np.prod(cache.shape))
+    return {name: buffer.value.numpy()[:size].reshape(cache.shape)[:, :, :decoder.length]
+            for name, buffer in zip(cache.names, cache.buffers)}
+
+
+@pytest.mark.parametrize("capacity", [None, 2 * CAPACITY_BUCKET + 7])
+def test_the_device_cache_matches_the_host_cache_across_buckets(runtime, device_runtime, capacity):
+    """Grown and fixed-size device caches give the host cache's hidden states step after step, across bucket
+    crossings, and their bucket's view holds the host cache's keys and values."""
+    host, device = runtime.backend.kv_decoder(2, capacity), device_runtime.backend.kv_decoder(2, capacity)
+    with host, device:
+        embeds, mask, positions = _feeds(runtime, 2, 0, CAPACITY_BUCKET - 2, 1)
+        mask[1, :5] = 0  # left padding in the second row
+        outs = [d.step(embeds, mask, positions) * mask[:, :, None] for d in (host, device)]  # padding: unused
+        np.testing.assert_allclose(outs[0], outs[1], rtol=0, atol=1e-6)
+        for step in range(CAPACITY_BUCKET + 4):
+            embeds, new_mask, positions = _feeds(runtime, 2, host.length, 1, 100 + step)
+            mask = np.concatenate([mask, new_mask[:, -1:]], axis=1)
+            a, b = host.step(embeds, mask, positions), device.step(embeds, mask, positions)
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=f"step {step}")
+        assert device.cache.slots == host.cache.slots == min(bucket(device.length), capacity or bucket(device.length))
+        views = host.cache.views()
+        valid = mask[:, None, :host.length, None].astype(bool)  # padded positions hold unused values
+        for name, held in _held(device).items():
+            np.testing.assert_array_equal(np.where(valid, held, 0), np.where(valid, views[name][:, :, :host.length], 0))
+
+
+def test_the_device_route_gives_the_host_routes_tokens(runtime, device_runtime):
+    """Understanding and CFG generation with embeddings and hidden states left where ONNX Runtime holds them (the
+    heads read them there; only a prefill's last position and the logits come to the host) give the host route's
+    tokens."""
+    from janus_edge.runtime.backends.ort_device import OnDevice
+
+    assert isinstance(device_runtime.backend.embed("text_embedding", np.zeros((2, 1), np.int64)), OnDevice)
+    assert device_runtime.understand([], "Hello", max_new_tokens=6).token_ids == \
+        runtime.understand([], "Hello", max_new_tokens=6).token_ids
+    np.testing.assert_array_equal(device_runtime.generate_images("a cat", n=1, seed=3).tokens,
+                                  runtime.generate_images("a cat", n=1, seed=3).tokens)
+
+
+def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_once(export_hf):
+    """Per step, one row copy per cache tensor of exactly the new positions; at a bucket crossing, the valid
+    positions once more; nothing else. Buffers are zero-filled when allocated and the next request reuses them
+    as they are (no allocation, no second fill)."""
+    from janus_edge.runtime import kv
+    from janus_edge.runtime.backends.ort_device import OnDevice
+
+    rt = JanusRuntime.load(export_hf, device_cache=True)
+    backend, model, dtype = rt.backend, rt.manifest.model, rt.manifest.kv_dtype
+    allocated, copied = [], []
+    allocate = backend.pool.allocate
+    backend.pool.allocate = lambda size, dtype: allocated.append(allocate(size, dtype)) or allocated[-1]
+    tensors = len(model.kv_names)
+    with backend.kv_decoder(2, capacity=100) as decoder:
+        copy_rows = decoder.cache.copy_rows  # the host row copy: counted (bytes), then done
+        decoder.cache.copy_rows = lambda *args: (copied.append(args[4] * args[5]), copy_rows(*args))
+        assert len(allocated) == tensors + 1 and not any(b.value.numpy().any() for b in allocated)  # and a spare
+        first = [b.ptr for b in decoder.cache.buffers]
+        assert isinstance(decoder.step(*_feeds(rt, 2, 0, CAPACITY_BUCKET - 1, 0), last_only=True), np.ndarray)
+        for length in (CAPACITY_BUCKET - 1, CAPACITY_BUCKET):  # the second step crosses into the last 36 slots
+            copied.clear()
+            assert isinstance(decoder.step(*_feeds(rt, 2, length, 1, length), last_only=True), OnDevice)
+            moved = kv.cache_bytes(model, dtype, 2, length) if length == CAPACITY_BUCKET else 0
+            assert (len(copied), sum(copied)) == (tensors * (2 if moved else 1), kv.cache_bytes(model, dtype, 2, 1)
+                                                  + moved), length
+        assert decoder.cache.slots == 100
+    count = len(allocated)
+    with backend.kv_decoder(2, capacity=64) as again:
+        assert sorted(b.ptr for b in again.cache.buffers) == sorted(first) and len(allocated) == count
+        assert any(b.value.numpy().any() for b in again.cache.buffers)  # not zeroed again: the mask hides them
+        again.step(*_feeds(rt, 2, 0, 3, 0))
+        assert len(allocated) == count  # the step buffers of the last request too
+    rt.close()
+
+
+def test_the_runtimes_profiles_are_the_ones_build_uses(export_hf):
+    """runtime/profiles.py holds the shape arithmetic `janus-edge build` sizes its profiles by, so the runtime need
+    not import export: for the export's own limits both give the same profiles, graph by graph."""
+    from janus_edge.export.tensorrt.profiles import engine_profiles
+    from janus_edge.export.tensorrt.targets import TARGETS
+    from janus_edge.runtime.manifest import load_manifest
+    from janus_edge.runtime.profiles import graph_profiles
 
     manifest = load_manifest(export_hf)
-    providers = session_providers([("TensorrtExecutionProvider", {"device_id": "1"}), "CUDAExecutionProvider"],
-                                  manifest, "decoder", tmp_path)
-    (name, options), cuda = providers
-    assert (name, cuda, options["device_id"]) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "1")
-    assert options["trt_engine_cache_enable"] == "True" and options["trt_engine_cache_path"] == str(tmp_path / "decoder")
-    model, limits = manifest.model, manifest.limits
-    parsed = {}
-    for key in ("min", "opt", "max"):
-        entries = options[f"trt_profile_{key}_shapes"].split(",")
-        parsed[key] = {e.split(":")[0]: [int(d) for d in e.split(":")[1].split("x")] for e in entries}
-    assert set(parsed["min"]) == {t.name for t in manifest.graphs["decoder"].inputs}
-    cache = "past_key_values.0.key"
-    assert parsed["max"][cache] == [limits.max_batch, model.num_kv_heads, limits.max_context, model.head_dim]
-    assert parsed["max"]["attention_mask"] == [limits.max_batch, 2 * limits.max_context]
-    for name in parsed["min"]:
-        assert all(lo <= o <= hi for lo, o, hi in zip(parsed["min"][name], parsed["opt"][name], parsed["max"][name]))
-    vq = session_providers(["TensorrtExecutionProvider"], manifest, "vq_decoder", tmp_path)[0][1]
-    assert vq["trt_profile_min_shapes"] == f"image_ids:1x{model.num_image_tokens}"
+    limits = manifest.limits
+    for target in TARGETS.values():
+        context = min(target.max_context, limits.max_context)
+        assert graph_profiles(manifest, limits.max_batch, context) == \
+            engine_profiles(manifest, target, limits.max_batch, context), target.name

@@ -8,7 +8,8 @@ def add_runtime_arguments(parser) -> None:
     parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"],
                         help="onnxruntime on an export directory, tensorrt on an engine directory")
     parser.add_argument("--provider", action="append", default=None,
-                        help="ONNX Runtime execution provider, e.g. CUDAExecutionProvider (repeat for fallbacks)")
+                        help="ONNX Runtime execution provider: cpu, cuda, tensorrt (TensorRT's EP, CUDA's for the "
+                             "rest) or a full name such as CUDAExecutionProvider (repeat for fallbacks)")
 
 
 def load_runtime(args):

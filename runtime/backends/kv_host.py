@@ -1,7 +1,7 @@
 """The KV cache in host memory: preallocated buffers, updated in place, reused across requests.
 
 Each cache tensor is one flat buffer; the decoder graph is fed a contiguous [B,H,C,hd] view of its start, where C
-is the current bucket (`sizing.bucket`). ONNX Runtime's CPU provider reads such numpy inputs where they lie (no
+is the current bucket (`kv.bucket`). ONNX Runtime's CPU provider reads such numpy inputs where they lie (no
 copy), so a step reads only C slots. When the cache outgrows its bucket, each row's valid positions move to their
 place in the wider view, inside the same buffer (last row first, so nothing is overwritten before it is moved).
 Buffers come from a `BufferPool` owned by the backend and go back to it on `close()`, so the next request reuses
@@ -10,25 +10,30 @@ warm memory instead of page-faulting hundreds of megabytes in.
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
-from .. import sizing
+from .. import kv
 
 
 class BufferPool:
-    """Sets of flat buffers (one per cache tensor) that decoders borrow and return."""
+    """Sets of flat buffers (one per cache tensor) that decoders borrow and return. A buffer is anything with a
+    `dtype` and a `size` in elements: numpy arrays by default, device buffers with another `allocate`."""
 
-    def __init__(self) -> None:
-        self.free: list[list[np.ndarray]] = []
+    def __init__(self, allocate: Callable[[int, np.dtype], Any] = np.zeros) -> None:
+        self.allocate = allocate  # (elements, dtype) -> a zero-filled buffer: unused slots must hold finite values
+        self.free: list[list[Any]] = []
 
-    def take(self, count: int, size: int, dtype: np.dtype) -> list[np.ndarray]:
+    def take(self, count: int, size: int, dtype: np.dtype) -> list[Any]:
         """`count` zero-filled (new) or previously used buffers of at least `size` elements of `dtype`."""
+        dtype = np.dtype(dtype)
         fitting = [i for i, s in enumerate(self.free) if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
         if fitting:
             return self.free.pop(min(fitting, key=lambda i: self.free[i][0].size))
-        return [np.zeros(size, dtype=dtype) for _ in range(count)]  # zeros: unused slots must hold finite values
+        return [self.allocate(size, dtype) for _ in range(count)]
 
-    def give(self, buffers: list[np.ndarray]) -> None:
+    def give(self, buffers: list[Any]) -> None:
         self.free.append(buffers)
 
     def clear(self) -> None:
@@ -43,9 +48,8 @@ class HostKVCache:
         self.pool, self.names, self.batch = pool, names, batch
         self.heads, self.head_dim, self.dtype = heads, head_dim, np.dtype(dtype)
         self.max_context, self.fixed = max_context, capacity is not None
-        self.allocated = min(capacity or sizing.bucket(1), max_context)
+        self.slots, self.allocated = kv.first_view(capacity, max_context)  # slots: the width the graph reads
         self.buffers = pool.take(len(names), self._elements(self.allocated), self.dtype)
-        self.slots = min(sizing.bucket(1), self.allocated)  # the width of the views the graph reads
         self._views: dict[str, np.ndarray] | None = None
 
     def _elements(self, slots: int) -> int:
@@ -68,7 +72,7 @@ class HostKVCache:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
         if needed <= self.slots:
             return False
-        slots, allocated = sizing.grow_view(needed, self.allocated, self.fixed, self.max_context)
+        slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
         if allocated > self.allocated:
             self._reallocate(allocated, length)
         rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim

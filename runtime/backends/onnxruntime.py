@@ -8,15 +8,24 @@ CUDA or TensorRT execution providers of onnxruntime-gpu) it lives in device memo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .. import kv
 from ..errors import BackendError, ManifestError
-from ..manifest import Manifest, kv_input, kv_output, kv_present
+from ..kv import kv_input
+from ..manifest import Manifest
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
+if TYPE_CHECKING:
+    from .ort_device import CudaCopies
+
 DEVICE_PROVIDERS = {"CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "cuda"}
+# Short names for --provider: TensorRT's EP falls back to CUDA's for nodes TensorRT does not take
+PROVIDER_ALIASES = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider"],
+                    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
 
 
 class OrtGraph(GraphSession):
@@ -25,7 +34,18 @@ class OrtGraph(GraphSession):
         self.output_names = [o.name for o in session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        if all(isinstance(value, np.ndarray) for value in feeds.values()):
+            return dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        binding = self.session.io_binding()  # some feeds stay where ONNX Runtime holds them (ort_device.OnDevice)
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            else:
+                binding.bind_ortvalue_input(name, value.value)
+        for name in self.output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return {name: value.numpy() for name, value in zip(self.output_names, binding.get_outputs())}
 
 
 class HostKVDecoder(KVDecoder):
@@ -42,7 +62,8 @@ class HostKVDecoder(KVDecoder):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
         self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
-        self.writes_cache = manifest.kv_cache.form == "ort_gqa"  # the graph writes new positions itself
+        self.form = kv.kv_form(manifest.kv_cache.form)
+        self.writes_cache = self.form.writes_cache  # the graph writes the new positions itself (ort_gqa)
         self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
                                  capacity, self.max_context)
         self.binding = graph.session.io_binding() if binding or self.writes_cache else None
@@ -66,7 +87,7 @@ class HostKVDecoder(KVDecoder):
             value = onnxruntime.OrtValue.ortvalue_from_numpy(view)
             self.binding.bind_ortvalue_input(kv_input(name), value)
             if self.writes_cache:
-                self.binding.bind_ortvalue_output(kv_present(name), value)
+                self.binding.bind_ortvalue_output(self.form.output(name), value)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
@@ -88,7 +109,7 @@ class HostKVDecoder(KVDecoder):
             values = self.binding.get_outputs()[:len(self.step_outputs)]  # not the bound cache: never copied
             outputs = {name: value.numpy() for name, value in zip(self.step_outputs, values)}
         if not self.writes_cache:
-            self.cache.write({name: outputs[kv_output(name)] for name in self.names}, self.length)
+            self.cache.write({name: outputs[self.form.output(name)] for name in self.names}, self.length)
         self.length += seq
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
@@ -99,27 +120,50 @@ class HostKVDecoder(KVDecoder):
 
 
 class OnnxRuntimeBackend(Backend):
+    """`providers`: ONNX Runtime execution providers (names, (name, options) pairs, or `PROVIDER_ALIASES` words);
+    the CPU's by default. With a GPU provider the KV cache lives in device memory (ort_device.py); `device_cache`
+    puts it there on the CPU provider too (the same code, which the tests run)."""
+
     name = "onnxruntime"
 
     def __init__(self, directory: Path, manifest: Manifest, providers: list | None = None, threads: int = 0,
-                 io_binding: bool | None = None):
+                 io_binding: bool | None = None, device_cache: bool = False):
         super().__init__(directory, manifest)
         try:
             import onnxruntime
         except ImportError:
             raise BackendError("onnxruntime is not installed", "pip install onnxruntime (or onnxruntime-gpu)") from None
         self.ort = onnxruntime
+        self.providers = provider_list(providers or ["CPUExecutionProvider"])
+        gpu = next(((name, options) for name, options in self.providers if name in DEVICE_PROVIDERS), None)
+        if gpu is not None:  # before any session is built, and whether or not the provider is installed
+            kv.check_support(manifest.kv_cache.form, backend=kv.ORT_GPU)
         available = onnxruntime.get_available_providers()
-        self.providers = providers or ["CPUExecutionProvider"]
-        names = [p[0] if isinstance(p, (tuple, list)) else p for p in self.providers]
-        for name in names:
+        for name, _ in self.providers:
             if name not in available:
                 raise BackendError(f"ONNX Runtime provider {name} is not available here",
                                    f"choose from {', '.join(available)} (GPU providers need onnxruntime-gpu)")
-        self.device = next((DEVICE_PROVIDERS[n] for n in names if n in DEVICE_PROVIDERS), "cpu")
-        self.io_binding = self.device != "cpu" if io_binding is None else io_binding
+        self.device = "cpu" if gpu is None else DEVICE_PROVIDERS[gpu[0]]
+        self.device_id = 0 if gpu is None else int(gpu[1].get("device_id", 0))
+        self.device_cache = self.device != "cpu" or device_cache
+        self.io_binding = bool(io_binding)
         self.threads = threads
-        self.pool = BufferPool()
+        self.copies: CudaCopies | None = None  # made on first use (`_gpu`)
+        if self.device_cache:
+            from .ort_device import ort_zeros
+
+            self.pool = BufferPool(ort_zeros(self.device, self.device_id))
+        else:
+            self.pool = BufferPool()
+
+    def _gpu(self) -> CudaCopies:
+        """The CUDA stream every session of a GPU provider computes on and the cache's row copies are queued on;
+        made on first use, and again if the backend is used after `close`."""
+        if self.copies is None:
+            from .ort_device import CudaCopies
+
+            self.copies = CudaCopies()
+        return self.copies
 
     def _open(self, name: str) -> GraphSession:
         options = self.ort.SessionOptions()
@@ -137,7 +181,7 @@ class OnnxRuntimeBackend(Backend):
         if self.device != "cpu":
             from .ort_device import session_providers
 
-            providers = session_providers(providers, self.manifest, name, self.directory / "ort_tensorrt_cache")
+            providers = session_providers(providers, self.manifest, name, self._gpu().stream.ptr)
         errors = self.ort.capi.onnxruntime_pybind11_state
         try:
             return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
@@ -146,18 +190,41 @@ class OnnxRuntimeBackend(Backend):
                                "re-run `janus-edge export` (or use the onnxruntime version it names)") from None
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
-        if self.device != "cpu" and self.manifest.kv_cache.form != "in_place":  # before building a GPU session
-            raise BackendError(f"this export's decoder has the {self.manifest.kv_cache.form} KV cache form, which "
-                               "janus-edge runs on ONNX Runtime's CPU provider only",
-                               "run it on the CPU, or export with --kv-form in_place for GPU providers")
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
-        if self.device != "cpu":
-            from .ort_device import DeviceKVDecoder
+        if self.device_cache:
+            from .ort_device import DeviceKVDecoder, host_copy_rows
 
-            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.device)
+            copy_rows = self._gpu().copy_rows if self.device != "cpu" else host_copy_rows
+            return DeviceKVDecoder(graph, self.manifest, batch, capacity, self.pool, copy_rows, self.device,
+                                   self.device_id)
         return HostKVDecoder(graph, self.manifest, batch, capacity, self.pool, binding=self.io_binding)
+
+    def embed(self, graph: str, ids: np.ndarray):
+        """With the device cache, the embeddings stay on the device for the decoder (`ort_device.OnDevice`)."""
+        if not self.device_cache:
+            return super().embed(graph, ids)
+        from .ort_device import device_embed
+
+        session = self.graph(graph)
+        assert isinstance(session, OrtGraph)
+        return device_embed(session.session, self.manifest.graphs[graph].inputs[0].name, ids, self.device,
+                            self.device_id)
 
     def close(self) -> None:
         super().close()
         self.pool.clear()
+        if self.copies is not None:
+            self.copies.close()
+            self.copies = None
+
+
+def provider_list(providers: list) -> list[tuple[str, dict]]:
+    """`providers` as (name, options) pairs, each `PROVIDER_ALIASES` word replaced by the providers it stands for."""
+    result: list[tuple[str, dict]] = []
+    for provider in providers:
+        if isinstance(provider, (tuple, list)):
+            result.append((provider[0], dict(provider[1])))
+        else:
+            result.extend((name, {}) for name in PROVIDER_ALIASES.get(provider, [provider]))
+    return result

@@ -1,0 +1,95 @@
+"""A KV cache in device buffers addressed by pointer: what a backend that runs the decoder on a GPU keeps.
+
+- One flat buffer per cache tensor plus one spare, from the backend's pool (`kv_host.BufferPool`: zero-filled once
+  when allocated, reused by the next request), sized for the request's capacity (`kv.first_view`, `kv.grow_view`).
+- The graph reads a contiguous [B,H,slots,hd] view at each buffer's start, `slots` the current bucket, so a step
+  reads only the bucket, and the view is rebound only when it widens.
+- New positions [B,H,S,hd] go into slots length..length+S-1 with one strided copy per tensor (`copy_rows`); nothing
+  else of the cache moves per step.
+- When the view widens, every tensor's valid positions move to the wider layout: into a larger set of buffers if
+  the allocation grows, else through the spare (device copies must not overlap), which then takes the tensor's
+  place. One move per bucket crossing.
+
+`copy_rows(dst, dst_pitch, src, src_pitch, row_bytes, rows)` is the backend's 2-D copy (cudaMemcpy2DAsync on its
+stream, or a host copy on ONNX Runtime's CPU provider, which runs this same code in the tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import kv
+from .kv_host import BufferPool
+
+CopyRows = Callable[[int, int, int, int, int, int], None]
+
+
+class DeviceKVCache:
+    """Keys and values for `batch` rows in device buffers (each with a `ptr`) of `capacity` slots (None: grows)."""
+
+    def __init__(self, pool: BufferPool, copy_rows: CopyRows, model: kv.CacheDims, dtype: str, batch: int,
+                 capacity: int | None, max_context: int):
+        self.pool, self.copy_rows, self.batch = pool, copy_rows, batch
+        self.model, self.dtype = model, np.dtype(dtype)
+        self.names = kv.kv_names(model.num_layers)
+        self.max_context, self.fixed = max_context, capacity is not None
+        self.slots, self.allocated = kv.first_view(capacity, max_context)
+        self.buffers: list[Any] = pool.take(len(self.names) + 1, self._elements(self.allocated), self.dtype)
+
+    def _elements(self, slots: int) -> int:
+        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots) // self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this cache holds: its allocation and the spare."""
+        return kv.cache_bytes(self.model, self.dtype, self.batch, self.allocated) \
+            + kv.spare_bytes(self.model, self.dtype, self.batch, self.allocated)
+
+    @property
+    def shape(self) -> list[int]:
+        """The [B,H,slots,hd] view the graph reads."""
+        return [self.batch, self.model.num_kv_heads, self.slots, self.model.head_dim]
+
+    def views(self) -> dict[str, int]:
+        """Cache tensor name -> the address of its view (the buffer's start; shape `shape`)."""
+        return {name: buffer.ptr for name, buffer in zip(self.names, self.buffers)}
+
+    def reserve(self, needed: int, length: int) -> bool:
+        """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
+        if needed <= self.slots:
+            return False
+        slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
+        width = self.model.head_dim * self.dtype.itemsize
+        old_pitch, new_pitch, valid = self.slots * width, slots * width, length * width
+        rows = self.batch * self.model.num_kv_heads
+        if allocated > self.allocated:
+            targets = self.pool.take(len(self.buffers), self._elements(allocated), self.dtype)
+            for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare holds nothing to keep
+                if valid:
+                    self.copy_rows(target.ptr, new_pitch, source.ptr, old_pitch, valid, rows)
+            self.pool.give(self.buffers)
+            self.buffers, self.allocated = targets, allocated
+        elif valid:
+            spare = self.buffers[-1]
+            for index in range(len(self.names)):
+                self.copy_rows(spare.ptr, new_pitch, self.buffers[index].ptr, old_pitch, valid, rows)
+                spare, self.buffers[index] = self.buffers[index], spare
+            self.buffers[-1] = spare
+        self.slots = slots
+        return True
+
+    def write(self, new: dict[str, int], start: int, positions: int) -> None:
+        """Copies the new positions' keys/values ([B,H,positions,hd] at addresses `new`, by cache tensor name)
+        into slots start..start+positions-1."""
+        width = self.model.head_dim * self.dtype.itemsize
+        row, pitch, offset = positions * width, self.slots * width, start * width
+        rows = self.batch * self.model.num_kv_heads
+        for name, buffer in zip(self.names, self.buffers):
+            self.copy_rows(buffer.ptr + offset, pitch, new[name], row, row, rows)
+
+    def release(self) -> None:
+        if self.buffers:
+            self.pool.give(self.buffers)
+            self.buffers = []

@@ -1,0 +1,116 @@
+"""The shape ranges each graph is built for on TensorRT: [min, opt, max] per dynamic input, from the export's
+manifest, a row count and a context. Pure shape arithmetic, shared by `janus-edge build` (export/tensorrt/profiles.py
+adds the target's limits) and ONNX Runtime's TensorRT execution provider (backends/ort_device.py).
+
+Decoder, text embedding: one profile for prefill (many positions) and one for decode (one position). The decoder
+reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and
+the generation embedding see one position per row. The VQ decoder runs one image at a time (lowest memory), so its
+shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
+(CFG rows). The first profile of every graph covers every shape its later ones do (ONNX Runtime's TensorRT EP may
+run on profile 0 alone).
+
+Only the export's graphs get profiles, plus the sampler engines `build` adds: `sampler` always, `cfg_sampler` only
+where the model has image tokens (JanusFlow generates latents: no codebook, no CFG sampler).
+
+JanusFlow: the flow step is unlike Janus-Pro's token loop: every step runs 577 positions (time embedding + 576 latent
+tokens) on top of the prompt's cache, for 2 rows per image, so it is compute-bound. The decoder gets a third profile
+for exactly that shape (past = a text prompt); the flow encoder and decoder run all rows at once; the VAE one image
+at a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 is the largest activation).
+"""
+
+from __future__ import annotations
+
+from .kv import kv_input, request_capacity
+from .manifest import Manifest
+
+Shape = list[int]
+Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
+
+SAMPLERS = ("sampler", "cfg_sampler")  # graphs `build` makes itself (export/tensorrt/sampler_graph.py)
+TYPICAL_PROMPT = 640  # one image (578 tokens) and a question
+TYPICAL_TEXT_PROMPT = 64  # tokens of a generation prompt (no image); `plan` and `bench` size a flow request by it
+
+
+def _same(shape: Shape) -> list[Shape]:
+    return [shape, shape, shape]
+
+
+def _valid(profile: Profile) -> Profile:
+    """Clamps every opt dimension into [min, max] (small contexts or batches would otherwise invert them)."""
+    return {name: [low, [min(max(o, lo), hi) for o, lo, hi in zip(opt, low, high)], high]
+            for name, (low, opt, high) in profile.items()}
+
+
+def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, list[Profile]]:
+    """The profiles of every graph of `manifest` and of the samplers, for up to `batch` rows and `context`
+    positions (both within the export's limits)."""
+    model = manifest.model
+    images = max(1, batch // 2)
+    hidden, heads, head_dim = model.hidden_size, model.num_kv_heads, model.head_dim
+    prompt = min(TYPICAL_PROMPT, context)
+    size = model.image_size
+
+    def kv(lo: int, opt: int, hi: int, batches=(1, 1, batch)) -> dict[str, list[Shape]]:
+        shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
+        return {kv_input(name): shapes for name in model.kv_names}
+
+    prompt_slots = request_capacity(prompt, context)
+    prefill = {"inputs_embeds": [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],
+               "attention_mask": [[1, 2], [1, prompt_slots + prompt], [batch, 2 * context]],
+               "position_ids": [[1, 1], [1, prompt], [batch, context]], **kv(1, prompt_slots, context)}
+    cfg_rows = min(2, batch)
+    image_slots = request_capacity(prompt + model.num_image_tokens, context)
+    decode = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, 1, hidden]],
+              "attention_mask": [[1, 2], [cfg_rows, image_slots + 1], [batch, context + 1]],
+              "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
+              **kv(1, image_slots, context, (1, cfg_rows, batch))}
+    one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
+    profiles = {
+        "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
+        "text_embedding": [{"input_ids": [[1, 1], [1, prompt], [batch, context]]},
+                           {"input_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        "generation_embedding": [{"image_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        "decoder": [prefill, decode],
+        "lm_head": [one_position(hidden)],
+        "generation_head": [one_position(hidden)],
+        "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
+        "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
+    }
+    if model.codebook_size:
+        profiles["cfg_sampler"] = [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
+                                               [batch, model.codebook_size]], "cfg_weight": _same([1])}]
+    if manifest.flow is not None:
+        flow = flow_profiles(manifest, batch, context)
+        profiles["decoder"].append(flow.pop("decoder_flow_step")[0])
+        profiles.update(flow)
+    wanted = set(manifest.graphs) | set(SAMPLERS)
+    return {graph: [_valid(p) for p in ranges] for graph, ranges in profiles.items() if graph in wanted}
+
+
+def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, list[Profile]]:
+    """Profiles of the flow graphs and the decoder's flow step; `batch` counts rows (2 per image)."""
+    model = manifest.model
+    encoder = manifest.graphs["flow_encoder"]
+    latent = [int(d) for d in encoder.inputs[0].shape[1:]]
+    skip = [int(d) for d in encoder.outputs[1].shape[1:]]
+    tokens, hidden = int(encoder.outputs[0].shape[1]), model.hidden_size
+    rows = min(2, batch)
+    past = min(TYPICAL_TEXT_PROMPT, context - tokens)
+
+    def rows_of(*shape: int) -> list[Shape]:
+        return [[rows, *shape], [rows, *shape], [batch, *shape]]
+
+    slots = request_capacity(past + tokens, context)  # the capacity the pipeline allocates for such a prompt
+    kv = [[rows, model.num_kv_heads, 1, model.head_dim], [rows, model.num_kv_heads, slots, model.head_dim],
+          [batch, model.num_kv_heads, context, model.head_dim]]
+    step = {"inputs_embeds": rows_of(tokens, hidden),
+            "attention_mask": [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
+            "position_ids": rows_of(tokens),
+            **{kv_input(name): kv for name in model.kv_names}}
+    return {
+        "decoder_flow_step": [step],  # the third decoder profile, beside prefill and decode
+        "flow_encoder": [{"latents": rows_of(*latent), "timesteps": rows_of()}],
+        "flow_decoder": [{"hidden_states": rows_of(tokens, hidden), "skip": rows_of(*skip),
+                          "time_embedding": rows_of(hidden)}],
+        "vae_decoder": [{"latents": [[1, *latent]] * 3}],
+    }
