@@ -269,7 +269,8 @@ class TensorRTBackend(Backend):
         graphs = {name: g for name, g in self._sessions.items() if isinstance(g, TrtGraph)}
         held = {"engines": sum(self.engines.engines[name].engine_bytes for name in graphs),
                 "scratch": self.scratch.nbytes if self.scratch.buffer is not None else 0,
-                "kv_cache": sum(s[0].nbytes for s in self.pool.free), "kv_spare": sum(s[1].nbytes for s in self.pool.free),
+                "kv_cache": sum(b.nbytes for s in self.pool.free for b in s[:-1]),  # each set: the tensors, a spare
+                "kv_spare": sum(s[-1].nbytes for s in self.pool.free),
                 "step_io": graphs["decoder"].nbytes if "decoder" in graphs else 0, "prefill_io": 0,
                 "io": sum(g.nbytes for name, g in graphs.items() if name != "decoder")
                 + (self.cfg_weight[1].buffer.nbytes if self.cfg_weight is not None else 0),
