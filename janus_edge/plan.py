@@ -28,7 +28,7 @@ from pathlib import Path
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.backends.trt_decoder import mask_columns_bytes, prefill_layout
+from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, mask_columns_bytes, prefill_layout
 from janus_edge.runtime.manifest import ModelInfo, kv_output
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
@@ -197,11 +197,13 @@ def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, 
         + mask_columns_bytes(rows)
 
 
-def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, host_embeds: bool) -> int:
-    """The TensorRT decoder's prefill buffer for `rows` rows of `positions` positions in a cache of `context`."""
+def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, chunked: bool = True) -> int:
+    """The TensorRT decoder's prefill buffer for `rows` rows of `positions` positions in a cache of `context`: one
+    chunk of at most `PREFILL_CHUNK` positions (a pass that wants every hidden state, `chunked` False, is one)."""
     slots = min(kv.bucket(positions), context)
+    chunk = min(positions, PREFILL_CHUNK) if chunked else positions
     return sum(prefill_layout([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
-                              kv_dtype, rows, positions, slots, host_embeds).values())
+                              kv_dtype, rows, chunk, slots).values())
 
 
 def compute_kind(chosen: Precision, graph: str) -> str:
@@ -274,9 +276,9 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
         image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
         steps = flow_plan["steps"]
-    prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context, True),
-                  prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"] if flow else context - tokens + 1,
-                                context, False))
+    prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context),  # understanding, then generation
+                  prefill_bytes(d, chosen.kv_dtype, rows, context - tokens + 1, context) if flow is None else
+                  prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"], context, chunked=False))
     total = sum(weights.values()) + kv_bytes + buffers + activations + prefill
     bound = max(image_floors, key=image_floors.get)
     plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations,
