@@ -281,8 +281,9 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
                   prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"], context, chunked=False))
     total = sum(weights.values()) + kv_bytes + buffers + activations + prefill
     bound = max(image_floors, key=image_floors.get)
-    plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations,
-                build_peak_bytes(weights, target), total, target.usable_bytes, total <= target.usable_bytes, floors,
+    peak = build_peak_bytes(weights, target)  # engines are built on the target itself: it must hold this too
+    plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations, peak,
+                total, target.usable_bytes, max(total, peak) <= target.usable_bytes, floors,
                 image_floors[bound], steps, schemes, chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound,
                 flow=flow_plan, prefill_bytes=prefill)
     if suggest and not plan.fits:
@@ -392,7 +393,7 @@ def format_plan(plan: Plan) -> str:
         lines += [f"  other engines' IO buffers{'':<4}{gib(plan.io_bytes)}",
                   f"  pinned host staging{'':<10}{gib(plan.staging_bytes)}"]
     lines += [f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "
-              + ("FITS" if plan.fits else "DOES NOT FIT"),
+              + ("FITS" if plan.total_bytes <= plan.usable_bytes else "DOES NOT FIT"),
               f"  build peak{'':<19}{gib(plan.build_peak_bytes)}  (2 x the largest graph's weights + the builder "
               "workspace; while building only) -> " + ("fits" if plan.build_peak_bytes <= plan.usable_bytes
                                                           else "DOES NOT FIT: build refuses this target")]
