@@ -152,8 +152,41 @@ def test_greedy_generation_step_calls(engines):
         # which one 2D device copy puts in place; the K/V writes: one 2D copy per cache tensor; engines: generation
         # embedding, head, CFG sampler, and the decoder's CUDA-graph launch; the token read: one download and the
         # step's one synchronize
+        whole = snapshots[-1]
+        assert whole.get("set_optimization_profile_async", 0) <= 2  # once per request phase, not per call
+        assert whole.get("implicit_synchronize", 0) == 0  # no pageable copy forced a synchronize
         assert step == Counter({"cudaMemcpyAsync": 4, "cudaMemcpy2DAsync": 1 + 2 * layers, "execute_async_v3": 3,
                                 "cudaGraphLaunch": 1, "cudaStreamSynchronize": 1}), step
+
+
+def test_two_decoders_sharing_the_context_recapture_their_graphs(engines, export_hf):
+    """Two requests' decoders interleave steps on the one decoder context: each binding change makes the other's
+    graph stale, so each re-captures before replaying (the stand-in refuses a stale graph), and both match ONNX
+    Runtime's hidden states."""
+    with standin_imports():
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(engines) as gpu, JanusRuntime.load(export_hf) as cpu:
+            trt, ort = gpu.backend, cpu.backend
+            ids = np.random.default_rng(2).integers(0, 100, (2, 40))
+            pairs = [(trt.kv_decoder(1, 64), ort.kv_decoder(1, 64)) for _ in range(2)]
+            for row, (decoder, reference) in enumerate(pairs):
+                mask, positions = np.ones((1, 8), np.int64), np.arange(8)[None]
+                decoder.step(trt.embed("text_embedding", ids[row:row + 1, :8]), mask, positions, last_only=True)
+                reference.step(ort.run("text_embedding", input_ids=ids[row:row + 1, :8])["inputs_embeds"], mask,
+                               positions, last_only=True)
+            for step in range(8, 20):
+                for row, (decoder, reference) in enumerate(pairs):
+                    mask, positions = np.ones((1, step + 1), np.int64), np.full((1, 1), step)
+                    token = ids[row:row + 1, step:step + 1]
+                    hidden = decoder.step(trt.embed("text_embedding", token), mask, positions)
+                    expected = reference.step(ort.run("text_embedding", input_ids=token)["inputs_embeds"], mask,
+                                              positions)
+                    np.testing.assert_allclose(hidden.download(trt.stream), expected, atol=1e-5)
+            assert all(decoder.captures >= 10 for decoder, _ in pairs)  # recaptured after the other one bound
+            for decoder, reference in pairs:
+                decoder.close()
+                reference.close()
 
 
 def test_plan_states_memory_parts_for_1b_int8_w4_fp16_on_orin_nano():
