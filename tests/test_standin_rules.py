@@ -82,7 +82,8 @@ def _pinned(cudart, count: int) -> tuple[int, np.ndarray]:
 
 
 class Bound:
-    """A context of `engine` with batch-2 input and output bound to fresh device buffers."""
+    """A context of `engine` with batch-2 input and output bound to fresh device buffers (profile 1 when another
+    context holds profile 0)."""
 
     def __init__(self, cudart, engine, strategy=None, batch: int = 2):
         self.cudart, self.engine = cudart, engine
@@ -91,6 +92,8 @@ class Bound:
         self.stream = cudart.cudaStreamCreate()[1]
         self.nbytes = batch * 64 * FLOAT
         self.x, self.y = _malloc(cudart, self.nbytes), _malloc(cudart, self.nbytes)
+        if self.context.active_optimization_profile < 0:
+            assert self.context.set_optimization_profile_async(1, int(self.stream))
         assert self.context.set_input_shape("x", (batch, 64))
         assert self.context.set_tensor_address("x", self.x) and self.context.set_tensor_address("y", self.y)
 
@@ -180,6 +183,27 @@ def test_pageable_uploads_read_the_host_at_the_call_pinned_ones_when_the_stream_
     _ok(cudart.cudaStreamBeginCapture(stream, mode))
     _ok(cudart.cudaMemcpyAsync(device, pointer, 16, kind, stream))
     _ok(cudart.cudaStreamEndCapture(stream))
+
+
+def test_strided_copies_follow_the_same_rules_in_every_direction(standin):
+    _, cudart = standin
+    stream = cudart.cudaStreamCreate()[1]
+    kinds = cudart.cudaMemcpyKind
+    device = _malloc(cudart, 4 * 16)
+    pointer, pinned = _pinned(cudart, 8)
+    pinned[:] = np.arange(8)
+    # two rows of 2 floats from pinned rows 16 bytes apart into device rows 32 bytes apart: read when the stream runs
+    _ok(cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 8, 2, kinds.cudaMemcpyHostToDevice, stream))
+    pinned[:] += 10
+    _ok(cudart.cudaStreamSynchronize(stream))
+    rows = np.frombuffer(cudart.read_device(device, 64), np.float32).reshape(2, 8)
+    np.testing.assert_array_equal(rows[:, :2], [[10, 11], [14, 15]])
+    host = np.zeros((2, 4), np.float32)  # device -> pageable host: synchronous
+    _ok(cudart.cudaMemcpy2DAsync(host.ctypes.data, 16, device, 32, 8, 2, kinds.cudaMemcpyDeviceToHost, stream))
+    np.testing.assert_array_equal(host[:, :2], [[10, 11], [14, 15]])
+    wrong = cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 8, 2, kinds.cudaMemcpyDeviceToHost, stream)
+    assert wrong[0] == cudart.cudaError_t.cudaErrorInvalidValue  # the direction contradicts the pointers
+    assert cudart.cudaMemcpy2DAsync(device, 32, pointer, 16, 24, 2, kinds.cudaMemcpyHostToDevice, stream)[0] != 0
 
 
 # --- addresses ---------------------------------------------------------------------------------------------------
@@ -299,6 +323,25 @@ def test_user_managed_context_memory_must_be_set_large_enough_and_aligned(standi
     assert not bound.context.execute_async_v3(stream)  # wrong: the memory was freed
 
 
+def test_contexts_sharing_context_memory_must_not_run_at_once(standin, engine):
+    trt, cudart = standin
+    user = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+    first, second = Bound(cudart, engine, user), Bound(cudart, engine, user)
+    shared = _malloc(cudart, engine.device_memory_size_v2)
+    for bound in (first, second):
+        bound.context.set_device_memory(shared, engine.device_memory_size_v2)
+    assert first.context.execute_async_v3(int(first.stream))
+    assert not second.context.execute_async_v3(int(second.stream))  # wrong: both queued on two streams at once
+    assert "used by work still queued on stream" in engine._logger.messages[-1][1]
+    assert second.context.execute_async_v3(int(first.stream))  # right: one after another on one stream
+    event = cudart.cudaEventCreate()[1]
+    assert first.context.execute_async_v3(int(first.stream))
+    _ok(cudart.cudaEventRecord(event, first.stream))
+    _ok(cudart.cudaStreamWaitEvent(second.stream, event, 0))
+    assert second.context.execute_async_v3(int(second.stream))  # right: the second stream waits for the first
+    _ok(cudart.cudaDeviceSynchronize())
+
+
 def test_a_running_context_overwrites_its_context_memory(standin, engine):
     trt, cudart = standin
     bound = Bound(cudart, engine, trt.ExecutionContextAllocationStrategy.USER_MANAGED)
@@ -383,6 +426,27 @@ def test_calls_are_counted_per_function(standin, engine):
         assert bound.context.execute_async_v3(int(bound.stream))
     _ok(cudart.cudaStreamSynchronize(bound.stream))
     assert cudart.call_counts() == {"set_tensor_address": 3, "execute_async_v3": 3, "cudaStreamSynchronize": 1}
+
+
+def test_a_machine_without_a_gpu_fails_every_call_but_the_version_queries():
+    with standin_imports(JANUS_STANDIN_DEVICES="0"):
+        from cuda.bindings import runtime as cudart
+
+        assert cudart.cudaGetDevice() == (cudart.cudaError_t.cudaErrorNoDevice, None)
+        assert cudart.cudaGetLastError()[0] == cudart.cudaError_t.cudaErrorNoDevice
+        assert cudart.cudaDriverGetVersion() == (0, 12060)
+
+
+def test_pinned_memory_comes_out_of_device_memory_on_an_integrated_gpu():
+    for capability, integrated in (("9.0", False), ("8.7", True)):
+        with standin_imports(JANUS_STANDIN_CC=capability, JANUS_STANDIN_MEMORY_BYTES=str(8 << 30)):
+            from cuda.bindings import runtime as cudart
+
+            free = cudart.cudaMemGetInfo()[1]
+            pointer = cudart.cudaMallocHost(1 << 20)[1]
+            assert free - cudart.cudaMemGetInfo()[1] == (1 << 20 if integrated else 0)
+            assert cudart.cudaGetDeviceProperties(0)[1].integrated == integrated
+            _ok(cudart.cudaFreeHost(pointer))
 
 
 def test_a_cuda_13_runtime_needs_a_cuda_13_driver(monkeypatch):

@@ -49,6 +49,8 @@ def cudaHostAlloc(size: int, flags: int) -> tuple[cudaError_t, int]:
         return refused, 0
     if int(size) <= 0 or int(flags) & ~0x7:
         return cudaError_t.cudaErrorInvalidValue, 0
+    if _gpu.integrated() and _gpu.used_memory() + int(size) > _gpu.total_memory():
+        return cudaError_t.cudaErrorMemoryAllocation, 0
     return OK, _gpu.allocate_pinned(int(size))
 
 
@@ -77,61 +79,61 @@ def cudaMemcpyAsync(dst: int, src: int, count: int, kind: cudaMemcpyKind, stream
                     ) -> tuple[cudaError_t]:
     """Pageable host memory: host to device synchronizes the stream, then reads the host buffer before returning;
     device to host is synchronous. Pinned host memory is read or written when the stream runs the copy."""
-    dst, src, count = int(dst), int(src), int(count)
-    where = (_where(dst, count), _where(src, count))
+    return (_copy(int(dst), int(count), int(src), int(count), int(count), 1, kind, stream),)
+
+
+def cudaMemcpy2DAsync(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: cudaMemcpyKind,
+                      stream: int | cudaStream_t) -> tuple[cudaError_t]:
+    """`height` rows of `width` bytes, rows `spitch` / `dpitch` apart; host memory as in cudaMemcpyAsync. Each side
+    must lie inside one allocation (or be pageable host memory); device regions must not overlap (undefined)."""
+    dst, dpitch, src, spitch, width, height = (int(v) for v in (dst, dpitch, src, spitch, width, height))
+    return (_copy(dst, dpitch, src, spitch, width, height, kind, stream),)
+
+
+def _copy(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind, stream) -> cudaError_t:
+    if width <= 0 or height < 1 or width > min(dpitch, spitch):
+        return cudaError_t.cudaErrorInvalidValue
+    dst_span, src_span = (height - 1) * dpitch + width, (height - 1) * spitch + width
+    where = (_where(dst, dst_span), _where(src, src_span))
     kind = cudaMemcpyKind(kind)
     if kind == cudaMemcpyKind.cudaMemcpyDefault:
         kind = {("device", "device"): _D2D, ("device", "pinned"): _H2D, ("device", "pageable"): _H2D,
                 ("pinned", "device"): _D2H, ("pageable", "device"): _D2H}.get(where, kind)  # type: ignore[arg-type]
     devices = {_H2D: (True, False), _D2H: (False, True), _D2D: (True, True)}.get(kind)
-    if devices is None or count <= 0 or None in where or tuple(w == "device" for w in where) != devices:
-        return (cudaError_t.cudaErrorInvalidValue,)  # pointers are not where `kind` says (or out of bounds)
+    if devices is None or None in where or tuple(w == "device" for w in where) != devices:
+        return cudaError_t.cudaErrorInvalidValue  # pointers are not where `kind` says (or out of bounds)
+    if kind == _D2D and dst < src + src_span and src < dst + dst_span:
+        return cudaError_t.cudaErrorInvalidValue  # overlapping source and destination
     found = _gpu.stream_of(stream)
     if found is None:
-        return (cudaError_t.cudaErrorInvalidResourceHandle,)
+        return cudaError_t.cudaErrorInvalidResourceHandle
+
+    def rows(ptr: int, pitch: int, on_device: bool) -> list[bytes]:
+        read = _gpu.read_device if on_device else ctypes.string_at
+        return [read(ptr + row * pitch, width) for row in range(height)]
+
+    def write(data: list[bytes]) -> None:
+        for row, chunk in enumerate(data):
+            if kind == _D2H:
+                ctypes.memmove(dst + row * dpitch, chunk, width)
+            else:
+                _gpu.write_device(dst + row * dpitch, chunk)
+
     if "pageable" in where:
         if found.capture is not None:  # a captured copy would read the host buffer at launch: CUDA refuses
             found.invalidated = cudaError_t.cudaErrorStreamCaptureInvalidated
-            return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
+            return cudaError_t.cudaErrorStreamCaptureUnsupported
         _gpu.calls["implicit_synchronize"] += 1
         status = _gpu.run_stream(found)
         if status != OK:
-            return (status,)
+            return status
         if kind == _D2H:
-            ctypes.memmove(dst, _gpu.read_device(src, count), count)
-            return (OK,)
-        staged = ctypes.string_at(src, count)
-        return (_gpu.enqueue(found, Work(lambda: _gpu.write_device(dst, staged), liveness((dst, count)))),)
-
-    def copy() -> None:
-        data = _gpu.read_device(src, count) if where[1] == "device" else ctypes.string_at(src, count)
-        if where[0] == "device":
-            _gpu.write_device(dst, data)
-        else:
-            ctypes.memmove(dst, data, count)
-
-    return (_gpu.enqueue(found, Work(copy, liveness((dst, count), (src, count)))),)
-
-
-def cudaMemcpy2DAsync(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: cudaMemcpyKind,
-                      stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    """Device to device only (all janus-edge needs): `height` rows of `width` bytes; every row must lie inside one
-    allocation on each side and the regions must not overlap (undefined in CUDA)."""
-    dst, dpitch, src, spitch, width, height = (int(v) for v in (dst, dpitch, src, spitch, width, height))
-    if cudaMemcpyKind(kind) != _D2D or width > min(dpitch, spitch) or height < 1:
-        return (cudaError_t.cudaErrorInvalidValue,)
-    dst_span, src_span = (height - 1) * dpitch + width, (height - 1) * spitch + width
-    if _gpu.locate(dst, dst_span) is None or _gpu.locate(src, src_span) is None:
-        return (cudaError_t.cudaErrorInvalidValue,)  # rows outside one allocation
-    if dst < src + src_span and src < dst + dst_span:
-        return (cudaError_t.cudaErrorInvalidValue,)  # overlapping source and destination
-
-    def copy() -> None:
-        rows = [_gpu.read_device(src + row * spitch, width) for row in range(height)]
-        for row, data in enumerate(rows):
-            _gpu.write_device(dst + row * dpitch, data)
-
-    return (_gpu.enqueue(stream, Work(copy, liveness((dst, dst_span), (src, src_span)))),)
+            write(rows(src, spitch, True))
+            return OK
+        staged = rows(src, spitch, False)
+        return _gpu.enqueue(found, Work(lambda: write(staged), liveness((dst, dst_span))))
+    return _gpu.enqueue(found, Work(lambda: write(rows(src, spitch, kind != _H2D)),
+                                    liveness((dst, dst_span), (src, src_span))))
 
 
 def cudaMemsetAsync(devPtr: int, value: int, count: int, stream: int | cudaStream_t) -> tuple[cudaError_t]:
