@@ -28,7 +28,7 @@ from pathlib import Path
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, mask_columns_bytes, prefill_layout
+from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, prefill_layout
 from janus_edge.runtime.manifest import ModelInfo, kv_output
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
@@ -193,8 +193,7 @@ def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, 
     spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
     each, so activations count once (the largest of prefill, vision and VQ, below)."""
     capacity = capacity or kv.request_capacity(context, context)
-    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values()) \
-        + mask_columns_bytes(rows)
+    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values())
 
 
 def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, chunked: bool = True) -> int:

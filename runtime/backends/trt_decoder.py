@@ -14,8 +14,8 @@
   for the request's largest chunk (`prefill_layout`), freed when the decoder closes. (A step that wants every
   position's hidden states, JanusFlow's flow step, runs in one pass.) A decode step's IO buffers are sized for the
   capacity when the decoder opens, so decoding allocates nothing.
-- The step's mask stays on the device (a host mirror says what it holds); each step uploads only the columns that
-  changed (the previous new position's to the new one's, packed, then one 2D device copy), and the position ids.
+- The step's mask stays on the device, mirrored in pinned staging; each step uploads only the columns that changed
+  (the previous new position's to the new one's: one small 2D copy), and the position ids.
 - A decode step has static shapes and addresses: after anything a graph bakes in changes (`TrtGraph.version`:
   profile, shapes, addresses; or another decoder bound the same context) it runs once uncaptured (TensorRT does
   deferred shape work then), then is captured into a CUDA graph that later steps replay. If capture fails (an
@@ -33,7 +33,7 @@ import numpy as np
 from .. import kv
 from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
-from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows
+from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows, upload_rows
 
 if TYPE_CHECKING:
     from .tensorrt import TrtGraph
@@ -42,14 +42,6 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_CHUNK = 512  # positions per prefill pass: bounds the prefill's new keys/values (1B, 2 rows: 192 MiB)
-MASK_COLUMNS = kv.CAPACITY_BUCKET + 1  # the most mask columns a decode step uploads (the rest: a whole mask)
-
-
-def mask_columns_bytes(rows: int) -> int:
-    """The decode step's buffer for the mask columns it uploads (int64), next to `kv.decode_io_bytes`'s."""
-    return int(rows) * MASK_COLUMNS * 8
-
-
 def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype,
                    rows: int, positions: int, slots: int) -> dict[str, int]:
     """A prefill chunk's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
@@ -81,7 +73,6 @@ class TrtKVDecoder(KVDecoder):
         self.step_graph: CudaGraph | None = None
         self.step_version: int | None = None
         self.mask_layout: tuple[int, ...] | None = None  # (slots, new positions, where) of the device mask
-        self.mask_mirror = np.zeros((0, 0), np.int64)  # what the device mask holds
         self.captures = self.replays = 0  # decode steps captured / replayed (tests and bench read them)
         registry.append(self)
         self._reserve_step_io()
@@ -92,7 +83,7 @@ class TrtKVDecoder(KVDecoder):
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
         sizes = kv.decode_io_bytes(self.model, self.dtype, self.batch, self.allocated)
-        for name, nbytes in {**sizes, "mask_columns": mask_columns_bytes(self.batch)}.items():
+        for name, nbytes in sizes.items():
             self.graph.buffer(name, nbytes)
 
     def device_memory_bytes(self) -> dict[str, int]:
@@ -136,29 +127,26 @@ class TrtKVDecoder(KVDecoder):
             self._reserve_step_io()
 
     def _mask(self, attention_mask: np.ndarray, seq: int, target: DeviceTensor) -> DeviceTensor:
-        """The step's [B, slots + seq] mask at `target`. If the device holds this decoder's mask of the same layout
-        there, only the columns from the first changed one to the new positions go up (a decode step: the previous
-        new position's column, the unused slots after it and the new one: at most a bucket + 1 columns, uploaded
-        packed, then one 2D device copy into place); otherwise the whole mask (one copy)."""
+        """The step's [B, slots + seq] mask at `target`, mirrored in pinned staging. If the device holds this
+        decoder's mask of the same layout there, only the columns from the first changed one to the new positions
+        go up (a decode step: the previous new position's column, the unused slots after it, the new one: at most
+        a bucket + 1 columns per row, one 2D copy); otherwise the whole mask (one copy)."""
         width = self.slots + seq
-        layout = (self.slots, seq, target.ptr)
+        staging = self.stream.staging.buffer("decoder:attention_mask", self.batch * width * 8)
+        mirror = staging.host((self.batch, width), np.dtype(np.int64))  # waits only if a copy may still read it
+        layout = (self.slots, seq, target.ptr, staging.ptr)
         first = 0
         if self.mask_layout == layout and self.graph.mask_owner is self:
             cached = self.length
-            changed = np.flatnonzero((self.mask_mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
+            changed = np.flatnonzero((mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
             first = int(changed[0]) if changed.size else cached
-            self.mask_mirror[:, first:cached] = attention_mask[:, first:cached]
-            self.mask_mirror[:, self.slots:] = attention_mask[:, cached:]
+            mirror[:, first:cached] = attention_mask[:, first:cached]
+            mirror[:, self.slots:] = attention_mask[:, cached:]
         else:
-            self.mask_mirror = step_mask(attention_mask, self.length, self.slots)
+            mirror[...] = step_mask(attention_mask, self.length, self.slots)
             self.mask_layout, self.graph.mask_owner = layout, self
-        if first and width - first <= MASK_COLUMNS:
-            columns = self.graph.buffers["mask_columns"]
-            columns.upload(np.ascontiguousarray(self.mask_mirror[:, first:]), self.stream, "decoder:mask_columns")
-            row = (width - first) * 8
-            copy_rows(target.ptr + first * 8, width * 8, columns.ptr, row, row, self.batch, self.stream)
-        else:
-            target.buffer.upload(self.mask_mirror, self.stream, "decoder:attention_mask", target.offset)
+        upload_rows(target.ptr + first * 8, width * 8, staging, first * 8, width * 8, (width - first) * 8,
+                    self.batch, self.stream)
         return DeviceTensor(target.buffer, (self.batch, width), np.dtype(np.int64), target.offset)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):

@@ -26,7 +26,7 @@ import numpy as np
 from .. import kv
 from ..manifest import Manifest
 from .engine_manifest import EngineManifest
-from .trt_decoder import PREFILL_CHUNK, mask_columns_bytes, prefill_layout
+from .trt_decoder import PREFILL_CHUNK, prefill_layout
 
 CATEGORIES = ("engines", "scratch", "kv_cache", "kv_spare", "step_io", "prefill_io", "io", "staging")
 DEVICE = CATEGORIES[:-1]
@@ -92,13 +92,12 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
             downloads.append(_bytes(manifest, "vq_decoder", "pixels", {"batch": 1}))
         staging.update({"download": max(downloads),
                         "decoder:attention_mask": rows * max(slots + chunk, capacity + 1) * 8,
-                        "decoder:mask_columns": mask_columns_bytes(rows),
                         "decoder:position_ids": rows * chunk * 8})
         if kind == "understanding":
             staging["decoder:inputs_embeds"] = rows * chunk * model.hidden_size * 4
         else:
             staging["cfg_weight"] = 4
         result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
-                        "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()) + mask_columns_bytes(rows),
+                        "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()),
                         "prefill_io": sum(prefill.values()), "io": io, "staging": sum(staging.values())}
     return result
