@@ -83,13 +83,23 @@ class Stream:
     def __init__(self) -> None:
         self.cudart = _cudart()
         self.handle: Any = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._native = self._native_handle()
         self.synchronizations = 0
         self.staging = HostStaging(self)
 
     @property
     def ptr(self) -> int:
         """The stream as the plain int TensorRT's `stream_handle` parameters take (cudaStream_t is an object)."""
-        return int(self.handle)
+        return self._native
+
+    def _native_handle(self) -> int:
+        """The handle's value: `get_cuda_native_handle` in cuda-bindings 13 (where `int()` of it is deprecated),
+        `int()` before. (`getPtr()` is the address of the Python object's copy, not the handle.)"""
+        try:
+            from cuda.bindings.utils import get_cuda_native_handle
+        except ImportError:
+            return int(self.handle)
+        return int(get_cuda_native_handle(self.handle))
 
     def synchronize(self) -> None:
         check(self.cudart.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
