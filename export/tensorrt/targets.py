@@ -12,6 +12,7 @@ fp32 graphs never reach the Tensor Cores). Each target's line says which numbers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from janus_edge.runtime.errors import RequestError
 
@@ -63,6 +64,13 @@ TARGETS = {
                          8.0, 4096, ("H100", "H200", "H800", "H20", "GH200"),
                          {"fp32": 67.0, "fp16": 989.5, "int8": 1979.0}),
 }
+
+
+def build_peak_bytes(graph_weights: Mapping[str, float], target: Target) -> float:
+    """What building the largest graph takes at once, estimated as 2 x its weights + the builder workspace: the
+    parser's copy of the ONNX weights and the engine's own, plus the workspace limit the tactics may use. On a
+    Jetson all three share one DRAM. A build-time cost only: the runtime never allocates the workspace."""
+    return 2 * max(graph_weights.values()) + target.workspace_gib * GIB
 
 
 def gpu_mismatch(target: Target, gpu: str, capability: str) -> str | None:
