@@ -104,7 +104,7 @@ def _first_call(call: str, function: Any, *args: Any) -> Any:
         raise BackendError(f"no NVIDIA driver is loaded ({call}: {exc})",
                            "install the NVIDIA driver (Jetson: JetPack), or run the container with --gpus all / "
                            "--runtime nvidia") from None
-    status = getattr(result[0], "name", str(result[0]))
+    status = getattr(result[0], "name", str(result[0])) if isinstance(result, tuple) else "cudaSuccess"
     if status == "cudaErrorNoDevice":
         raise BackendError("the NVIDIA driver sees no CUDA GPU",
                            "check nvidia-smi (Jetson: tegrastats) and CUDA_VISIBLE_DEVICES")
@@ -125,12 +125,13 @@ def probe_machine() -> Machine:
         raise BackendError("no NVIDIA driver is loaded (cudaDriverGetVersion reports 0)",
                            "install the NVIDIA driver (Jetson: JetPack) and reboot")
     driver = _cuda_version(driver_code)
-    bindings = _distribution("cuda-python", "cuda-bindings")
-    if driver is not None and (_major(bindings) or 0) > (_major(driver) or 0):
-        raise BackendError(f"cuda-python {bindings} needs a CUDA {_major(bindings)} driver; this driver supports "
-                           f"CUDA {driver}", INSTALL_FIX + ", or pip install 'janus-edge[tensorrt]' (CUDA 12 drivers)")
-    runtime = _cuda_version(check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")) \
+    runtime = _cuda_version(_first_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion)) \
         if hasattr(cudart, "cudaRuntimeGetVersion") else None
+    if driver is not None and runtime is not None and (_major(runtime) or 0) > (_major(driver) or 0):
+        bindings = _distribution("cuda-python", "cuda-bindings") or "(version unknown)"
+        raise BackendError(f"cuda-python {bindings} is built for CUDA {runtime} and needs a CUDA {_major(runtime)} "
+                           f"driver; this driver supports CUDA {driver}",
+                           INSTALL_FIX + ", or pip install 'janus-edge[tensorrt]' (CUDA 12 drivers)")
     device = _first_call("cudaGetDevice", cudart.cudaGetDevice)
     props = _first_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties, device)
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
