@@ -18,7 +18,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from standin_env import STANDIN, build_standin_engines, standin_env
+import numpy as np
+from standin_env import STANDIN, build_standin_engines, standin_env, standin_imports
 from test_wheel import _venv, wheel  # noqa: F401  (the wheel fixture, built once per module)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +91,27 @@ def test_gpu_check_judges_by_precision_and_fails_a_wrong_engine(export_hf, expor
     assert decoder["data"]["precision"] == "fp16" and "limit 0.02" in decoder["summary"]
     result, report = gpu_check(tmp_path, export_hf, "--engines", engines)
     assert_one_line_failure(result, report, "do not belong to")
+
+
+def test_teacher_forced_checks_tell_fp16_from_fp32(export_hf, export_fp16, tmp_path):
+    """In process, on the stand-in: the pipeline checks pass for engines of the same graphs, and the teacher-forced
+    comparison tells fp16 rounding from fp32 (fp16 engines against the fp32 export fail fp32's tolerance, pass
+    fp16's)."""
+    engines, fp16_engines = (build_standin_engines(e, tmp_path / e.name) for e in (export_hf, export_fp16))
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    with standin_imports():
+        from janus_edge.gpucheck.forced import compare, pipeline_checks
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(engines) as gpu, JanusRuntime.load(export_hf) as cpu, \
+                JanusRuntime.load(fp16_engines) as gpu16, JanusRuntime.load(export_fp16) as cpu16:
+            checks = pipeline_checks(cpu, gpu, "fp32", image)
+            assert [c.status for c in checks] == ["pass"] * len(checks) and len(checks) == 5, checks
+            for head in ("lm_head", "generation_head"):
+                same = compare(cpu16.backend, gpu16.backend, head)
+                assert same.passes("fp32") and same.logits_error == 0.0
+                mixed = compare(cpu.backend, gpu16.backend, head)
+                assert mixed.logits_error > 0 and not mixed.passes("fp32") and mixed.passes("fp16")
 
 
 @pytest.fixture(scope="module")

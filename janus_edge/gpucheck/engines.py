@@ -43,7 +43,8 @@ def compare_outputs(reference: dict[str, np.ndarray], other: dict[str, np.ndarra
                     ) -> tuple[bool, dict[str, dict[str, Any]]]:
     """Per output: relative RMS error and max abs error of floats, the fraction equal of integers; whether all
     are within the precision's tolerance."""
-    limits, results, ok = tolerance(precision), {}, True
+    limits, ok = tolerance(precision), True
+    results: dict[str, dict[str, Any]] = {}
     for name, expected in reference.items():
         got = other.get(name)
         if got is None or got.shape != expected.shape:
@@ -83,6 +84,7 @@ def engine_checks(manifest: Manifest, engines: EngineManifest, cpu_backend, gpu_
         engine = gpu_backend.graph(name)
         rng = np.random.default_rng(seed)
         passed, profiles = True, []
+        worst = 0.0
         for profile in info.profiles:
             shapes = {tensor: opt for tensor, (_, opt, _) in profile.items()}
             feeds = {tensor: _value(tensor, shape, engine.dtypes[tensor], manifest, rng)
@@ -90,7 +92,7 @@ def engine_checks(manifest: Manifest, engines: EngineManifest, cpu_backend, gpu_
             ok, outputs = compare_outputs(reference_graph.run(feeds), engine.run(feeds), info.precision)
             passed &= ok
             profiles.append({"shapes": shapes, "outputs": outputs})
-        worst = max((o.get("relative_rms_error", 0.0) for p in profiles for o in p["outputs"].values()), default=0.0)
+            worst = max([worst, *(o.get("relative_rms_error", 0.0) for o in outputs.values())])
         limit = tolerance(info.precision)
         checks.append(Check(f"engine {name}", "pass" if passed else "fail",
                             f"{info.precision}, {len(profiles)} profile(s): worst relative RMS error {worst:.2e} "

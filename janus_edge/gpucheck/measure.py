@@ -79,7 +79,8 @@ def planned_bytes(engine_dir: Path, images: int, context: int) -> tuple[int | No
     if plan_engines is None:
         return None, None, "plan_engines(engine_dir, images, context) is not in this janus-edge yet"
     prediction = plan_engines(engine_dir, images, context)
-    data = dataclasses.asdict(prediction) if dataclasses.is_dataclass(prediction) else dict(prediction)
+    is_record = dataclasses.is_dataclass(prediction) and not isinstance(prediction, type)
+    data = dataclasses.asdict(prediction) if is_record else dict(prediction)
     total = data.get("total_bytes")
     return (int(total) if total is not None else None), data, (None if total is not None else
                                                               "plan_engines gave no total_bytes")
