@@ -24,7 +24,7 @@ import numpy as np
 from janus_edge.runtime import JanusRuntime, Turn
 from janus_edge.runtime.images import preprocess, to_uint8
 from janus_edge.runtime.pipelines.understand import image_slots
-from janus_edge.runtime.sizing import request_capacity
+from janus_edge.runtime.kv import kv_form, request_capacity
 
 from . import data
 
@@ -85,7 +85,7 @@ def _empty_cache(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray])
     if name != "decoder":
         return {}
     batch, seq = feeds["inputs_embeds"].shape[:2]
-    sizes = {"batch": batch, "capacity": seq if runtime.manifest.kv_cache.form == "ort_gqa" else 0}
+    sizes = {"batch": batch, "capacity": seq if kv_form(runtime.manifest.kv_cache.form).writes_cache else 0}
     return {t.name: np.zeros([sizes.get(d, d) for d in t.shape], t.dtype)
             for t in runtime.manifest.graphs["decoder"].inputs if "capacity" in t.shape}
 

@@ -26,7 +26,8 @@ from janus_edge.export.precision import parse_precision
 from janus_edge.export.staging import staged_directory
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, kv_input, kv_output, kv_present, sha256_file
+from janus_edge.runtime.kv import cache_tensors, check_support
+from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, sha256_file
 
 from . import data, int8, kv_int8, weight_only
 
@@ -43,11 +44,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
     if source.precision != "fp32":
         raise RequestError(f"{export_dir} is a {source.precision} export; calibration starts from fp32",
                            "export with --precision fp32 and calibrate that")
-    if source.kv_cache.form == "ort_gqa" and chosen.activation_dtype("decoder") == "float16":
-        raise RequestError("the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
-                           "leave fp16 out (w4 and kv8 are the CPU's schemes), or calibrate an in_place export")
-    if "kv8" in chosen.words:
-        kv_int8.check_source(source)
+    check_support(source.kv_cache.form, precision_words=chosen.words, family=source.model.family)
     feeds, kv_scales = {}, None
     calibration = data.load_set(images_dir, prompts_file, samples) if {"kv8", "int8"} & set(chosen.words) else None
     if "kv8" in chosen.words:
@@ -90,8 +87,7 @@ def calibrate(export_dir: str | Path, out_dir: str | Path, scheme: str, images_d
 
 def _cache_names(manifest: Manifest) -> set[str]:
     """The decoder's KV cache inputs and outputs (new positions in the in_place form, the cache in ort_gqa)."""
-    output = kv_present if manifest.kv_cache.form == "ort_gqa" else kv_output
-    return {kv_input(n) for n in manifest.model.kv_names} | {output(n) for n in manifest.model.kv_names}
+    return cache_tensors(manifest.kv_cache.form, manifest.model.kv_names)
 
 
 def _with_cache_dtype(graph, cache: set[str], dtype: str):

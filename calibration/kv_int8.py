@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from janus_edge.runtime.errors import Cancelled, InternalError, RequestError
-from janus_edge.runtime.manifest import Manifest, kv_input, kv_present
+from janus_edge.runtime.errors import Cancelled, InternalError
+from janus_edge.runtime.kv import kv_form, kv_input
 
 QMAX = 127
 GENERATION_TOKENS = 64  # image tokens per generation request observed (the cache's statistics settle quickly)
-
-
-def check_source(manifest: Manifest) -> None:
-    if manifest.flow is not None:
-        raise RequestError("kv8 is not available for JanusFlow exports (they have the in_place KV form only)",
-                           "leave kv8 out of --scheme")
-    if manifest.kv_cache.form != "ort_gqa":
-        raise RequestError(f"kv8 needs an export whose decoder has the ort_gqa KV form; this one has "
-                           f"{manifest.kv_cache.form}", "export with `janus-edge export ... --kv-form ort_gqa`, "
-                           "then calibrate that")
 
 
 def collect_scales(runtime, calibration, generation_tokens: int = GENERATION_TOKENS) -> dict[str, np.ndarray]:
@@ -72,7 +62,8 @@ def quantize_cache(proto, scales: dict[str, np.ndarray]) -> None:
     and 13: k_scale, v_scale) and per-channel 8-bit quantisation; the cache inputs and present outputs become int8."""
     from onnx import TensorProto, helper, numpy_helper
 
-    cache_names = {kv_input(name): name for name in scales} | {kv_present(name): name for name in scales}
+    present = kv_form("ort_gqa").output  # kv8 exports have the ort_gqa form (kv.check_support)
+    cache_names = {kv_input(name): name for name in scales} | {present(name): name for name in scales}
     nodes = [node for node in proto.graph.node if node.op_type == "GroupQueryAttention"]
     if len(nodes) * 2 != len(scales):
         raise InternalError(f"{len(nodes)} GroupQueryAttention nodes for {len(scales)} cache tensors")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import torch
 
+from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import (FORM_SCHEMA_VERSIONS, KV_FORMS, MANIFEST_NAME, GenerationDefaults, Graph,
+from janus_edge.runtime.manifest import (FORM_SCHEMA_VERSIONS, MANIFEST_NAME, GenerationDefaults, Graph,
                                          KVCacheFormat, Limits, Manifest, ModelInfo, SpecialTokens, Tensor,
                                          sha256_file)
 
@@ -37,21 +38,16 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
     if precision not in [",".join(words) for words in EXPORT_WORDS]:
         raise RequestError(f"unknown precision {precision!r}", "use fp32 or fp16 (int8/w8/w4/kv8 come from "
                            "calibrate; kv8 from an export made with --kv-form ort_gqa)")
-    kv_dtype = parse_precision(precision).kv_dtype
+    chosen = parse_precision(precision)
     if max_batch < 1 or max_context < NUM_IMAGE_TOKENS + 16:
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
                            f"use a batch >= 1 and a context >= {NUM_IMAGE_TOKENS + 16} ({NUM_IMAGE_TOKENS} image "
                            "tokens + prompt)")
-    if kv_form not in KV_FORMS:
-        raise RequestError(f"unknown KV cache form {kv_form!r}", f"use one of {', '.join(KV_FORMS)}")
-    if kv_form == "ort_gqa" and precision != "fp32":
-        raise RequestError("the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
-                           "export it in fp32 (then calibrate w4 and/or kv8), or use --kv-form in_place for fp16")
-    if is_janusflow(model_dir):
+    janusflow = is_janusflow(model_dir)
+    kv.check_support(kv_form, precision_words=chosen.words, family="janusflow" if janusflow else family)
+    if janusflow:
         from .janusflow.export import export_janusflow
 
-        if kv_form != "in_place":
-            raise RequestError("JanusFlow exports have the in_place KV cache form only", "leave out --kv-form")
         return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
     check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
     checkpoint = load_checkpoint(model_dir, family)
@@ -62,7 +58,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
                            f"use --max-context {limit} or less")
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in graph_specs(info, kv_dtype, kv_form):
+        for spec in graph_specs(info, chosen.kv_dtype, kv_form):
             log(f"exporting {spec.name} ({precision})")
             graphs[spec.name] = _export_graph(checkpoint.model, spec, info, staging, precision)
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")

@@ -13,7 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from janus_edge.runtime.manifest import ModelInfo, Tensor, kv_input, kv_output, kv_present
+from janus_edge.runtime.kv import kv_form, kv_input
+from janus_edge.runtime.manifest import ModelInfo, Tensor
 
 
 @dataclass
@@ -96,7 +97,7 @@ def _decoder_sample(m: ModelInfo, s: dict[str, int], form: str = "in_place") -> 
         valid[-1, 0] = 0
     position_ids = (valid.cumsum(-1) - 1).clamp(min=0)[:, past:]
     mask = valid
-    if form == "in_place":
+    if not kv_form(form).writes_cache:  # the in_place mask covers every slot
         mask = torch.zeros(b, capacity + seq, dtype=torch.int64)
         mask[:, :past], mask[:, capacity:] = valid[:, :past], valid[:, past:]
     feeds = {"inputs_embeds": torch.randn(b, seq, m.hidden_size), "attention_mask": mask, "position_ids": position_ids}
@@ -110,10 +111,8 @@ def decoder_spec(m: ModelInfo, kv_dtype: str = "float32", form: str = "in_place"
     says (see llm_decoder)."""
     hidden = ["batch", "sequence", m.hidden_size]
     cache = lambda name, length: Tensor(name, kv_dtype, ["batch", m.num_kv_heads, length, m.head_dim])  # noqa: E731
-    if form == "ort_gqa":
-        mask, outputs = "past_and_sequence", [cache(kv_present(name), "capacity") for name in m.kv_names]
-    else:
-        mask, outputs = "capacity_and_sequence", [cache(kv_output(name), "sequence") for name in m.kv_names]
+    written = kv_form(form)
+    mask, outputs = written.mask_length, [cache(written.output(name), written.output_length) for name in m.kv_names]
     return GraphSpec("decoder", lambda model: Decoder(model, form),
                      [Tensor("inputs_embeds", "float32", hidden),
                       Tensor("attention_mask", "int64", ["batch", mask]),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from janus_edge.runtime.manifest import KV_FORMS
+from janus_edge.runtime.kv import KV_FORMS
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from janus_edge.runtime.errors import RequestError
+from janus_edge.runtime.kv import check_support
 
 WORDS = ("fp32", "fp16", "int8", "w8", "w4", "kv8")
 INT8_GRAPHS = ("vision_encoder", "vq_decoder")
@@ -66,8 +67,9 @@ def parse_precision(text: str) -> Precision:
     """'fp16', 'int8,w4', ... -> its `Precision` (the same whether export or calibrate makes it)."""
     words = tuple(w.strip() for w in str(text).split(",") if w.strip())
     if not words or any(w not in WORDS for w in words) or len(set(words)) < len(words) or \
-            ("fp32" in words and len(words) > 1) or {"w8", "w4"} <= set(words) or {"fp16", "kv8"} <= set(words):
+            ("fp32" in words and len(words) > 1) or {"w8", "w4"} <= set(words):
         raise RequestError(f"precision {text!r} is not one janus-edge makes",
                            "use fp32 alone, or fp16, int8, w8, w4, kv8 or a combination such as int8,w4 "
-                           "(w8 and w4 exclude each other; kv8, an ONNX Runtime CPU cache, excludes fp16)")
+                           "(w8 and w4 exclude each other)")
+    check_support(precision_words=words)  # the words that make the cache (kv8 excludes fp16)
     return Precision(words)

@@ -6,6 +6,12 @@ two floors: the bytes it must read (weights, plus the KV cache) over bandwidth, 
 of the precision each graph computes in; the larger is the floor. Janus-Pro's token decode is memory-bound (one
 position per row); a JanusFlow step runs 577 positions per row and is compute-bound on most targets.
 Activation figures are estimates (documented in docs/BENCHMARKS.md); weights and KV are exact.
+
+Memory is stated the way the TensorRT backend holds it: engines (weights), contexts (ONE scratch allocation shared by
+every execution context), KV cache, KV spare + decode-step buffers, and the prefill's request-sized buffers; the
+build's own peak (`targets.build_peak_bytes`) is a build-time cost, stated apart and not in the runtime total.
+`plan_engines(ENGINE_DIR, images, context)` reads what `build` recorded and computes the figures the backend
+allocates from (`runtime.backends.trt_memory`).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from janus_edge.export.janusflow import presets as flow_presets
 from janus_edge.export.janusflow.presets import FlowSizes
 from janus_edge.export.precision import Precision, parse_precision
 from janus_edge.export.tensorrt.flow_profiles import TYPICAL_TEXT_PROMPT
-from janus_edge.export.tensorrt.targets import GIB, Target
-from janus_edge.runtime import sizing
+from pathlib import Path
+
+from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
+from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
+from janus_edge.runtime.backends.trt_decoder import prefill_layout
 from janus_edge.runtime.manifest import ModelInfo, kv_output
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
@@ -149,8 +158,8 @@ class Plan:
     kv_cache_bytes: float  # the largest request's: CFG rows at the context (Janus-Pro); for JanusFlow the larger of
     # its flow request (`flow`) and one understanding row at the context
     runtime_buffers_bytes: float  # TensorRT backend: the KV spare tensor and the decode step's IO buffers
-    activation_bytes: float
-    workspace_bytes: float
+    activation_bytes: float  # contexts: the one scratch allocation every execution context shares
+    build_peak_bytes: float  # `build`'s own peak (a build-time cost, not in the total)
     total_bytes: float
     usable_bytes: float
     fits: bool
@@ -163,6 +172,11 @@ class Plan:
     image_floors_s: dict[str, float] = field(default_factory=dict)  # "bandwidth", "compute": per image
     image_bound: str = ""  # which of the two is the floor
     flow: dict = field(default_factory=dict)  # JanusFlow: the flow request and its step's floors
+    prefill_bytes: float = 0.0  # the prefill's request-sized buffers (inputs, hidden states, new keys/values)
+    io_bytes: float = 0.0  # other engines' IO buffers (engine directories only)
+    staging_bytes: float = 0.0  # pinned host staging (engine directories only; a Jetson's one DRAM)
+    source: str = "estimate"  # "estimate" (a preset or checkpoint) or "engines" (recorded by `build`)
+    requests: dict = field(default_factory=dict)  # engine directories: per request kind, bytes per category
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,19 +184,23 @@ class Plan:
 
 def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
     """What a backend allocates for `rows` rows of a request that may fill `context` (or of `capacity` slots):
-    `runtime.sizing`'s numbers."""
-    capacity = capacity or sizing.request_capacity(context, context)
-    return sizing.kv_cache_bytes(d.num_layers, d.num_kv_heads, d.head_dim, kv_dtype, rows, capacity)
+    `runtime.kv`'s numbers."""
+    return kv.cache_bytes(d, kv_dtype, rows, capacity or kv.request_capacity(context, context))
 
 
 def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
     """What the TensorRT backend allocates next to the cache for such a request (`runtime.sizing`'s numbers): the
     spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
     each, so activations count once (the largest of prefill, vision and VQ, below)."""
-    capacity = capacity or sizing.request_capacity(context, context)
-    io = sizing.decode_io_bytes([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
-                                kv_dtype, rows, capacity)
-    return sizing.kv_spare_bytes(d.num_kv_heads, d.head_dim, kv_dtype, rows, capacity) + sum(io.values())
+    capacity = capacity or kv.request_capacity(context, context)
+    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values())
+
+
+def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, host_embeds: bool) -> int:
+    """The TensorRT decoder's prefill buffer for `rows` rows of `positions` positions in a cache of `context`."""
+    slots = min(kv.bucket(positions), context)
+    return sum(prefill_layout([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
+                              kv_dtype, rows, positions, slots, host_embeds).values())
 
 
 def compute_kind(chosen: Precision, graph: str) -> str:
@@ -223,7 +241,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
     weights = {g: params[g] * bytes_per_weight(schemes[g]) for g in params}
     rows = 2 * images  # CFG generation is the widest request; understanding uses 1 row per conversation
     bandwidth = target.bandwidth_gbs * 1e9
-    kv_token = sizing.kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, chosen.kv_dtype)
+    kv_token = kv.bytes_per_position(d, chosen.kv_dtype)
     seconds = lambda flops, graph: flops / target.peak_flops(kinds[graph])  # noqa: E731
     # MLP gate/up and a few hidden copies per position; logits of every row
     per_position = (2 * d.intermediate_size + 4 * d.hidden_size) * itemsize["decoder"]
@@ -232,7 +250,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
     mean_length = context // 2
     floors = {"understanding_b1": (weights["decoder"] + weights["lm_head"] + kv_token * mean_length) / bandwidth * 1e3}
     if flow is None:
-        kv = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
+        kv_bytes = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
         buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context)
         # two full-resolution VQ feature maps and a temporary, per image
         vq = 3 * d.vq_base_channels * d.image_size ** 2 * itemsize["vq_decoder"]
@@ -247,20 +265,23 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         steps, flow_plan = tokens, {}
     else:
         flow_plan = _flow_plan(d, flow, chosen.kv_dtype, rows, context, weights, seconds, bandwidth)
-        kv = max(flow_plan["kv_cache_bytes"], kv_cache_bytes(d, chosen.kv_dtype, 1, context))
-        buffers = flow_plan["runtime_buffers_bytes"] if kv == flow_plan["kv_cache_bytes"] else \
+        kv_bytes = max(flow_plan["kv_cache_bytes"], kv_cache_bytes(d, chosen.kv_dtype, 1, context))
+        buffers = flow_plan["runtime_buffers_bytes"] if kv_bytes == flow_plan["kv_cache_bytes"] else \
             runtime_buffers_bytes(d, chosen.kv_dtype, 1, context)
         flow_step = rows * flow_plan["flow_tokens"] * (per_position + kv_token)  # the step's MLP and new K/V
         vae = 3 * flow.vae_widths[0] * d.image_size ** 2 * itemsize["vae_decoder"]  # one image
         activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
         image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
         steps = flow_plan["steps"]
-    workspace = target.workspace_gib * GIB
-    total = sum(weights.values()) + kv + buffers + activations + workspace
+    prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context, True),
+                  prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"] if flow else context - tokens + 1,
+                                context, False))
+    total = sum(weights.values()) + kv_bytes + buffers + activations + prefill
     bound = max(image_floors, key=image_floors.get)
-    plan = Plan(model, target.name, precision, context, images, weights, kv, buffers, activations, workspace, total,
-                target.usable_bytes, total <= target.usable_bytes, floors, image_floors[bound], steps, schemes,
-                chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound, flow=flow_plan)
+    plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations,
+                build_peak_bytes(weights, target), total, target.usable_bytes, total <= target.usable_bytes, floors,
+                image_floors[bound], steps, schemes, chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound,
+                flow=flow_plan, prefill_bytes=prefill)
     if suggest and not plan.fits:
         plan.suggestion = _suggest(model, d, target, precision, context, images, flow)
     return plan
@@ -275,8 +296,8 @@ def _flow_plan(d: ModelInfo, f: FlowSizes, kv_dtype: str, rows: int, context: in
     if context < prompt + flow_tokens:
         raise RequestError(f"context {context} cannot hold a {prompt}-token prompt and {flow_tokens} flow positions",
                            f"use a context >= {prompt + flow_tokens}")
-    capacity = sizing.request_capacity(prompt + flow_tokens, context)
-    kv_token = sizing.kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, kv_dtype)
+    capacity = kv.request_capacity(prompt + flow_tokens, context)
+    kv_token = kv.bytes_per_position(d, kv_dtype)
     costs = flow_graph_costs(d, f)
     images = rows // 2
     step_bytes = weights["decoder"] + weights["flow_encoder"] + weights["flow_decoder"] \
@@ -325,18 +346,53 @@ def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: 
     return "nothing fits: choose a smaller model or a larger target"
 
 
+def plan_engines(engine_dir: str | Path, images: int, context: int) -> Plan:
+    """The TensorRT backend's memory for `images` images and `context` tokens on the engines in `engine_dir`, from
+    what `build` recorded (engine sizes, device memory) and the figures the backend allocates from; the fit is
+    judged against the target the engines were built for. `total_bytes` is the larger request kind's peak."""
+    from janus_edge.runtime.backends.engine_manifest import EngineManifest
+    from janus_edge.runtime.backends.trt_memory import request_memory
+    from janus_edge.runtime.manifest import load_manifest
+
+    engines = EngineManifest.read(Path(engine_dir))
+    manifest = load_manifest(engine_dir, verify=False)
+    if images < 1 or context < 1 or 2 * images > manifest.limits.max_batch or context > manifest.limits.max_context:
+        raise RequestError(f"--images {images} / --context {context} is outside what these engines were built for "
+                           f"({manifest.limits.max_batch // 2} image(s), context {manifest.limits.max_context})",
+                           f"rebuild them: janus-edge build {engines.export_dir} {engine_dir} --target "
+                           f"{engines.target} --images {images} --context {context}")
+    target = TARGETS[engines.target]
+    requests = request_memory(manifest, engines, images, context)
+    peak = max(requests.values(), key=lambda r: sum(r.values()))
+    weights = {name: float(info.engine_bytes) for name, info in engines.engines.items()}
+    total = float(sum(peak.values()))
+    return Plan(str(engine_dir), target.name, str(manifest.precision), context, images, weights, peak["kv_cache"],
+                peak["kv_spare"] + peak["step_io"], peak["scratch"], build_peak_bytes(weights, target), total,
+                target.usable_bytes, total <= target.usable_bytes, {}, 0.0, manifest.model.num_image_tokens,
+                kv_dtype=manifest.kv_dtype, prefill_bytes=peak["prefill_io"], io_bytes=peak["io"],
+                staging_bytes=peak["staging"], source="engines", requests=requests)
+
+
 def format_plan(plan: Plan) -> str:
     gib = lambda b: f"{b / GIB:7.2f} GiB"  # noqa: E731
+    estimate = " (estimate)" if plan.source == "estimate" else ""
     lines = [f"{plan.model} on {plan.target}, precision {plan.precision}, context {plan.context}, "
              f"{plan.images} image(s) per request ({2 * plan.images} CFG rows)"]
-    lines += [f"  weights {name:<21}{gib(b)}" for name, b in plan.weights_bytes.items()]
-    lines += [f"  weights total{'':<16}{gib(sum(plan.weights_bytes.values()))}",
+    lines += [f"  {'engine' if plan.source == 'engines' else 'weights'} {name:<21}{gib(b)}"
+              for name, b in plan.weights_bytes.items()]
+    lines += [f"  engines (weights) total{'':<6}{gib(sum(plan.weights_bytes.values()))}",
+              f"  contexts (shared scratch){'':<4}{gib(plan.activation_bytes)}{estimate}",
               f"  KV cache{'':<21}{gib(plan.kv_cache_bytes)}",
               f"  KV spare + step buffers{'':<6}{gib(plan.runtime_buffers_bytes)}",
-              f"  activations (estimate){'':<7}{gib(plan.activation_bytes)}",
-              f"  TensorRT workspace{'':<11}{gib(plan.workspace_bytes)}",
-              f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "
-              + ("FITS" if plan.fits else "DOES NOT FIT")]
+              f"  prefill buffers{'':<14}{gib(plan.prefill_bytes)}"]
+    if plan.source == "engines":
+        lines += [f"  other engines' IO buffers{'':<4}{gib(plan.io_bytes)}",
+                  f"  pinned host staging{'':<10}{gib(plan.staging_bytes)}"]
+    lines += [f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "
+              + ("FITS" if plan.fits else "DOES NOT FIT"),
+              f"  build peak{'':<19}{gib(plan.build_peak_bytes)}  (2 x the largest graph's weights + the builder "
+              "workspace; while building only) -> " + ("fits" if plan.build_peak_bytes <= plan.usable_bytes
+                                                          else "DOES NOT FIT: build refuses this target")]
     lines += [f"  decode floor {k}: {v:.1f} ms/step" for k, v in plan.decode_floor_ms.items()]
     if plan.flow:
         f = plan.flow
@@ -344,9 +400,10 @@ def format_plan(plan: Plan) -> str:
                      f"prompt, KV {gib(f['kv_cache_bytes']).strip()}): bandwidth floor "
                      f"{f['step_bandwidth_floor_ms']:.1f} ms, compute floor {f['step_compute_floor_ms']:.1f} ms")
     floors = plan.image_floors_s
-    lines.append(f"  image floor: {plan.image_floor_s:.2f} s per image for {plan.image_steps} steps, {plan.image_bound}"
-                 f"-bound (bandwidth {floors['bandwidth']:.2f} s, compute {floors['compute']:.2f} s at datasheet "
-                 "peak rates)")
+    if floors:
+        lines.append(f"  image floor: {plan.image_floor_s:.2f} s per image for {plan.image_steps} steps, "
+                     f"{plan.image_bound}-bound (bandwidth {floors['bandwidth']:.2f} s, compute "
+                     f"{floors['compute']:.2f} s at datasheet peak rates)")
     if plan.suggestion:
         lines.append(f"  would fit with: {plan.suggestion}")
     return "\n".join(lines)

@@ -13,40 +13,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ManifestError
-from . import sizing
+from .kv import KV_FORMS, cache_bytes, kv_input, kv_names, kv_output, kv_present  # noqa: F401  (re-exported)
 from .fieldtypes import type_problems
 from .integrity import sha256_file, verify_files
 from .jsonfile import read_object
 
 MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
-KV_FORMS = ("in_place", "ort_gqa")  # how the decoder graph updates its cache (see KVCacheFormat)
 # The schema version an export of each KV form is written with: 3 keeps janus-edge versions that know only the
 # in_place form (and would run an ort_gqa decoder as one) from loading an ort_gqa export.
 FORM_SCHEMA_VERSIONS = {"in_place": SCHEMA_VERSION, "ort_gqa": 3}
-
-
-def kv_names(num_layers: int) -> list[str]:
-    """Names of the KV cache's tensors, "0.key", "0.value", "1.key", ...: the decoder graph reads the cache as
-    inputs `kv_input(name)` and returns the new positions as outputs `kv_output(name)`. The one place these names
-    are spelled; export, backends and TensorRT profiles all take them from here."""
-    return [f"{layer}.{kind}" for layer in range(num_layers) for kind in ("key", "value")]
-
-
-def kv_input(name: str) -> str:
-    """The decoder input holding cache tensor `name` (an element of `kv_names`)."""
-    return f"past_key_values.{name}"
-
-
-def kv_output(name: str) -> str:
-    """The decoder output holding the new positions of cache tensor `name` ("in_place" form)."""
-    return f"new_key_values.{name}"
-
-
-def kv_present(name: str) -> str:
-    """The decoder output that is cache tensor `name` itself, written in place ("ort_gqa" form: bound to the same
-    buffer as `kv_input(name)`)."""
-    return f"present_key_values.{name}"
 
 
 @dataclass
@@ -222,9 +198,7 @@ class Manifest:
     def kv_cache_bytes(self, rows: int, positions: int) -> int:
         """Bytes of the decoder's KV cache holding `positions` positions for `rows` rows (keys and values, all
         layers), in the dtype the decoder's cache tensors have. Backends, `plan` and `bench` all size it here."""
-        model = self.model
-        return sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, self.kv_dtype, rows,
-                                     positions)
+        return cache_bytes(self.model, self.kv_dtype, rows, positions)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 
 from janus_edge.runtime import JanusRuntime
-from janus_edge.runtime.sizing import CAPACITY_BUCKET, bucket, request_capacity
+from janus_edge.runtime.kv import CAPACITY_BUCKET, bucket, request_capacity
 
 
 @pytest.mark.parametrize("fixture", ["export_hf", "export_fp16"])

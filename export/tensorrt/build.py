@@ -6,7 +6,10 @@ API (the steps Polygraphy's NetworkFromOnnxPath -> CreateConfig -> EngineBytesFr
 tensorrt-stubs so mypy checks every call, with a timing cache kept per GPU and TensorRT version, the target's
 workspace limit, and a progress display. The engine directory holds the engines, a copy of the export's manifest
 pointing at them (graph format "engine"), the tokenizer, and janus_edge_engines.json (what it was built for).
-`build` refuses a target that is not this machine's GPU unless forced: engines run only where they were built.
+`build` refuses a target that is not this machine's GPU unless forced: engines run only where they were built,
+and a target whose usable memory cannot hold the build's own peak (`targets.build_peak_bytes`). Engines are built
+for the same `--images`/`--context` as `janus-edge plan`, and janus_edge_engines.json records each engine's size
+and device memory (`device_memory_size_v2`, per profile too), which the backend and `plan ENGINE_DIR` read.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from janus_edge.runtime.backends.cuda import device_name_and_capability
 from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineInfo, EngineManifest
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
 from janus_edge.runtime.errors import BackendError, RequestError
-from janus_edge.runtime.manifest import load_manifest, sha256_file
+from janus_edge.runtime.manifest import Manifest, load_manifest, sha256_file
 
 from ..staging import staged_directory
-from .profiles import engine_profiles
+from .profiles import engine_profiles, request_limits
 from .sampler_graph import sampler_graph
-from .targets import GIB, gpu_mismatch, target as find_target
+from .targets import GIB, Target, build_peak_bytes, gpu_mismatch, target as find_target
 
 
 def default_timing_cache(gpu: str, tensorrt_version: str) -> Path:
@@ -98,8 +101,32 @@ def engine_bytes(source: Path, profiles: list[dict[str, list[list[int]]]], cache
     return bytes(serialized)
 
 
+def engine_memory(plan: bytes, logger: "trt.ILogger") -> tuple[int, list[int]]:
+    """(device_memory_size_v2, per-profile get_device_memory_size_for_profile_v2) of a serialised engine."""
+    import tensorrt as trt
+
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    if engine is None:
+        raise BackendError("TensorRT could not load the engine it just built", "see TensorRT's log above")
+    return int(engine.device_memory_size_v2), [int(engine.get_device_memory_size_for_profile_v2(i))
+                                               for i in range(engine.num_optimization_profiles)]
+
+
+def check_build_memory(export_dir: Path, manifest: Manifest, target: Target) -> None:
+    """Refuses, before building, a target whose usable memory cannot hold the build's peak."""
+    weights = {name: sum(p.stat().st_size for p in (export_dir / g.file, export_dir / f"{g.file}.data") if p.is_file())
+               for name, g in manifest.graphs.items()}
+    peak = build_peak_bytes(weights, target)
+    if peak > target.usable_bytes:
+        largest = max(weights, key=lambda name: weights[name])
+        raise RequestError(f"building {largest} takes about {peak / GIB:.1f} GiB (2 x its {weights[largest] / GIB:.1f}"
+                           f" GiB of weights + the {target.workspace_gib:g} GiB workspace), more than the "
+                           f"{target.usable_bytes / GIB:.1f} GiB {target.name} has", "export at a smaller precision "
+                           "(janus-edge plan suggests one) or build on a larger target of the same GPU")
+
+
 def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timing_cache: str | None = None,
-          max_batch: int | None = None, max_context: int | None = None, force: bool = False,
+          images: int | None = None, context: int | None = None, force: bool = False,
           log=print) -> EngineManifest:
     require_tensorrt()
     import tensorrt as trt
@@ -112,10 +139,9 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
     if manifest.kv_cache.form != "in_place":
         raise RequestError(f"{export_dir}'s decoder has the {manifest.kv_cache.form} KV form (an ONNX Runtime "
                            "operator), which TensorRT cannot build", "export again with --kv-form in_place")
-    if (max_batch is not None and max_batch < 1) or (max_context is not None and max_context < 1):
-        raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} must be positive",
-                           "leave them out to use the export's and the target's limits")
     target = find_target(target_name)
+    rows, context = request_limits(manifest, target, images, context)
+    check_build_memory(export_dir, manifest, target)
     gpu, capability = device_name_and_capability()
     mismatch = gpu_mismatch(target, gpu, capability)
     if mismatch and not force:
@@ -123,7 +149,8 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
                                      "--force to build for this GPU with the target's limits")
     if mismatch:
         log(f"note (--force): {mismatch}")
-    profiles = engine_profiles(manifest, target, max_batch, max_context)
+    profiles = engine_profiles(manifest, target, images, context)
+    logger = trt.Logger(trt.Logger.WARNING)
     cache = Path(timing_cache) if timing_cache else default_timing_cache(gpu, trt.__version__)
     cache.parent.mkdir(parents=True, exist_ok=True)
     engines: dict[str, EngineInfo] = {}
@@ -139,17 +166,18 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
             precision = manifest.graphs[name].precision if name in manifest.graphs else "fp32"
             plan = engine_bytes(source, profiles[name], cache, int(target.workspace_gib * GIB), name)
             (staging / f"{name}.engine").write_bytes(plan)
+            scratch, per_profile = engine_memory(plan, logger)
             engines[name] = EngineInfo(file=f"{name}.engine", source_onnx=source.name,
                                        source_onnx_sha256=manifest.files.get(source.name) or sha256_file(source),
-                                       precision=precision, profiles=profiles[name])
+                                       precision=precision, profiles=profiles[name], engine_bytes=len(plan),
+                                       device_memory_bytes=scratch, profile_device_memory_bytes=per_profile)
+            del plan
             log(f"\n  {name}: built in {time.perf_counter() - start:.0f} s")
         shutil.copyfile(export_dir / manifest.tokenizer_file, staging / manifest.tokenizer_file)
         built_manifest = EngineManifest(tensorrt_version=trt.__version__, gpu_name=gpu, compute_capability=capability,
                                         target=target.name, export_dir=str(export_dir), engines=engines,
-                                        build_options={"max_batch": min(max_batch or manifest.limits.max_batch,
-                                                                        manifest.limits.max_batch),
-                                                       "max_context": min(max_context or target.max_context,
-                                                                          manifest.limits.max_context),
+                                        build_options={"max_batch": rows, "max_context": context,
+                                                       "images": max(1, rows // 2),
                                                        "workspace_gib": target.workspace_gib, "strongly_typed": True,
                                                        "timing_cache": str(cache), "forced": bool(mismatch)})
         built_manifest.write(staging)

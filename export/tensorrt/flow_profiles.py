@@ -9,7 +9,7 @@ a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 is 
 from __future__ import annotations
 
 from janus_edge.runtime.manifest import Manifest, kv_input
-from janus_edge.runtime.sizing import request_capacity
+from janus_edge.runtime.kv import request_capacity
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]

@@ -3,8 +3,8 @@
 Decoder, text embedding: one profile for prefill (many positions) and one for decode (one position). The decoder
 reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and
 the generation embedding see one position per row. The VQ decoder runs one image at a time (lowest memory), so its
-shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
-(CFG rows).
+shape is fixed. Batch counts rows: 2 x the images per generation request (CFG rows), the same `images` and
+`context` `janus-edge plan` is given (`request_limits`), never more than the export's limits.
 
 Only the export's graphs get profiles, plus the sampler engines `build` adds: `sampler` always, `cfg_sampler` only
 where the model has image tokens (JanusFlow generates latents: no codebook, no CFG sampler). JanusFlow's flow graphs
@@ -14,7 +14,8 @@ and the decoder's third profile (the 577-token flow step) come from `flow_profil
 from __future__ import annotations
 
 from janus_edge.runtime.manifest import Manifest, kv_input
-from janus_edge.runtime.sizing import request_capacity
+from janus_edge.runtime.errors import RequestError
+from janus_edge.runtime.kv import request_capacity
 
 from .flow_profiles import flow_profiles
 from .targets import Target
@@ -36,11 +37,21 @@ def _valid(profile: dict[str, list[Shape]]) -> dict[str, list[Shape]]:
             for name, (low, opt, high) in profile.items()}
 
 
-def engine_profiles(manifest: Manifest, target: Target, max_batch: int | None = None,
-                    max_context: int | None = None) -> dict[str, list[Profile]]:
+def request_limits(manifest: Manifest, target: Target, images: int | None = None,
+                   context: int | None = None) -> tuple[int, int]:
+    """(rows, context) the engines are built for: `images` per generation request (default 1) are 2 x images CFG
+    rows; `context` defaults to the target's limit; neither beyond the export's."""
+    if (images is not None and images < 1) or (context is not None and context < 1):
+        raise RequestError(f"--images {images} / --context {context} must be positive",
+                           "leave them out to build for one image and the target's context")
+    rows = min(2 * (images or 1), manifest.limits.max_batch)
+    return rows, min(context or target.max_context, manifest.limits.max_context)
+
+
+def engine_profiles(manifest: Manifest, target: Target, images: int | None = None,
+                    context: int | None = None) -> dict[str, list[Profile]]:
     model = manifest.model
-    batch = min(max_batch or manifest.limits.max_batch, manifest.limits.max_batch)
-    context = min(max_context or target.max_context, manifest.limits.max_context)
+    batch, context = request_limits(manifest, target, images, context)
     images = max(1, batch // 2)
     hidden, heads, head_dim = model.hidden_size, model.num_kv_heads, model.head_dim
     prompt = min(TYPICAL_PROMPT, context)

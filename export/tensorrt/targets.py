@@ -65,6 +65,13 @@ TARGETS = {
 }
 
 
+def build_peak_bytes(graph_weights: dict[str, float], target: Target) -> float:
+    """What building the largest graph takes at once, estimated as 2 x its weights + the builder workspace: the
+    parser's copy of the ONNX weights and the engine's own, plus the workspace limit the tactics may use. On a
+    Jetson all three share one DRAM. A build-time cost only: the runtime never allocates the workspace."""
+    return 2 * max(graph_weights.values()) + target.workspace_gib * GIB
+
+
 def gpu_mismatch(target: Target, gpu: str, capability: str) -> str | None:
     """Why this machine's GPU is not `target` (None if it is). Jetson Orin modules all report "Orin" and 8.7, so
     the module size is not told apart here."""

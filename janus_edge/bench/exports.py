@@ -98,7 +98,7 @@ def flow_step(runtime, settings: Settings) -> tuple[dict, dict]:
     Returns the timing and what the step's floors need (`report.add_floors` divides by this machine's rates)."""
     from janus_edge.export.tensorrt.flow_profiles import TYPICAL_TEXT_PROMPT
     from janus_edge.plan import decoder_flops
-    from janus_edge.runtime.sizing import request_capacity
+    from janus_edge.runtime.kv import request_capacity
 
     backend, manifest = runtime.backend, runtime.manifest
     encoder = manifest.graphs["flow_encoder"]

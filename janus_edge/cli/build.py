@@ -9,8 +9,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("export_dir", help="an export (fp16, or a calibrated int8/w8/w4 one)")
     parser.add_argument("engine_dir", help="where to write the engines")
     parser.add_argument("--target", required=True, choices=list(TARGETS))
-    parser.add_argument("--max-batch", type=int, default=None, help="rows (default: the export's)")
-    parser.add_argument("--max-context", type=int, default=None, help="default: the target's limit")
+    parser.add_argument("--images", type=int, default=None,
+                        help="images per generation request, 2 CFG rows each, as `plan` takes it (default 1)")
+    parser.add_argument("--context", type=int, default=None, help="tokens per row (default: the target's limit)")
     parser.add_argument("--timing-cache", default=None, help="default: ~/.cache/janus-edge/timing-GPU-TRT.cache")
     parser.add_argument("--force", action="store_true",
                         help="build even if this GPU is not the target's (the engines then run only on this GPU)")
@@ -19,6 +20,5 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from janus_edge.export.tensorrt.build import build
 
-    build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.max_batch, args.max_context,
-          args.force)
+    build(args.export_dir, args.engine_dir, args.target, args.timing_cache, args.images, args.context, args.force)
     return 0

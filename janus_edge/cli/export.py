@@ -6,6 +6,7 @@ from __future__ import annotations
 
 def add_arguments(parser) -> None:
     from janus_edge.export.precision import EXPORT_WORDS
+    from janus_edge.runtime.kv import KV_FORMS
 
     parser.add_argument("model_dir", help="Janus checkpoint directory (Hugging Face or original DeepSeek format)")
     parser.add_argument("out_dir", help="export directory to write (graphs, tokenizer, janus_edge.json)")
@@ -18,7 +19,7 @@ def add_arguments(parser) -> None:
                         help="prompt format (default: from the checkpoint; janus = Janus-1.3B roles)")
     parser.add_argument("--vae", default=None,
                         help="JanusFlow only: the SDXL VAE directory in diffusers' layout (stabilityai/sdxl-vae)")
-    parser.add_argument("--kv-form", choices=["in_place", "ort_gqa"], default="in_place",
+    parser.add_argument("--kv-form", choices=KV_FORMS, default="in_place",
                         help="decoder attention: in_place (plain ONNX, every backend; default) or ort_gqa (ONNX "
                              "Runtime's fused GroupQueryAttention, which can hold an int8 cache: ONNX Runtime only)")
 

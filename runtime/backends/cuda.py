@@ -7,6 +7,7 @@ checked; a failure raises `BackendError` naming the call, never a silent bad poi
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, cast
 
@@ -25,6 +26,9 @@ class CudaRuntime(Protocol):
 
     def cudaMalloc(self, size: int) -> tuple[Status, int]: ...
     def cudaFree(self, devPtr: int) -> tuple[Status]: ...
+    def cudaMallocHost(self, size: int) -> tuple[Status, int]: ...
+    def cudaFreeHost(self, ptr: int) -> tuple[Status]: ...
+    def cudaMemGetInfo(self) -> tuple[Status, int, int]: ...
     def cudaMemsetAsync(self, devPtr: int, value: int, count: int, stream: Any) -> tuple[Status]: ...
     def cudaMemcpyAsync(self, dst: int, src: int, count: int, kind: Any, stream: Any) -> tuple[Status]: ...
     def cudaMemcpy2D(self, dst: int, dpitch: int, src: int, spitch: int, width: int, height: int,
@@ -40,6 +44,7 @@ class CudaRuntime(Protocol):
     def cudaGraphLaunch(self, graphExec: Any, stream: Any) -> tuple[Status]: ...
     def cudaGraphDestroy(self, graph: Any) -> tuple[Status]: ...
     def cudaGraphExecDestroy(self, graphExec: Any) -> tuple[Status]: ...
+    def cudaGetLastError(self) -> tuple[Status]: ...
     def cudaGetDevice(self) -> tuple[Status, int]: ...
     def cudaGetDeviceProperties(self, device: int) -> tuple[Status, Any]: ...
 
@@ -64,10 +69,22 @@ def check(result: Any, call: str) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+ALIGNMENT = 256  # TensorRT's rule for every tensor address (IExecutionContext.set_tensor_address)
+
+
+def aligned(nbytes: int) -> int:
+    """`nbytes` rounded up to TensorRT's address alignment: the stride of tensors packed into one allocation."""
+    return -(-int(nbytes) // ALIGNMENT) * ALIGNMENT
+
+
 class Stream:
+    """One CUDA stream; counts its synchronisations so pinned staging knows when the host may rewrite it."""
+
     def __init__(self) -> None:
         self.cudart = _cudart()
-        self.handle = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.handle: Any = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.synchronizations = 0
+        self.staging = HostStaging(self)
 
     @property
     def ptr(self) -> int:
@@ -76,6 +93,70 @@ class Stream:
 
     def synchronize(self) -> None:
         check(self.cudart.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+        self.synchronizations += 1
+
+    def destroy(self) -> None:
+        """Waits for the stream's work, frees its staging buffers and destroys it."""
+        if self.handle is not None:
+            self.synchronize()
+            self.staging.free()
+            check(self.cudart.cudaStreamDestroy(self.handle), "cudaStreamDestroy")
+            self.handle = None
+
+
+class PinnedBuffer:
+    """Page-locked host memory (cudaMallocHost): copies to and from it run asynchronously on the stream, with no
+    synchronize. The host may rewrite it only after the stream has passed the copy that last read it; `host()`
+    waits only if no synchronisation happened since that copy (in the decode loop the token read is one)."""
+
+    def __init__(self, nbytes: int, stream: Stream):
+        self.stream, self.cudart = stream, stream.cudart
+        self.nbytes = max(int(nbytes), 1)
+        self.ptr = int(check(self.cudart.cudaMallocHost(self.nbytes), f"cudaMallocHost({self.nbytes})"))
+        self.copied_at: int | None = None  # the stream's synchronisation count when a copy last used it
+
+    def host(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A numpy view of the buffer's start, safe to write."""
+        if self.copied_at is not None and self.stream.synchronizations == self.copied_at:
+            self.stream.synchronize()
+        count = int(np.prod(shape, dtype=np.int64))
+        raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
+        return np.frombuffer(raw, dtype=np.uint8).view(dtype)[:count].reshape(shape)
+
+    def copied(self) -> None:
+        self.copied_at = self.stream.synchronizations
+
+    def free(self) -> None:
+        if self.ptr:
+            check(self.cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr = 0
+
+
+class HostStaging:
+    """The stream's pinned buffers, one per key (an engine input, a download), grown to the largest transfer of
+    that key and reused: sized once per request shape, never per step."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.buffers: dict[str, PinnedBuffer] = {}
+
+    def buffer(self, key: str, nbytes: int) -> PinnedBuffer:
+        found = self.buffers.get(key)
+        if found is None or found.nbytes < nbytes:
+            if found is not None:
+                self.stream.synchronize()  # a queued copy may still read it
+                found.free()
+            found = self.buffers[key] = PinnedBuffer(nbytes, self.stream)
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for b in self.buffers.values())
+
+    def free(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.free()
+        self.buffers.clear()
 
 
 class DeviceBuffer:
@@ -86,23 +167,17 @@ class DeviceBuffer:
         self.nbytes = max(int(nbytes), 1)
         self.ptr = int(check(self.cudart.cudaMalloc(self.nbytes), f"cudaMalloc({self.nbytes})"))
 
-    def upload(self, array: np.ndarray, stream: Stream) -> None:
-        array = np.ascontiguousarray(array)
-        if array.nbytes > self.nbytes:
+    def upload(self, array: np.ndarray, stream: Stream, key: str, offset: int = 0) -> None:
+        """`array` into this buffer through the stream's pinned staging buffer `key`: no synchronize."""
+        if offset + array.nbytes > self.nbytes:
             raise BackendError(f"{array.nbytes} bytes do not fit a {self.nbytes}-byte device buffer",
                                "the request is larger than the engines' profiles")
+        staging = stream.staging.buffer(key, array.nbytes)
+        staging.host(array.shape, array.dtype)[...] = array
         kind = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        check(self.cudart.cudaMemcpyAsync(self.ptr, array.ctypes.data, array.nbytes, kind, stream.handle),
+        check(self.cudart.cudaMemcpyAsync(self.ptr + offset, staging.ptr, array.nbytes, kind, stream.handle),
               "cudaMemcpyAsync(host to device)")
-        stream.synchronize()  # the host array may be freed as soon as we return
-
-    def download(self, shape: tuple[int, ...], dtype: np.dtype, stream: Stream) -> np.ndarray:
-        out = np.empty(shape, dtype=dtype)
-        kind = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        check(self.cudart.cudaMemcpyAsync(out.ctypes.data, self.ptr, out.nbytes, kind, stream.handle),
-              "cudaMemcpyAsync(device to host)")
-        stream.synchronize()
-        return out
+        staging.copied()
 
     def zero(self, stream: Stream) -> None:
         check(self.cudart.cudaMemsetAsync(self.ptr, 0, self.nbytes, stream.handle), "cudaMemsetAsync")
@@ -121,14 +196,30 @@ class DeviceBuffer:
 
 @dataclass
 class DeviceTensor:
-    """A tensor of `shape` and `dtype` at the start of `buffer`."""
+    """A tensor of `shape` and `dtype` at `offset` bytes into `buffer`."""
 
     buffer: DeviceBuffer
     shape: tuple[int, ...]
     dtype: np.dtype
+    offset: int = 0
+
+    @property
+    def ptr(self) -> int:
+        return self.buffer.ptr + self.offset
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def download(self, stream: Stream) -> np.ndarray:
-        return self.buffer.download(self.shape, self.dtype, stream)
+        """Copies the tensor into pinned memory and waits for the stream: the one synchronize of a decode step."""
+        staging = stream.staging.buffer("download", self.nbytes)
+        kind = stream.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        check(stream.cudart.cudaMemcpyAsync(staging.ptr, self.ptr, self.nbytes, kind, stream.handle),
+              "cudaMemcpyAsync(device to host)")
+        staging.copied()
+        stream.synchronize()
+        return staging.host(self.shape, self.dtype).copy()
 
 
 def copy_rows(dst: int, dst_pitch: int, src: int, src_pitch: int, row_bytes: int, rows: int, stream: Stream) -> None:
@@ -139,24 +230,40 @@ def copy_rows(dst: int, dst_pitch: int, src: int, src_pitch: int, row_bytes: int
                                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle), "cudaMemcpy2DAsync")
 
 
+def upload_rows(dst: int, dst_pitch: int, src: PinnedBuffer, src_offset: int, src_pitch: int, row_bytes: int,
+                rows: int, stream: Stream) -> None:
+    """Host (pinned) to device: `rows` rows of `row_bytes`, one strided cudaMemcpy2DAsync."""
+    cudart = stream.cudart
+    check(cudart.cudaMemcpy2DAsync(dst, dst_pitch, src.ptr + src_offset, src_pitch, row_bytes, rows,
+                                   cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
+          "cudaMemcpy2DAsync(host to device)")
+    src.copied()
+
+
 class DevicePool:
-    """Sets of device buffers (e.g. one per KV-cache tensor) that decoders borrow and return; `clear()` frees them."""
+    """Sets of device buffers (e.g. a KV cache and its spare) that decoders borrow and return; `clear()` frees
+    them."""
 
     def __init__(self) -> None:
         self.free: list[list[DeviceBuffer]] = []
 
-    def take(self, count: int, nbytes: int, stream: Stream) -> list[DeviceBuffer]:
-        """`count` buffers of at least `nbytes`: a returned set if one fits, else new zero-filled ones."""
-        fitting = [i for i, s in enumerate(self.free) if len(s) == count and s[0].nbytes >= nbytes]
+    def take(self, sizes: list[int], stream: Stream) -> list[DeviceBuffer]:
+        """Buffers of at least `sizes` bytes: a returned set if one fits, else new zero-filled ones."""
+        fitting = [i for i, s in enumerate(self.free)
+                   if len(s) == len(sizes) and all(b.nbytes >= n for b, n in zip(s, sizes))]
         if fitting:
-            return self.free.pop(min(fitting, key=lambda i: self.free[i][0].nbytes))
-        buffers = [DeviceBuffer(nbytes) for _ in range(count)]
+            return self.free.pop(min(fitting, key=lambda i: sum(b.nbytes for b in self.free[i])))
+        buffers = [DeviceBuffer(nbytes) for nbytes in sizes]
         for buffer in buffers:  # unused cache slots are read (masked): they must hold finite values
             buffer.zero(stream)
         return buffers
 
     def give(self, buffers: list[DeviceBuffer]) -> None:
         self.free.append(buffers)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.nbytes for s in self.free for b in s)
 
     def clear(self) -> None:
         for buffers in self.free:
@@ -165,24 +272,44 @@ class DevicePool:
         self.free.clear()
 
 
-class CudaGraph:
-    """The work `record()` enqueues on `stream`, captured once into a CUDA graph and replayed with `launch()`.
+class CaptureFailed(BackendError):
+    """A CUDA-graph capture failed; `__cause__` holds the original error. The caller runs without a graph."""
 
-    Nothing inside `record()` may allocate, free or synchronise (CUDA refuses it while capturing)."""
+
+class CudaGraph:
+    """The work `record()` enqueues on `stream`, captured into a CUDA graph and replayed with `launch()`.
+
+    Nothing inside `record()` may allocate, free or synchronise (CUDA refuses it while capturing). If capture
+    fails (TensorRT refuses to enqueue some engines under capture), it is handled as trtexec does
+    (samples/common/sampleInference.cpp): the capture is ended, the error cleared with cudaGetLastError, any
+    partial graph destroyed, and `CaptureFailed` raised from the original error, which no later check hides."""
 
     def __init__(self, stream: Stream, record: Callable[[], None]):
         cudart, self.stream = stream.cudart, stream
+        self.executable: Any = None
         check(cudart.cudaStreamBeginCapture(stream.handle,
                                             cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
               "cudaStreamBeginCapture")
+        error: BaseException | None = None
         try:
             record()
-        finally:
-            graph = check(cudart.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
-        try:
-            self.executable = check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        finally:
-            check(cudart.cudaGraphDestroy(graph), "cudaGraphDestroy")
+        except Exception as exc:  # ends the capture below, whatever went wrong inside it
+            error = exc
+        status, graph = cudart.cudaStreamEndCapture(stream.handle)
+        if error is None and int(status) != 0:
+            error = BackendError(f"CUDA call cudaStreamEndCapture failed with {status}", "")
+        if error is None:
+            status, executable = cudart.cudaGraphInstantiate(graph, 0)
+            if int(status) != 0:
+                error = BackendError(f"CUDA call cudaGraphInstantiate failed with {status}", "")
+            else:
+                self.executable = executable
+        if graph is not None:
+            cudart.cudaGraphDestroy(graph)  # the executable keeps what it needs; a partial graph goes
+        if error is not None:
+            cudart.cudaGetLastError()  # clears the error the failed capture left, as trtexec does
+            raise CaptureFailed(f"CUDA-graph capture failed ({error})",
+                                "decoding continues without graphs") from error
 
     def launch(self) -> None:
         check(self.stream.cudart.cudaGraphLaunch(self.executable, self.stream.handle), "cudaGraphLaunch")

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import BackendError, ManifestError
 
 ENGINE_MANIFEST = "janus_edge_engines.json"
-ENGINE_SCHEMA_VERSION = 1
+ENGINE_SCHEMA_VERSION = 2  # 2: each engine's device memory recorded (`plan ENGINE_DIR` and the backend read it)
 
 
 @dataclass
@@ -24,6 +24,9 @@ class EngineInfo:
     source_onnx_sha256: str
     precision: str
     profiles: list[dict[str, list[list[int]]]]  # per profile: input name -> [min, opt, max] shapes
+    engine_bytes: int  # the plan's size: what the engine's weights take on the device once deserialised
+    device_memory_bytes: int  # ICudaEngine.device_memory_size_v2: scratch for its largest profile
+    profile_device_memory_bytes: list[int]  # get_device_memory_size_for_profile_v2, per profile
 
 
 @dataclass
@@ -50,7 +53,9 @@ class EngineManifest:
             data = json.loads(path.read_text())
             if data.get("schema_version") != ENGINE_SCHEMA_VERSION:
                 raise ManifestError(f"{path} has schema version {data.get('schema_version')!r}, this janus-edge "
-                                    f"reads {ENGINE_SCHEMA_VERSION}", "rebuild the engines with this version")
+                                    f"reads {ENGINE_SCHEMA_VERSION} (it records each engine's device memory)",
+                                    f"rebuild them: janus-edge build {data.get('export_dir', 'EXPORT_DIR')} "
+                                    f"{directory} --target {data.get('target', 'TARGET')}")
             engines = {name: EngineInfo(**info) for name, info in data.pop("engines").items()}
             return cls(engines=engines, **data)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -1,7 +1,7 @@
 """The KV cache in host memory: preallocated buffers, updated in place, reused across requests.
 
 Each cache tensor is one flat buffer; the decoder graph is fed a contiguous [B,H,C,hd] view of its start, where C
-is the current bucket (`sizing.bucket`). ONNX Runtime's CPU provider reads such numpy inputs where they lie (no
+is the current bucket (`kv.bucket`). ONNX Runtime's CPU provider reads such numpy inputs where they lie (no
 copy), so a step reads only C slots. When the cache outgrows its bucket, each row's valid positions move to their
 place in the wider view, inside the same buffer (last row first, so nothing is overwritten before it is moved).
 Buffers come from a `BufferPool` owned by the backend and go back to it on `close()`, so the next request reuses
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import sizing
+from .. import kv
 
 
 class BufferPool:
@@ -43,9 +43,8 @@ class HostKVCache:
         self.pool, self.names, self.batch = pool, names, batch
         self.heads, self.head_dim, self.dtype = heads, head_dim, np.dtype(dtype)
         self.max_context, self.fixed = max_context, capacity is not None
-        self.allocated = min(capacity or sizing.bucket(1), max_context)
+        self.slots, self.allocated = kv.first_view(capacity, max_context)  # slots: the width the graph reads
         self.buffers = pool.take(len(names), self._elements(self.allocated), self.dtype)
-        self.slots = min(sizing.bucket(1), self.allocated)  # the width of the views the graph reads
         self._views: dict[str, np.ndarray] | None = None
 
     def _elements(self, slots: int) -> int:
@@ -68,7 +67,7 @@ class HostKVCache:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
         if needed <= self.slots:
             return False
-        slots, allocated = sizing.grow_view(needed, self.allocated, self.fixed, self.max_context)
+        slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
         if allocated > self.allocated:
             self._reallocate(allocated, length)
         rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim

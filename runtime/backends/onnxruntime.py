@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import kv
 from ..errors import BackendError, ManifestError
-from ..manifest import Manifest, kv_input, kv_output, kv_present
+from ..kv import kv_input
+from ..manifest import Manifest
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
@@ -42,7 +44,8 @@ class HostKVDecoder(KVDecoder):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
         self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
-        self.writes_cache = manifest.kv_cache.form == "ort_gqa"  # the graph writes new positions itself
+        self.form = kv.kv_form(manifest.kv_cache.form)
+        self.writes_cache = self.form.writes_cache  # the graph writes the new positions itself (ort_gqa)
         self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
                                  capacity, self.max_context)
         self.binding = graph.session.io_binding() if binding or self.writes_cache else None
@@ -66,7 +69,7 @@ class HostKVDecoder(KVDecoder):
             value = onnxruntime.OrtValue.ortvalue_from_numpy(view)
             self.binding.bind_ortvalue_input(kv_input(name), value)
             if self.writes_cache:
-                self.binding.bind_ortvalue_output(kv_present(name), value)
+                self.binding.bind_ortvalue_output(self.form.output(name), value)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, inputs_embeds.shape, attention_mask.shape, self.max_context)
@@ -88,7 +91,7 @@ class HostKVDecoder(KVDecoder):
             values = self.binding.get_outputs()[:len(self.step_outputs)]  # not the bound cache: never copied
             outputs = {name: value.numpy() for name, value in zip(self.step_outputs, values)}
         if not self.writes_cache:
-            self.cache.write({name: outputs[kv_output(name)] for name in self.names}, self.length)
+            self.cache.write({name: outputs[self.form.output(name)] for name in self.names}, self.length)
         self.length += seq
         hidden = outputs["hidden_states"]
         return hidden[:, -1:] if last_only else hidden
@@ -112,11 +115,13 @@ class OnnxRuntimeBackend(Backend):
         available = onnxruntime.get_available_providers()
         self.providers = providers or ["CPUExecutionProvider"]
         names = [p[0] if isinstance(p, (tuple, list)) else p for p in self.providers]
+        self.device = next((DEVICE_PROVIDERS[n] for n in names if n in DEVICE_PROVIDERS), "cpu")
+        if self.device != "cpu":  # before any session is built, and whether or not the provider is installed
+            kv.check_support(manifest.kv_cache.form, backend=kv.ORT_GPU)
         for name in names:
             if name not in available:
                 raise BackendError(f"ONNX Runtime provider {name} is not available here",
                                    f"choose from {', '.join(available)} (GPU providers need onnxruntime-gpu)")
-        self.device = next((DEVICE_PROVIDERS[n] for n in names if n in DEVICE_PROVIDERS), "cpu")
         self.io_binding = self.device != "cpu" if io_binding is None else io_binding
         self.threads = threads
         self.pool = BufferPool()
@@ -146,10 +151,6 @@ class OnnxRuntimeBackend(Backend):
                                "re-run `janus-edge export` (or use the onnxruntime version it names)") from None
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
-        if self.device != "cpu" and self.manifest.kv_cache.form != "in_place":  # before building a GPU session
-            raise BackendError(f"this export's decoder has the {self.manifest.kv_cache.form} KV cache form, which "
-                               "janus-edge runs on ONNX Runtime's CPU provider only",
-                               "run it on the CPU, or export with --kv-form in_place for GPU providers")
         graph = self.graph("decoder")
         assert isinstance(graph, OrtGraph)
         if self.device != "cpu":

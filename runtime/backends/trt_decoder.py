@@ -1,62 +1,94 @@
 """The TensorRT backend's KV cache: device buffers in the manifest's KV dtype, written in place, decode in a CUDA graph.
 
-- One buffer per cache tensor, sized for the request's capacity (`sizing.request_capacity`, from the pipeline),
+- One buffer per cache tensor, sized for the request's capacity (`kv.request_capacity`, from the pipeline),
   borrowed from the backend's `DevicePool` and returned on `close()` (the next request reuses them). The engine
-  reads a contiguous [B,H,slots,hd] view at the buffer's start, `slots` = `sizing.bucket(length)` as on ONNX
+  reads a contiguous [B,H,slots,hd] view at the buffer's start, `slots` = `kv.bucket(length)` as on ONNX
   Runtime; the engine returns only the new positions' keys/values, and one strided cudaMemcpy2DAsync per tensor
-  copies them into their slots. Nothing cache-sized is copied per step.
+  copies them into their slots. Those copies stay outside the captured graph: their destination moves one slot
+  every step, and a graph bakes addresses in.
 - Crossing a bucket re-lays each tensor out for the wider view (one 2D copy of its valid positions into a spare
   buffer, which then takes its place: in-place moves would overlap). A cache without a capacity (chat sessions)
   moves to a larger set of buffers when it fills.
-- A decode step (batch B, one position, bucket `slots`) has static shapes and addresses: its first step binds and
-  runs the engine once (TensorRT does deferred shape work then), then it is captured into a CUDA graph, which every
-  later step of that bucket replays after uploading the step's mask and position ids. A profile change or a new
-  bucket captures again. The step's IO buffers are sized for the capacity when the decoder opens, so decoding
+- A prefill (many positions) writes its outputs into buffers sized for that request (`prefill_io`), freed when
+  the decoder closes; a decode step's IO buffers are sized for the capacity when the decoder opens, so decoding
   allocates nothing.
+- The step's mask is kept on the device and in a pinned host mirror; each step uploads only the columns that
+  changed (the previous new position's and the new one's: one small 2D copy), and the position ids.
+- A decode step has static shapes and addresses: after anything a graph bakes in changes (`TrtGraph.version`:
+  profile, shapes, addresses; or another decoder bound the same context) it runs once uncaptured (TensorRT does
+  deferred shape work then), then is captured into a CUDA graph that later steps replay. If capture fails (an
+  engine TensorRT cannot capture), the step runs without a graph from then on: one warning, the error kept in
+  `TrtGraph.capture_error`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .. import sizing
+from .. import kv
 from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
-from .cuda import CudaGraph, DevicePool, DeviceTensor, copy_rows
+from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows, upload_rows
 
 if TYPE_CHECKING:
     from .tensorrt import TrtGraph
 
+log = logging.getLogger(__name__)
+
+
+def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype,
+                   rows: int, positions: int, slots: int, host_embeds: bool) -> dict[str, int]:
+    """A prefill's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
+    [rows, positions, hidden] (fp32), each KV output's new positions [rows, H, positions, hd], the mask
+    [rows, slots + positions] and position ids (int64), and the embeddings (fp32) when they come from the host."""
+    new = aligned(int(rows) * int(kv_heads) * int(positions) * int(head_dim) * np.dtype(dtype).itemsize)
+    layout = {"hidden_states": aligned(int(rows) * int(positions) * int(hidden) * 4),
+              **{name: new for name in kv_outputs},
+              "attention_mask": aligned(int(rows) * (int(slots) + int(positions)) * 8),
+              "position_ids": aligned(int(rows) * int(positions) * 8)}
+    if host_embeds:
+        layout["inputs_embeds"] = aligned(int(rows) * int(positions) * int(hidden) * 4)
+    return layout
+
 
 class TrtKVDecoder(KVDecoder):
-    def __init__(self, graph: "TrtGraph", manifest: Manifest, batch: int, capacity: int | None, pool: DevicePool):
+    def __init__(self, graph: "TrtGraph", manifest: Manifest, batch: int, capacity: int | None, pool: DevicePool,
+                 registry: list):
         model = manifest.model
-        self.graph, self.pool, self.stream = graph, pool, graph.stream
+        self.graph, self.pool, self.stream, self.registry = graph, pool, graph.stream, registry
         self.batch, self.length, self.capacity = batch, 0, capacity
         self.max_context, self.hidden_size = manifest.limits.max_context, model.hidden_size
         self.heads, self.head_dim, self.dtype = model.num_kv_heads, model.head_dim, np.dtype(manifest.kv_dtype)
         self.names = model.kv_names
-        self.allocated = min(capacity or sizing.bucket(1), self.max_context)
-        self.slots = min(sizing.bucket(1), self.allocated)
-        self.buffers = pool.take(len(self.names) + 1, self._tensor_bytes(self.allocated), self.stream)
+        self.model = model
+        self.slots, self.allocated = kv.first_view(capacity, self.max_context)
+        self.buffers = pool.take([self._tensor_bytes(self.allocated)] * (len(self.names) + 1), self.stream)
         self.nbytes = len(self.buffers) * self._tensor_bytes(self.allocated)  # with the spare for bucket crossings
+        self.prefill: DeviceBuffer | None = None  # the prefill's outputs, sized by the request
         self.step_graph: CudaGraph | None = None
-        self.step_key: tuple | None = None
-        self.step_outputs: dict[str, DeviceTensor] = {}
+        self.step_version: int | None = None
+        self.mask_layout: tuple[int, int] | None = None  # (slots, new positions) the device mask is laid out for
         self.captures = self.replays = 0  # decode steps captured / replayed (tests and bench read them)
+        registry.append(self)
         self._reserve_step_io()
 
     def _tensor_bytes(self, slots: int) -> int:
-        return self.batch * self.heads * slots * self.head_dim * self.dtype.itemsize
+        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots)
 
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
-        sizes = sizing.decode_io_bytes([kv_output(n) for n in self.names], self.heads, self.head_dim,
-                                       self.hidden_size, self.dtype, self.batch, self.allocated)
+        sizes = kv.decode_io_bytes(self.model, self.dtype, self.batch, self.allocated)
         for name, nbytes in sizes.items():
-            self.graph.buffer(name, nbytes, exact=True)
+            self.graph.buffer(name, nbytes)
+
+    def device_memory_bytes(self) -> dict[str, int]:
+        """What this decoder holds (its cache and spare, its prefill outputs), by `device_memory_bytes` category."""
+        return {"kv_cache": sum(b.nbytes for b in self.buffers[:-1]),
+                "kv_spare": self.buffers[-1].nbytes if self.buffers else 0,
+                "prefill_io": self.prefill.nbytes if self.prefill is not None else 0}
 
     def _cache_inputs(self) -> dict[str, DeviceTensor]:
         shape = (self.batch, self.heads, self.slots, self.head_dim)
@@ -68,7 +100,7 @@ class TrtKVDecoder(KVDecoder):
         old_pitch, new_pitch = (s * self.head_dim * self.dtype.itemsize for s in (self.slots, slots))
         valid, rows = self.length * self.head_dim * self.dtype.itemsize, self.batch * self.heads
         if allocated > self.allocated:
-            targets = self.pool.take(len(self.buffers), self._tensor_bytes(allocated), self.stream)
+            targets = self.pool.take([self._tensor_bytes(allocated)] * len(self.buffers), self.stream)
             for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare (last) holds nothing to keep
                 if valid:
                     copy_rows(target.ptr, new_pitch, source.ptr, old_pitch, valid, rows, self.stream)
@@ -87,54 +119,104 @@ class TrtKVDecoder(KVDecoder):
         if needed <= self.slots:
             return
         before = self.allocated
-        slots, allocated = sizing.grow_view(needed, self.allocated, self.capacity is not None, self.max_context)
+        slots, allocated = kv.grow_view(needed, self.allocated, self.capacity is not None, self.max_context)
         self._relayout(slots, allocated)
         if self.allocated != before:
             self._reserve_step_io()
+
+    def _mask(self, attention_mask: np.ndarray, seq: int, target: DeviceTensor) -> DeviceTensor:
+        """The step's [B, slots + seq] mask at `target`. If the device holds this decoder's mask of the same layout
+        there, only the columns from the first changed one up to the new positions are uploaded (a decode step:
+        the previous new position's column and the new one, one small 2D copy); otherwise the whole mask."""
+        width = self.slots + seq
+        staging = self.stream.staging.buffer("decoder:attention_mask", self.batch * width * 8)
+        layout = (self.slots, seq, target.ptr, staging.ptr)
+        mirror = staging.host((self.batch, width), np.dtype(np.int64))
+        first = 0
+        if self.mask_layout == layout and self.graph.mask_owner is self:
+            cached = self.length
+            changed = np.flatnonzero((mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
+            first = int(changed[0]) if changed.size else cached
+            mirror[:, first:cached] = attention_mask[:, first:cached]
+            mirror[:, self.slots:] = attention_mask[:, cached:]
+        else:
+            mirror[...] = step_mask(attention_mask, self.length, self.slots)
+            self.mask_layout, self.graph.mask_owner = layout, self
+        upload_rows(target.ptr + first * 8, width * 8, staging, first * 8, width * 8, (width - first) * 8,
+                    self.batch, self.stream)
+        return DeviceTensor(target.buffer, (self.batch, width), np.dtype(np.int64), target.offset)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, tuple(inputs_embeds.shape), attention_mask.shape, self.max_context)
         seq = inputs_embeds.shape[1]
         self._reserve(self.length + seq)
-        graph = self.graph
-        mask = graph.upload("attention_mask", step_mask(attention_mask, self.length, self.slots))
-        positions = graph.upload("position_ids", position_ids)
-        if isinstance(inputs_embeds, np.ndarray):
-            embeds = graph.upload("inputs_embeds", inputs_embeds)
-        else:  # on the device already: copied into the decoder's own input buffer, whose address a graph keeps
-            nbytes = int(np.prod(inputs_embeds.shape)) * inputs_embeds.dtype.itemsize
-            buffer = graph.buffer("inputs_embeds", nbytes)
-            copy_rows(buffer.ptr, nbytes, inputs_embeds.buffer.ptr, nbytes, nbytes, 1, self.stream)
-            embeds = DeviceTensor(buffer, tuple(inputs_embeds.shape), inputs_embeds.dtype)
-        inputs = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions, **self._cache_inputs()}
+        graph, host_embeds = self.graph, isinstance(inputs_embeds, np.ndarray)
+        if seq == 1:
+            places = {name: DeviceTensor(graph.buffers[name], (), np.dtype(np.int64))
+                      for name in ("attention_mask", "position_ids", "inputs_embeds")}
+        else:
+            places = self._prefill_places(seq, host_embeds)
+        inputs = {"attention_mask": self._mask(attention_mask, seq, places["attention_mask"]),
+                  "position_ids": self._upload("position_ids", places["position_ids"], position_ids),
+                  # on the device already: bound where it lies (a stable address in the decode loop: no recapture)
+                  "inputs_embeds": self._upload("inputs_embeds", places["inputs_embeds"], inputs_embeds) if host_embeds
+                  else inputs_embeds, **self._cache_inputs()}
         if seq == 1:
             outputs = self._decode(inputs)
         else:
-            self._drop_step_graph()
-            outputs = graph.bind(inputs, {})
+            outputs = graph.bind(inputs, {name: places[name] for name in graph.outputs})
             graph.execute()
         self._write_new(outputs, seq)
         self.length += seq
         hidden = outputs["hidden_states"]
-        if last_only and seq > 1:  # once per request: slice the prefill's last position on the host
-            return hidden.download(self.stream)[:, -1:]
+        if last_only and seq > 1:  # once per request: the last position of every row, into the step's buffer
+            last = DeviceTensor(graph.buffers["hidden_states"], (self.batch, 1, self.hidden_size), hidden.dtype)
+            row = self.hidden_size * hidden.dtype.itemsize
+            copy_rows(last.ptr, row, hidden.ptr + (seq - 1) * row, seq * row, row, self.batch, self.stream)
+            return last.download(self.stream)
         return hidden
 
+    def _upload(self, name: str, place: DeviceTensor, value: np.ndarray) -> DeviceTensor:
+        value = np.ascontiguousarray(value, dtype=self.graph.dtypes[name])
+        place.buffer.upload(value, self.stream, f"decoder:{name}", place.offset)
+        return DeviceTensor(place.buffer, tuple(value.shape), value.dtype, place.offset)
+
+    def _prefill_places(self, seq: int, host_embeds: bool) -> dict[str, DeviceTensor]:
+        """Where a `seq`-position step's inputs and outputs go: this decoder's prefill buffer, exactly the size the
+        first prefill needs (a larger later one replaces it), freed when the decoder closes."""
+        layout = prefill_layout([kv_output(n) for n in self.names], self.heads, self.head_dim, self.hidden_size,
+                                self.dtype, self.batch, seq, self.slots, host_embeds)
+        nbytes = sum(layout.values())
+        if self.prefill is None or self.prefill.nbytes < nbytes:
+            if self.prefill is not None:
+                self.stream.synchronize()
+                self.prefill.free()
+            self.prefill = DeviceBuffer(nbytes)
+        places, offset = {}, 0
+        for name, size in layout.items():
+            places[name], offset = DeviceTensor(self.prefill, (), np.dtype(np.uint8), offset), offset + size
+        return places
+
     def _decode(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
-        """One position per row: replays the bucket's CUDA graph, or binds, runs and captures it."""
+        """One position per row: replays the step's CUDA graph, or binds, runs and captures it."""
         graph = self.graph
-        key = (self.slots, graph.profile_changes, tuple(t.buffer.ptr for t in inputs.values()))
-        if self.step_graph is not None and key == self.step_key:
+        outputs = graph.bind(inputs)  # no TensorRT call when nothing changed
+        if self.step_graph is not None and self.step_version == graph.version:
             self.step_graph.launch()
             self.replays += 1
-            return self.step_outputs
-        self._drop_step_graph()
-        self.step_outputs = graph.bind(inputs, {})
+            return outputs
+        self.drop_step_graph()
         graph.execute()  # this step's result; TensorRT's deferred shape work happens outside the capture
-        self.step_graph = CudaGraph(self.stream, graph.execute)
-        self.step_key = (self.slots, graph.profile_changes, key[2])
-        self.captures += 1
-        return self.step_outputs
+        if graph.capture_error is None:
+            try:
+                self.step_graph = CudaGraph(self.stream, graph.execute)
+                self.step_version = graph.version
+                self.captures += 1
+            except CaptureFailed as failure:
+                graph.capture_error = failure.__cause__
+                log.warning("CUDA-graph capture of the %s engine failed; decoding continues without graphs "
+                            "(slower per step): %s", graph.name, failure.__cause__)
+        return outputs
 
     def _write_new(self, outputs: dict[str, DeviceTensor], seq: int) -> None:
         """The new positions' keys/values [B,H,seq,hd] into slots length..length+seq-1 of every tensor."""
@@ -142,16 +224,21 @@ class TrtKVDecoder(KVDecoder):
         row, pitch, offset = seq * width, self.slots * width, self.length * width
         for name, buffer in zip(self.names, self.buffers):
             new = outputs[kv_output(name)]
-            copy_rows(buffer.ptr + offset, pitch, new.buffer.ptr, row, row, self.batch * self.heads, self.stream)
+            copy_rows(buffer.ptr + offset, pitch, new.ptr, row, row, self.batch * self.heads, self.stream)
 
-    def _drop_step_graph(self) -> None:
+    def drop_step_graph(self) -> None:
         if self.step_graph is not None:
             self.step_graph.destroy()
-            self.step_graph, self.step_key = None, None
+            self.step_graph, self.step_version = None, None
 
     def close(self) -> None:
-        self._drop_step_graph()
+        self.drop_step_graph()
         if self.buffers:
             self.pool.give(self.buffers)
             self.buffers = []
-
+        if self.prefill is not None:
+            self.stream.synchronize()
+            self.prefill.free()
+            self.prefill = None
+        if self in self.registry:
+            self.registry.remove(self)

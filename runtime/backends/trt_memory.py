@@ -1,0 +1,99 @@
+"""The TensorRT backend's memory for a request, computed from the figures it allocates from.
+
+`request_memory(manifest, engines, images, context)` gives, for an understanding request (one row: `images`
+images and a question filling the context) and a generation request (2 x `images` CFG rows, a prompt filling the
+context with the image's tokens), what the backend holds at the request's peak, by the categories
+`TensorRTBackend.device_memory_bytes()` reports:
+
+- engines: every engine's size as `build` recorded it (its weights on the device);
+- scratch: ONE allocation shared by every execution context: the largest `device_memory_size_v2` recorded;
+- kv_cache, kv_spare, step_io: `runtime.kv`'s figures for the request's rows and capacity;
+- prefill_io: the prefill's request-sized buffer (`trt_decoder.prefill_layout`), held until the request ends;
+- io: the other engines' input and output buffers at the shapes the pipelines call them with;
+- staging: pinned host buffers (host memory on a discrete GPU; the same DRAM as the GPU's on a Jetson).
+
+Every shape comes from the manifest's graph IO (symbolic dims `batch`, `sequence` filled in per call), the KV
+figures from `runtime.kv`; the call pattern below is the pipelines' (runtime/pipelines/).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import kv
+from ..manifest import Manifest
+from .engine_manifest import EngineManifest
+from .trt_decoder import prefill_layout
+
+CATEGORIES = ("engines", "scratch", "kv_cache", "kv_spare", "step_io", "prefill_io", "io", "staging")
+DEVICE = CATEGORIES[:-1]
+
+
+def _bytes(manifest: Manifest, graph: str, tensor: str, dims: dict[str, int]) -> int:
+    spec = manifest.graphs[graph]
+    found = next(t for t in spec.inputs + spec.outputs if t.name == tensor)
+    shape = [dims[d] if isinstance(d, str) else int(d) for d in found.shape]
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(found.dtype).itemsize
+
+
+def _calls(manifest: Manifest, kind: str, images: int, rows: int, prompt: int) -> list[tuple[str, dict, set[str]]]:
+    """(graph, dims, tensors with a buffer of their own: outputs and host-uploaded inputs) per call, in order."""
+    if kind == "understanding":
+        return [("vision_encoder", {"batch": images}, {"pixel_values", "image_embeds"}),
+                ("text_embedding", {"batch": 1, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
+                ("lm_head", {"batch": 1, "sequence": 1}, {"hidden_states", "logits"})]
+    return [("text_embedding", {"batch": rows, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
+            ("generation_head", {"batch": rows, "sequence": 1}, {"hidden_states", "logits"}),
+            ("generation_embedding", {"batch": rows, "sequence": 1}, {"image_ids", "inputs_embeds"}),
+            ("vq_decoder", {"batch": 1}, {"image_ids", "pixels"})]
+
+
+def sampler_bytes(rows: int, vocab: int, cfg: bool) -> int:
+    """The sampler engines' outputs (export/tensorrt/sampler_graph.py): greedy ids [N] (int64) and, with CFG,
+    the mixed logits [N, V] (fp32, N = rows / 2), plus the 4-byte CFG weight."""
+    n = rows // 2 if cfg else rows
+    return n * 8 + (n * vocab * 4 + 4 if cfg else 0)
+
+
+def request_memory(manifest: Manifest, engines: EngineManifest, images: int, context: int) -> dict[str, dict[str, int]]:
+    """What the backend holds at the peak of each request kind, by category (see the module docstring)."""
+    model, dtype = manifest.model, manifest.kv_dtype
+    context = min(int(context), manifest.limits.max_context)
+    fixed = {"engines": sum(e.engine_bytes for e in engines.engines.values()),
+             "scratch": max(e.device_memory_bytes for e in engines.engines.values())}
+    kv_outputs = [kv.kv_output(n) for n in kv.kv_names(model.num_layers)]
+    result = {}
+    for kind in ("understanding", "generation"):
+        rows = 1 if kind == "understanding" else 2 * images
+        prompt = context - 1 if kind == "understanding" else context - model.num_image_tokens + 1
+        capacity = kv.request_capacity(context, manifest.limits.max_context)
+        slots = kv.grow_view(prompt, kv.first_view(capacity, context)[1], True, manifest.limits.max_context)[0]
+        step = kv.decode_io_bytes(model, dtype, rows, capacity)
+        prefill = prefill_layout(kv_outputs, model.num_kv_heads, model.head_dim, model.hidden_size, dtype, rows,
+                                 prompt, slots, kind == "understanding")
+        io, staging = 0, {}
+        for graph, dims, owned in _calls(manifest, kind, images, rows, prompt):
+            for tensor in owned:
+                nbytes = _bytes(manifest, graph, tensor, dims)
+                io += nbytes
+                if tensor in {t.name for t in manifest.graphs[graph].inputs}:
+                    staging[f"{graph}:{tensor}"] = nbytes
+        cfg = kind == "generation"
+        io += sampler_bytes(rows, model.codebook_size if cfg else model.vocab_size, cfg)
+        downloads = [rows * model.hidden_size * 4, rows * 8]
+        if kind == "understanding":  # the vision encoder's and text embedding's outputs are spliced on the host
+            downloads += [_bytes(manifest, "vision_encoder", "image_embeds", {"batch": images}),
+                          _bytes(manifest, "text_embedding", "inputs_embeds", {"batch": 1, "sequence": prompt})]
+        else:
+            downloads.append(_bytes(manifest, "vq_decoder", "pixels", {"batch": 1}))
+        staging.update({"download": max(downloads),
+                        "decoder:attention_mask": rows * max(slots + prompt, capacity + 1) * 8,
+                        "decoder:position_ids": rows * prompt * 8})
+        if kind == "understanding":
+            staging["decoder:inputs_embeds"] = rows * prompt * model.hidden_size * 4
+        else:
+            staging["cfg_weight"] = 4
+        result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
+                        "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()),
+                        "prefill_io": sum(prefill.values()), "io": io, "staging": sum(staging.values())}
+    return result
