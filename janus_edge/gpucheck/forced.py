@@ -120,20 +120,22 @@ def pipeline_checks(cpu, gpu_rt, precision: str, image: np.ndarray) -> list[Chec
 
 
 def graph_replay_check(gpu_rt) -> Check:
-    """Greedy generation with the decode step replayed from CUDA graphs and without graphs: the same tokens. Needs
-    the backend's switch `cuda_graphs` (True by default)."""
-    backend = gpu_rt.backend
+    """Greedy generation with the decode step replayed from CUDA graphs, then without graphs (the backend's own
+    fallback for engines that cannot be captured, `TrtGraph.capture_error`, set for the second run): the same
+    tokens. A capture that failed on this GPU is reported with TensorRT's or CUDA's error."""
     if "generation_head" not in gpu_rt.manifest.graphs:
         return Check("graph replay", "skipped", "no image-token generation in this export")
-    if not hasattr(backend, "cuda_graphs"):
-        return Check("graph replay", "skipped", "this TensorRT backend cannot decode without CUDA graphs "
-                                                "(no `cuda_graphs` switch)")
+    decoder = gpu_rt.backend.graph("decoder")
     captured = gpu_rt.generate_images(PROMPT, n=1, temperature=0).tokens
-    backend.cuda_graphs = False
+    if decoder.capture_error is not None:
+        return Check("graph replay", "skipped", f"the decoder could not be captured into a CUDA graph on this GPU "
+                                                f"(decoding ran without graphs): {decoder.capture_error}",
+                     {"capture_error": str(decoder.capture_error)})
+    decoder.capture_error = RuntimeError("CUDA graphs turned off by gpu-check")
     try:
         plain = gpu_rt.generate_images(PROMPT, n=1, temperature=0).tokens
     finally:
-        backend.cuda_graphs = True
+        decoder.capture_error = None
     agreement = float((captured == plain).mean())
     return Check("graph replay", "pass" if agreement == 1.0 else "fail",
                  f"greedy image tokens with and without CUDA graphs agree {agreement:.3f} (must be 1)",

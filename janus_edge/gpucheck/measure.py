@@ -1,6 +1,6 @@
 """What one generation request costs on this GPU: prefill and decode-step time, and the device memory the engines
-and the request take (cudaMemGetInfo's free memory before loading, after loading every engine, and inside the
-request), next to what `plan` predicts for the same engines, images and context.
+and a request take (cudaMemGetInfo's free memory before loading, after loading every engine, at every step of a
+generation and after it), next to what `plan_engines` predicts for the same engines, images and context.
 
 Times are wall-clock on the host around calls that end in a host read (the prefill's last hidden state, each
 step's sampled token), so each includes the synchronisation the product pays. On the stand-in they measure the
@@ -9,8 +9,6 @@ CPU and mean nothing.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ import numpy as np
 from janus_edge.runtime.backends.cuda import _cudart, check
 from janus_edge.runtime.sampling import Sampler
 from janus_edge.runtime.sizing import request_capacity
+
+from .forced import PROMPT
 
 PREFILL_TOKENS = 640  # one image (578 tokens) and a question, as export/tensorrt/profiles.py's typical prompt
 DECODE_STEPS = 32
@@ -39,10 +39,9 @@ def open_every_engine(backend, names) -> None:
         backend.graph(name)
 
 
-def measure_request(backend, manifest, steps: int = DECODE_STEPS) -> tuple[dict[str, Any], int, int]:
-    """One CFG generation request (one image, two rows): prefill, then `steps` greedy decode steps through the
-    generation head and the CFG sampler. Returns the timing, the free device memory inside the request, and the
-    capacity the request's KV cache was sized for."""
+def measure_request(backend, manifest, steps: int = DECODE_STEPS) -> dict[str, Any]:
+    """One CFG generation request (one image, two rows), timed: prefill, then `steps` greedy decode steps through
+    the generation head and the CFG sampler."""
     rows, context = 2, manifest.limits.max_context
     prompt_length = max(1, min(PREFILL_TOKENS, context // 2 - steps - 1))
     capacity = request_capacity(prompt_length + steps + 1, context)
@@ -63,24 +62,27 @@ def measure_request(backend, manifest, steps: int = DECODE_STEPS) -> tuple[dict[
                                   np.ones((rows, position + 1), np.int64), np.full((rows, 1), position))
             token = backend.choose("generation_head", hidden, greedy, weight)
             times.append((time.perf_counter() - start) * 1e3)
-        free_in_request = free_device_memory()
     timed = times[WARMUP_STEPS:] or times
-    timing = {"rows": rows, "prefill_tokens": prompt_length, "prefill_ms": prefill_ms,
+    return {"rows": rows, "prefill_tokens": prompt_length, "prefill_ms": prefill_ms,
               "decode_steps": len(timed), "decode_step_ms": float(np.median(timed)),
               "decode_step_ms_max": float(np.max(timed)), "first_steps_ms": times[:WARMUP_STEPS]}
-    return timing, free_in_request, capacity
 
 
-def planned_bytes(engine_dir: Path, images: int, context: int) -> tuple[int | None, dict | None, str | None]:
-    """`janus_edge.plan.plan_engines(engine_dir, images, context)`: the device memory plan predicts for these
-    engines (its `total_bytes`), the whole prediction, and a note when plan cannot say."""
-    plan_module = importlib.import_module("janus_edge.plan")
-    plan_engines = getattr(plan_module, "plan_engines", None)
-    if plan_engines is None:
-        return None, None, "plan_engines(engine_dir, images, context) is not in this janus-edge yet"
-    prediction = plan_engines(engine_dir, images, context)
-    is_record = dataclasses.is_dataclass(prediction) and not isinstance(prediction, type)
-    data = dataclasses.asdict(prediction) if is_record else dict(prediction)
-    total = data.get("total_bytes")
-    return (int(total) if total is not None else None), data, (None if total is not None else
-                                                              "plan_engines gave no total_bytes")
+def generation_memory(gpu_rt, engine_dir: Path, free_before: int, free_loaded: int) -> dict[str, Any]:
+    """One greedy image generation on the freshly loaded engines, with the free device memory read at every step
+    and after it: what the engines and the request took, next to `plan_engines`' figure for the same engines, one
+    image and the request's context (the device categories of `trt_memory`, engines and scratch included)."""
+    from janus_edge.plan import plan_engines
+    from janus_edge.runtime.backends.trt_memory import DEVICE
+
+    lowest = [free_loaded]
+    gpu_rt.generate_images(PROMPT, n=1, temperature=0, progress=lambda *_: lowest.append(free_device_memory()))
+    lowest.append(free_device_memory())
+    context = len(gpu_rt.prompts.generation(PROMPT)) + gpu_rt.manifest.model.num_image_tokens - 1
+    plan = plan_engines(engine_dir, 1, context)
+    planned = plan.requests["generation"]
+    return {"free_before_load_bytes": free_before, "engines_bytes": free_before - free_loaded,
+            "request_bytes": free_loaded - min(lowest), "total_bytes": free_before - min(lowest),
+            "request_images": 1, "request_context": context,
+            "planned_bytes": int(sum(planned[category] for category in DEVICE)),
+            "plan": {category: int(nbytes) for category, nbytes in planned.items()}, "note": None}
