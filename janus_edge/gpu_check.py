@@ -78,6 +78,13 @@ def run_gpu_check(export_dir: Path | None, engines: Path | None = None, json_pat
         if json_path is not None:
             report.write(json_path)
         raise
+    except Exception as exc:  # a bug, or a library failing in a way we do not know yet: the report still goes back
+        report.error = {"message": f"unexpected {type(exc).__name__}: {exc}",
+                        "fix": "please send this report and the traceback printed below"}
+        report.internal = True
+        if json_path is not None:
+            report.write(json_path)
+        raise
     if json_path is not None:
         report.write(json_path)
     return report

@@ -12,7 +12,7 @@ from typing import Any
 import janus_edge
 
 SCHEMA_VERSION = 1
-EXIT_CODES = {"pass": 0, "fail": 1, "error": 2}
+EXIT_CODES = {"pass": 0, "fail": 1, "internal-error": 1, "error": 2}  # internal-error: a traceback follows
 
 
 @dataclass
@@ -33,13 +33,14 @@ class Report:
     timing: dict[str, Any] | None = None
     memory: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
-    error: dict[str, str | None] | None = None  # the failure that stopped the run (exit 2): message and fix
+    error: dict[str, str | None] | None = None  # the failure that stopped the run: message and fix
+    internal: bool = False  # that failure was not a known one (a bug, or a library failing in a new way)
     started: float = field(default_factory=time.time)
 
     @property
     def status(self) -> str:
         if self.error is not None:
-            return "error"
+            return "internal-error" if self.internal else "error"
         return "fail" if any(check.status == "fail" for check in self.checks) else "pass"
 
     @property
@@ -49,6 +50,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("started")
+        data.pop("internal")
         return {"schema_version": SCHEMA_VERSION, "janus_edge_version": janus_edge.__version__,
                 "status": self.status, "exit_code": self.exit_code,
                 "seconds": round(time.time() - self.started, 1), **data}
