@@ -4,6 +4,7 @@ engine manifest's refusal of foreign engines, the device sampler's maths, and th
 from __future__ import annotations
 
 import dataclasses
+import json
 import importlib.metadata
 import re
 import shutil
@@ -23,7 +24,7 @@ from janus_edge.export.tensorrt.sampler_graph import sampler_graph
 from janus_edge.export.tensorrt.check import VERSIONS, check_export, check_model, support_table
 from janus_edge.export.tensorrt.profiles import engine_profiles
 from janus_edge.runtime.backends.engine_manifest import EngineInfo, EngineManifest, check_compatible
-from janus_edge.runtime.errors import BackendError
+from janus_edge.runtime.errors import BackendError, ManifestError
 from janus_edge.runtime.manifest import load_manifest, sha256_file
 from janus_edge.runtime.sampling import Sampler
 from janus_edge.export.tensorrt.targets import TARGETS
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STUBS = ROOT / ".typing"
 TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
                "janus_edge.runtime.backends.trt_decoder", "janus_edge.runtime.backends.engine_manifest",
+               "janus_edge.runtime.backends.trt_memory",
                "janus_edge.export.tensorrt.build", "janus_edge.export.tensorrt.profiles",
                "janus_edge.export.tensorrt.flow_profiles", "janus_edge.export.tensorrt.check",
                "janus_edge.export.tensorrt.sampler_graph", "janus_edge.export.tensorrt.targets",
@@ -50,7 +52,7 @@ def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):
         for module in sys.argv[2:]:
             importlib.import_module(module)
         from janus_edge.runtime.backends.tensorrt import require_tensorrt
-        from janus_edge.runtime.errors import BackendError
+        from janus_edge.runtime.errors import BackendError, ManifestError
         try:
             require_tensorrt()
         except BackendError as exc:
@@ -129,7 +131,7 @@ def test_mypy_with_tensorrt_stubs(tmp_path, probe):
 def _manifest(**changes) -> EngineManifest:
     base = dict(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7", target="orin-nano-8gb",
                 export_dir="out/export", engines={"decoder": EngineInfo("decoder.engine", "decoder.onnx", "ab", "fp16",
-                                                                        [])})
+                                                                        [], 1000, 4096, [4096])})
     return EngineManifest(**{**base, **changes})
 
 
@@ -146,13 +148,23 @@ def test_engine_manifest_round_trips_and_refuses_foreign_engines(tmp_path):
     assert "janus-edge build out/export" in message and "--target orin-nano-8gb" in message
     with pytest.raises(BackendError, match="compute capability 8.7"):
         check_compatible(manifest, tmp_path, "10.3.0.30", "Thor", "11.0")
+    old = json.loads((tmp_path / "janus_edge_engines.json").read_text())
+    old["schema_version"] = 1  # engines built before device memory was recorded
+    (tmp_path / "janus_edge_engines.json").write_text(json.dumps(old))
+    with pytest.raises(ManifestError) as refused:
+        EngineManifest.read(tmp_path)
+    assert "schema version 1" in str(refused.value) and "\n" not in str(refused.value)
+    assert f"janus-edge build out/export {tmp_path} --target orin-nano-8gb" in refused.value.hint
 
 
 def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
     manifest = load_manifest(export_hf)
     profiles = engine_profiles(manifest, TARGETS["orin-nano-8gb"])
     prefill, decode = profiles["decoder"]
-    assert prefill["inputs_embeds"][2] == [manifest.limits.max_batch, 2048, manifest.model.hidden_size]
+    # sized like `plan`: one image (2 CFG rows) and the target's context by default, not the export's max batch
+    assert prefill["inputs_embeds"][2] == [2, 2048, manifest.model.hidden_size]
+    assert engine_profiles(manifest, TARGETS["orin-nano-8gb"], images=3, context=1024)["decoder"][0][
+        "inputs_embeds"][2] == [6, 1024, manifest.model.hidden_size]
     # the in-place decoder reads a cache of `capacity` slots (up to the context) in both profiles
     assert prefill["past_key_values.0.key"][2][2] == decode["past_key_values.0.key"][2][2] == 2048
     assert decode["inputs_embeds"][2][1] == 1 and decode["attention_mask"][2][1] == 2048 + 1

@@ -218,7 +218,8 @@ def test_standin_enforces_profiles_addresses_streams_and_capture(standin_engines
         assert not any(cudart.read_device(logits, 16))  # nothing ran yet
         status, graph = cudart.cudaStreamEndCapture(stream)
         status, executable = cudart.cudaGraphInstantiate(graph, 0)
-        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and any(cudart.read_device(logits, 16))
+        assert cudart.cudaGraphLaunch(executable, stream)[0] == 0 and not any(cudart.read_device(logits, 16))
+        assert cudart.cudaStreamSynchronize(stream)[0] == 0 and any(cudart.read_device(logits, 16))  # ran now
         assert second.set_optimization_profile_async(0, int(stream)) is False  # still one profile per context
         assert first.set_optimization_profile_async(0, int(stream))  # the same profile: the graph stays valid
         assert cudart.cudaGraphLaunch(executable, stream)[0] == 0
@@ -273,18 +274,24 @@ def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
 
 def test_standin_cudart_signatures_are_cuda_pythons():
     """Parameter names of cuda-python's cudart (cuda/bindings/runtime.pyx, 12.x) for every function we mimic."""
-    real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
+    real = {"cudaMalloc": "size", "cudaFree": "devPtr", "cudaMallocHost": "size", "cudaHostAlloc": "size,flags",
+            "cudaFreeHost": "ptr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
             "cudaMemcpy2DAsync": "dst,dpitch,src,spitch,width,height,kind,stream",
-            "cudaMemsetAsync": "devPtr,value,count,stream",
+            "cudaMemsetAsync": "devPtr,value,count,stream", "cudaMemGetInfo": "",
             "cudaStreamCreate": "", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
+            "cudaStreamWaitEvent": "stream,event,flags",
             "cudaStreamBeginCapture": "stream,mode", "cudaStreamEndCapture": "stream",
             "cudaGraphInstantiate": "graph,flags", "cudaGraphLaunch": "graphExec,stream", "cudaGraphDestroy": "graph",
-            "cudaGraphExecDestroy": "graphExec", "cudaEventCreate": "", "cudaEventRecord": "event,stream",
-            "cudaEventSynchronize": "event", "cudaEventElapsedTime": "start,end", "cudaEventDestroy": "event",
-            "cudaGetDevice": "", "cudaGetDeviceProperties": "device", "cudaMemGetInfo": ""}
-    tree = ast.parse((STANDIN / "cuda" / "bindings" / "runtime.py").read_text())
-    defined = {n.name: ",".join(a.arg for a in n.args.args) for n in tree.body
-               if isinstance(n, ast.FunctionDef) and n.name.startswith("cuda")}
+            "cudaGraphExecDestroy": "graphExec", "cudaEventCreate": "", "cudaEventCreateWithFlags": "flags",
+            "cudaEventRecord": "event,stream", "cudaEventSynchronize": "event", "cudaEventQuery": "event",
+            "cudaEventElapsedTime": "start,end", "cudaEventDestroy": "event",
+            "cudaGetDevice": "", "cudaGetDeviceProperties": "device", "cudaDeviceSynchronize": "",
+            "cudaGetLastError": "", "cudaPeekAtLastError": "", "cudaDriverGetVersion": "", "cudaRuntimeGetVersion": ""}
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        defined = {name: ",".join(inspect.signature(function).parameters) for name, function in vars(cudart).items()
+                   if name.startswith("cuda") and inspect.isfunction(function)}
     assert defined == real
 
 

@@ -52,6 +52,17 @@ def support_table() -> dict:
     return data
 
 
+def table_version(trt_version: str) -> str:
+    """The support table that describes a TensorRT release ("10.3.0.30" -> "10.3", "10.16.1.4" -> "10.16"): the
+    newest table of the same major version that is not newer than the release (the TensorRT stand-in's parser uses
+    it, so tests refuse what that release's parser refuses)."""
+    release = _release(trt_version)
+    tables = [v for v in VERSIONS if _release(v)[0] == release[0] and _release(v) <= release]
+    if not tables:
+        raise ValueError(f"no ONNX operator table covers TensorRT {trt_version} (tables: {', '.join(VERSIONS)})")
+    return max(tables, key=_release)
+
+
 def check_model(proto, graph: str, version: str) -> list[Finding]:
     """Checks every node, including those inside If/Loop/Scan bodies, of one ONNX model for one TensorRT."""
     import onnx

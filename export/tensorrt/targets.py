@@ -12,6 +12,7 @@ fp32 graphs never reach the Tensor Cores). Each target's line says which numbers
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from janus_edge.runtime.errors import RequestError
 
@@ -65,7 +66,7 @@ TARGETS = {
 }
 
 
-def build_peak_bytes(graph_weights: dict[str, float], target: Target) -> float:
+def build_peak_bytes(graph_weights: Mapping[str, float], target: Target) -> float:
     """What building the largest graph takes at once, estimated as 2 x its weights + the builder workspace: the
     parser's copy of the ONNX weights and the engine's own, plus the workspace limit the tactics may use. On a
     Jetson all three share one DRAM. A build-time cost only: the runtime never allocates the workspace."""

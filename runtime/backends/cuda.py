@@ -121,7 +121,7 @@ class PinnedBuffer:
             self.stream.synchronize()
         count = int(np.prod(shape, dtype=np.int64))
         raw = (ctypes.c_byte * self.nbytes).from_address(self.ptr)
-        return np.frombuffer(raw, dtype=np.uint8).view(dtype)[:count].reshape(shape)
+        return np.frombuffer(memoryview(raw).cast("B"), dtype=np.uint8).view(dtype)[:count].reshape(shape)
 
     def copied(self) -> None:
         self.copied_at = self.stream.synchronizations

@@ -24,7 +24,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -63,14 +63,14 @@ class TrtKVDecoder(KVDecoder):
         self.max_context, self.hidden_size = manifest.limits.max_context, model.hidden_size
         self.heads, self.head_dim, self.dtype = model.num_kv_heads, model.head_dim, np.dtype(manifest.kv_dtype)
         self.names = model.kv_names
-        self.model = model
+        self.model = cast(kv.CacheDims, model)  # ModelInfo is frozen: its fields read-only, as the protocol reads them
         self.slots, self.allocated = kv.first_view(capacity, self.max_context)
         self.buffers = pool.take([self._tensor_bytes(self.allocated)] * (len(self.names) + 1), self.stream)
         self.nbytes = len(self.buffers) * self._tensor_bytes(self.allocated)  # with the spare for bucket crossings
         self.prefill: DeviceBuffer | None = None  # the prefill's outputs, sized by the request
         self.step_graph: CudaGraph | None = None
         self.step_version: int | None = None
-        self.mask_layout: tuple[int, int] | None = None  # (slots, new positions) the device mask is laid out for
+        self.mask_layout: tuple[int, ...] | None = None  # (slots, new positions, where) of the device mask
         self.captures = self.replays = 0  # decode steps captured / replayed (tests and bench read them)
         registry.append(self)
         self._reserve_step_io()

@@ -18,6 +18,8 @@ figures from `runtime.kv`; the call pattern below is the pipelines' (runtime/pip
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from .. import kv
@@ -57,7 +59,7 @@ def sampler_bytes(rows: int, vocab: int, cfg: bool) -> int:
 
 def request_memory(manifest: Manifest, engines: EngineManifest, images: int, context: int) -> dict[str, dict[str, int]]:
     """What the backend holds at the peak of each request kind, by category (see the module docstring)."""
-    model, dtype = manifest.model, manifest.kv_dtype
+    model, dtype = cast(kv.CacheDims, manifest.model), manifest.kv_dtype  # ModelInfo: frozen, read-only fields
     context = min(int(context), manifest.limits.max_context)
     fixed = {"engines": sum(e.engine_bytes for e in engines.engines.values()),
              "scratch": max(e.device_memory_bytes for e in engines.engines.values())}
@@ -65,7 +67,7 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
     result = {}
     for kind in ("understanding", "generation"):
         rows = 1 if kind == "understanding" else 2 * images
-        prompt = context - 1 if kind == "understanding" else context - model.num_image_tokens + 1
+        prompt = context - 1 if kind == "understanding" else context - manifest.model.num_image_tokens + 1
         capacity = kv.request_capacity(context, manifest.limits.max_context)
         slots = kv.grow_view(prompt, kv.first_view(capacity, context)[1], True, manifest.limits.max_context)[0]
         step = kv.decode_io_bytes(model, dtype, rows, capacity)
@@ -79,7 +81,7 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
                 if tensor in {t.name for t in manifest.graphs[graph].inputs}:
                     staging[f"{graph}:{tensor}"] = nbytes
         cfg = kind == "generation"
-        io += sampler_bytes(rows, model.codebook_size if cfg else model.vocab_size, cfg)
+        io += sampler_bytes(rows, manifest.model.codebook_size if cfg else manifest.model.vocab_size, cfg)
         downloads = [rows * model.hidden_size * 4, rows * 8]
         if kind == "understanding":  # the vision encoder's and text embedding's outputs are spliced on the host
             downloads += [_bytes(manifest, "vision_encoder", "image_embeds", {"batch": images}),

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ._build import Builder, IBuilderConfig, IHostMemory, INetworkDefinition, IOptimizationProfile, ITensor, \
     ITimingCache, OnnxParser, ParserError
-from ._common import VERSION, BuilderFlag, DataType, Dims, ILogger, IProgressMonitor, Logger, MemoryPoolType, \
-    NetworkDefinitionCreationFlag, TensorIOMode, nptype
+from ._common import VERSION, BuilderFlag, DataType, Dims, ILogger, IProgressMonitor, IStreamReader, Logger, \
+    MemoryPoolType, NetworkDefinitionCreationFlag, TensorIOMode, nptype
 from ._engine import ExecutionContextAllocationStrategy, ICudaEngine, IExecutionContext, Runtime
 
 __version__ = VERSION
@@ -18,5 +18,5 @@ STANDIN = True  # not in TensorRT: lets a test assert it is talking to the stand
 
 __all__ = ["Builder", "BuilderFlag", "DataType", "Dims", "ExecutionContextAllocationStrategy", "IBuilderConfig",
            "ICudaEngine", "IExecutionContext", "IHostMemory", "ILogger", "INetworkDefinition", "IOptimizationProfile",
-           "IProgressMonitor", "ITensor", "ITimingCache", "Logger", "MemoryPoolType", "NetworkDefinitionCreationFlag",
-           "OnnxParser", "ParserError", "Runtime", "TensorIOMode", "nptype"]
+           "IProgressMonitor", "IStreamReader", "ITensor", "ITimingCache", "Logger", "MemoryPoolType",
+           "NetworkDefinitionCreationFlag", "OnnxParser", "ParserError", "Runtime", "TensorIOMode", "nptype"]

@@ -3,18 +3,34 @@
 What the real builder refuses, this refuses too (error logged, `None` returned): a dynamic input without a shape
 in every profile, min <= opt <= max violated, a profile shape contradicting a static dimension or the rank, a
 profile naming no network input, FP16/INT8 builder flags on a strongly typed network, a progress monitor that
-cancels. The plan is a header line (JSON) followed by the ONNX bytes.
+cancels. The ONNX parser refuses what the operator table of the TensorRT release it pretends to be refuses (the
+table `janus-edge check-trt` reads: export/tensorrt/check.py).
+
+The plan: PLAN_MAGIC, the header's length (16 digits and a newline), the header (JSON: TensorRT version, GPU,
+profiles, IO tensors, per-profile context memory, weight bytes, graph name, capturable), then the ONNX bytes.
+
+Context memory per profile (`device_memory_size_v2`'s figure) is SCRATCH_BASE plus the SCRATCH_TENSORS (4)
+largest tensors of the graph at the profile's MAX input shapes (ONNX shape inference), each rounded up to 256
+bytes, counting inputs, outputs and the intermediates no larger than the largest input or output (TensorRT fuses
+what would be larger, attention scores above all): a deterministic stand-in for TensorRT's activation memory that
+grows with the profile's volumes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+
+import numpy as np
 
 from ._common import VERSION, BuilderFlag, DataType, Dims, ILogger, IProgressMonitor, MemoryPoolType, \
     NetworkDefinitionCreationFlag, ONNX_TO_TRT
 
 PLAN_MAGIC = b"JANUS-EDGE-TRT-STANDIN-PLAN\n"
+SCRATCH_BASE = 64 << 10
+SCRATCH_TENSORS = 4
+_ITEMSIZES = {1: 4, 2: 1, 3: 1, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}  # ONNX elem type -> bytes
 
 
 def machine() -> dict:
@@ -38,9 +54,11 @@ class ITensor:
 class INetworkDefinition:
     def __init__(self, flags: int) -> None:
         self.flags = flags
+        self.name = "Unnamed Network 0"
         self.inputs: list[ITensor] = []
         self.outputs: list[ITensor] = []
         self.onnx: bytes = b""
+        self.proto = None  # the parsed ModelProto (context memory is sized from it)
 
     @property
     def num_inputs(self) -> int:
@@ -90,6 +108,8 @@ class OnnxParser:
         import onnx
         import onnxruntime as ort
 
+        from janus_edge.export.tensorrt.check import check_model, table_version
+
         try:
             proto = onnx.load(model)
             serialized = proto.SerializeToString()
@@ -97,6 +117,13 @@ class OnnxParser:
         except Exception as exc:  # what went wrong is reported through get_error, as the real parser does
             self.errors.append(ParserError(f"{model}: {exc}"))
             return False
+        refused = [f for f in check_model(proto, Path(model).stem, table_version(VERSION)) if f.severity == "error"]
+        if refused:  # what this release's parser cannot import
+            self.errors += [ParserError(f"{f.graph}: {f.op} {f.node}: {f.problem} (TensorRT {VERSION} ONNX parser)")
+                            for f in refused]
+            return False
+        self.network.name = Path(model).stem
+        self.network.proto = proto
         initializers = {init.name for init in proto.graph.initializer}
         self.network.inputs = [_tensor(v) for v in proto.graph.input if v.name not in initializers]
         self.network.outputs = [_tensor(v) for v in proto.graph.output]
@@ -197,10 +224,40 @@ class Builder:
                     for p in (config.profiles or [IOptimizationProfile()])]
         io = [{"name": t.name, "mode": mode, "dtype": int(t.dtype), "shape": list(t.shape)}
               for mode, tensors in ((1, network.inputs), (2, network.outputs)) for t in tensors]
-        header = {"trt": VERSION, **machine(), "profiles": profiles, "io": io, "device_memory_size": 1 << 16}
+        scratch = [_scratch_bytes(network.proto, {name: shapes[2] for name, shapes in profile.items()})
+                   for profile in profiles]
+        header = {"trt": VERSION, **machine(), "profiles": profiles, "io": io, "device_memory_sizes": scratch,
+                  "weights_bytes": len(network.onnx), "name": network.name,
+                  "capturable": BuilderFlag.WEIGHT_STREAMING not in config.flags}
         if config.timing_cache is not None:
             config.timing_cache.data = json.dumps({"trt": VERSION, **machine()}).encode()
-        return IHostMemory(PLAN_MAGIC + json.dumps(header).encode() + b"\n" + network.onnx)
+        encoded = json.dumps(header).encode()
+        return IHostMemory(PLAN_MAGIC + b"%016d\n" % len(encoded) + encoded + network.onnx)
+
+
+def _scratch_bytes(proto, max_shapes: dict[str, list[int]]) -> int:
+    """SCRATCH_BASE + the SCRATCH_TENSORS largest tensors at these input shapes (see the module docstring)."""
+    import onnx
+
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    for value in model.graph.input:
+        if value.name in max_shapes:
+            for dim, size in zip(value.type.tensor_type.shape.dim, max_shapes[value.name]):
+                dim.Clear()
+                dim.dim_value = int(size)
+    graph = onnx.shape_inference.infer_shapes(model, data_prop=True).graph
+    io = {v.name for v in [*graph.input, *graph.output]}
+    sizes = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        kind = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in kind.shape.dim]
+        if kind.elem_type in _ITEMSIZES and kind.HasField("shape") and min(dims, default=1) >= 0:
+            nbytes = _ITEMSIZES[kind.elem_type] * int(np.prod(dims, dtype=np.int64))
+            sizes[value.name] = (nbytes + 255) // 256 * 256
+    largest_io = max((n for name, n in sizes.items() if name in io), default=0)
+    kept = sorted(n for name, n in sizes.items() if name in io or n <= largest_io)
+    return SCRATCH_BASE + sum(kept[-SCRATCH_TENSORS:])
 
 
 def _check(network: INetworkDefinition, config: IBuilderConfig) -> str | None:

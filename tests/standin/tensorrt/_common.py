@@ -49,6 +49,7 @@ class BuilderFlag(IntEnum):
     DISABLE_TIMING_CACHE = 5
     TF32 = 6
     SPARSE_WEIGHTS = 7
+    WEIGHT_STREAMING = 21  # engines built with it are not capturable in a CUDA graph
 
 
 class NetworkDefinitionCreationFlag(IntEnum):
@@ -124,3 +125,11 @@ def nptype(trt_type: DataType) -> type:
     if trt_type not in _NPTYPES:
         raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
     return _NPTYPES[trt_type]
+
+
+class IStreamReader:
+    """Subclass it, call `IStreamReader.__init__(self)` and implement `read(self, size: int) -> bytes`;
+    `Runtime.deserialize_cuda_engine` then reads the plan through it in chunks (no second copy of the file)."""
+
+    def __init__(self) -> None:
+        pass

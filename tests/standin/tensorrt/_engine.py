@@ -1,30 +1,30 @@
-"""Runtime side of the TensorRT stand-in: deserialise a plan, execution contexts, enqueue on a stream.
+"""Runtime side of the TensorRT stand-in: deserialise a plan (bytes or an IStreamReader), engines, device memory.
 
 Rules enforced (each a False return or None plus an error log, as TensorRT reports them):
 - the plan deserialises only on the TensorRT version and compute capability it was built with (another GPU model
-  of the same capability loads with a warning, as in TensorRT);
-- engine weights and each context's activation memory are device allocations (freed when the object goes);
-- the first context gets profile 0; a profile held by another live context of the engine cannot be selected;
-  selecting a profile forgets the input shapes;
-- input shapes must lie inside the selected profile; every IO tensor needs an address (inside one device
-  allocation large enough for its shape and dtype) before execute_async_v3; streams are plain ints;
-- CUDA graphs (TensorRT developer guide, "CUDA Graphs"): after changing input shapes or the profile, enqueue once
-  outside capture before capturing (deferred shape work cannot be captured); a graph captured before the context's
-  profile changed is stale, and replaying it is an error here (undefined on TensorRT).
+  of the same capability loads with a warning, as in TensorRT); an IStreamReader must deliver every byte asked for;
+- engine weights are a device allocation of the plan's weight size, freed when the engine goes;
+- context memory per profile is the builder's figure (see _build.py) and
+  `create_execution_context(strategy)` allocates as TensorRT does: STATIC the maximum over profiles now,
+  ON_PROFILE_CHANGE the selected profile's size (again on every change), USER_MANAGED nothing (the user calls
+  `set_device_memory`); the execution context itself is in _context.py.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import weakref
 from enum import IntEnum
 
 import numpy as np
 
-from cuda.bindings import runtime as cudart
-
 from ._build import PLAN_MAGIC, IHostMemory, machine
-from ._common import VERSION, DataType, Dims, ILogger, TensorIOMode, nptype
+from ._common import VERSION, DataType, Dims, ILogger, IStreamReader, TensorIOMode, nptype
+from ._context import DeviceAllocation, IExecutionContext
+
+_HEADER_LENGTH = 17  # 16 digits and a newline
+_CHUNK = 64 << 20  # an IStreamReader is read this much at a time
 
 
 class ExecutionContextAllocationStrategy(IntEnum):
@@ -33,59 +33,78 @@ class ExecutionContextAllocationStrategy(IntEnum):
     USER_MANAGED = 2
 
 
-class _DeviceAllocation:
-    def __init__(self, nbytes: int) -> None:
-        status, self.ptr = cudart.cudaMalloc(nbytes)
-        if status != cudart.cudaError_t.cudaSuccess:
-            raise MemoryError(f"cudaMalloc({nbytes}) failed: {status!r}")
-
-    def __del__(self) -> None:
-        cudart.cudaFree(self.ptr)
+def _read(source: "bytes | IStreamReader", size: int, offset: int) -> bytes | None:
+    if isinstance(source, IStreamReader):
+        chunks = []
+        while size > 0:
+            chunk = bytes(source.read(min(size, _CHUNK)))  # type: ignore[attr-defined]
+            if not chunk or len(chunk) > min(size, _CHUNK):
+                return None
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+    data = bytes(source[offset:offset + size])
+    return data if len(data) == size else None
 
 
 class Runtime:
     def __init__(self, logger: ILogger) -> None:
         self.logger = logger
 
-    def deserialize_cuda_engine(self, serialized_engine: bytes) -> "ICudaEngine | None":
-        data = bytes(serialized_engine)
-        if not data.startswith(PLAN_MAGIC):
-            self.logger.log(ILogger.Severity.ERROR, "IRuntime::deserializeCudaEngine: the data is not an engine plan")
+    def _refuse(self, message: str) -> None:
+        self.logger.log(ILogger.Severity.ERROR, f"IRuntime::deserializeCudaEngine: {message}")
+
+    def deserialize_cuda_engine(self, serialized_engine: "bytes | IStreamReader") -> "ICudaEngine | None":
+        source = serialized_engine if isinstance(serialized_engine, IStreamReader) else memoryview(serialized_engine)
+        magic = _read(source, len(PLAN_MAGIC), 0)
+        if magic != PLAN_MAGIC:
+            self._refuse("the data is not an engine plan")
             return None
-        header_line, _, onnx_bytes = data[len(PLAN_MAGIC):].partition(b"\n")
-        header = json.loads(header_line)
+        length = _read(source, _HEADER_LENGTH, len(PLAN_MAGIC))
+        header_bytes = _read(source, int(length), len(PLAN_MAGIC) + _HEADER_LENGTH) if length else None
+        if header_bytes is None:
+            self._refuse("the plan ends inside its header")
+            return None
+        header = json.loads(header_bytes)
         here = machine()
         if header["trt"] != VERSION:
-            self.logger.log(ILogger.Severity.ERROR, f"The engine plan file is not compatible with this version of "
-                            f"TensorRT, expecting library version {VERSION} got {header['trt']}")
+            self._refuse(f"The engine plan file is not compatible with this version of TensorRT, expecting library "
+                         f"version {VERSION} got {header['trt']}")
             return None
         if header["cc"] != here["cc"]:
-            self.logger.log(ILogger.Severity.ERROR, f"The engine plan file is generated on an incompatible device, "
-                            f"expecting compute {here['cc']} got compute {header['cc']}")
+            self._refuse(f"The engine plan file is generated on an incompatible device, expecting compute "
+                         f"{here['cc']} got compute {header['cc']}")
             return None
         if header["gpu"] != here["gpu"]:
             self.logger.log(ILogger.Severity.WARNING, "Using an engine plan file across different models of devices "
                             "is not recommended and is likely to affect performance or even cause errors.")
-        try:
-            weights = _DeviceAllocation(len(onnx_bytes))
-        except MemoryError:
-            self.logger.log(ILogger.Severity.ERROR, "out of device memory for the engine's weights")
+        onnx_bytes = _read(source, header["weights_bytes"], len(PLAN_MAGIC) + _HEADER_LENGTH + len(header_bytes))
+        if onnx_bytes is None:
+            self._refuse("the plan ends before its weights do (a short read from the stream)")
             return None
-        return ICudaEngine(header, onnx_bytes, weights, self.logger, data)
+        try:
+            weights = DeviceAllocation(len(onnx_bytes))
+        except MemoryError:
+            self._refuse("out of device memory for the engine's weights")
+            return None
+        return ICudaEngine(header, onnx_bytes, weights, self.logger)
 
 
 class ICudaEngine:
-    def __init__(self, header: dict, onnx_bytes: bytes, weights: _DeviceAllocation, logger: ILogger,
-                 plan: bytes) -> None:
+    def __init__(self, header: dict, onnx_bytes: bytes, weights: DeviceAllocation, logger: ILogger) -> None:
+        self._header = header
         self._io = {t["name"]: t for t in header["io"]}
         self._order = [t["name"] for t in header["io"]]
         self._profiles = header["profiles"]
-        self._onnx, self._weights, self._logger, self._plan = onnx_bytes, weights, logger, plan
+        self._onnx, self._weights, self._logger = onnx_bytes, weights, logger
         self._session = None
         self._shape_cache: dict[tuple, dict[str, tuple[int, ...]]] = {}
         self._profile_owners: dict[int, weakref.ref] = {}
-        self._contexts: weakref.WeakSet = weakref.WeakSet()  # live contexts, each holding activation memory
-        self.device_memory_size = int(header["device_memory_size"])
+        self._contexts: weakref.WeakSet = weakref.WeakSet()  # live contexts
+
+    @property
+    def name(self) -> str:
+        return self._header["name"]
 
     @property
     def num_io_tensors(self) -> int:
@@ -94,6 +113,23 @@ class ICudaEngine:
     @property
     def num_optimization_profiles(self) -> int:
         return len(self._profiles)
+
+    @property
+    def device_memory_size(self) -> int:
+        return max(self._header["device_memory_sizes"])
+
+    @property
+    def device_memory_size_v2(self) -> int:
+        """Context memory a STATIC context allocates: the maximum over the profiles."""
+        return max(self._header["device_memory_sizes"])
+
+    def get_device_memory_size_for_profile(self, profile_index: int) -> int:
+        return self.get_device_memory_size_for_profile_v2(profile_index)
+
+    def get_device_memory_size_for_profile_v2(self, profile_index: int) -> int:
+        if not 0 <= profile_index < len(self._profiles):
+            raise ValueError(f"profile index {profile_index} out of range")
+        return int(self._header["device_memory_sizes"][profile_index])
 
     def get_tensor_name(self, index: int) -> str:
         return self._order[index]
@@ -114,20 +150,25 @@ class ICudaEngine:
 
     def create_execution_context(self, strategy: ExecutionContextAllocationStrategy =
                                  ExecutionContextAllocationStrategy.STATIC) -> "IExecutionContext | None":
+        strategy = ExecutionContextAllocationStrategy(strategy)
+        profile = -1 if self._live_owner(0) else 0
         try:
-            memory = _DeviceAllocation(self.device_memory_size)
+            context = IExecutionContext(self, strategy.name, profile)
         except MemoryError:
             self._logger.log(ILogger.Severity.ERROR, "out of device memory for an execution context")
             return None
-        context = IExecutionContext(self, memory)
         self._contexts.add(context)
-        if not self._live_owner(0):
+        if profile == 0:
             self._profile_owners[0] = weakref.ref(context)
-            context._profile = 0
         return context
 
     def serialize(self) -> IHostMemory:
-        return IHostMemory(self._plan)
+        encoded = json.dumps(self._header).encode()
+        return IHostMemory(PLAN_MAGIC + b"%016d\n" % len(encoded) + encoded + self._onnx)
+
+    def _capturable(self) -> bool:
+        marked = os.environ.get("JANUS_STANDIN_NOT_CAPTURABLE", "").split(",")
+        return self._header["capturable"] and self.name not in marked
 
     def _live_owner(self, profile: int) -> "IExecutionContext | None":
         owner = self._profile_owners.get(profile)
@@ -150,108 +191,3 @@ class ICudaEngine:
             feeds = {name: np.zeros(shape, nptype(self.get_tensor_dtype(name))) for name, shape in shapes.items()}
             self._shape_cache[key] = {name: value.shape for name, value in self._run(feeds).items()}
         return self._shape_cache[key]
-
-
-class IExecutionContext:
-    def __init__(self, engine: ICudaEngine, memory: _DeviceAllocation) -> None:
-        self.engine, self._memory = engine, memory
-        self._profile = -1
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._addresses: dict[str, int] = {}
-        self._profile_changes = 0  # stale-graph check: captured work remembers the count it was captured at
-        self._state_changed = True  # shapes or profile changed since the last enqueue outside capture
-
-    @property
-    def active_optimization_profile(self) -> int:
-        return self._profile
-
-    def _error(self, message: str) -> bool:
-        self.engine._logger.log(ILogger.Severity.ERROR, message)
-        return False
-
-    def set_optimization_profile_async(self, profile_index: int, stream_handle: int) -> bool:
-        if not isinstance(stream_handle, int):
-            raise TypeError("set_optimization_profile_async(): stream_handle must be an int")
-        if not 0 <= profile_index < self.engine.num_optimization_profiles:
-            return self._error(f"profile index {profile_index} out of range")
-        owner = self.engine._live_owner(profile_index)
-        if owner is not None and owner is not self:
-            return self._error(f"profile {profile_index} is already used by another execution context")
-        self.engine._profile_owners.pop(self._profile, None)
-        self.engine._profile_owners[profile_index] = weakref.ref(self)
-        if profile_index != self._profile:
-            self._profile_changes += 1
-        self._profile, self._shapes, self._state_changed = profile_index, {}, True
-        return True
-
-    def set_input_shape(self, name: str, shape: Dims | tuple | list) -> bool:
-        if self.engine.get_tensor_mode(name) != TensorIOMode.INPUT:
-            return self._error(f"set_input_shape: {name!r} is not an input tensor")
-        if self._profile < 0:
-            return self._error("set_input_shape: no optimization profile selected for this context")
-        shape = tuple(Dims(shape))
-        low, _, high = (tuple(d) for d in self.engine.get_tensor_profile_shape(name, self._profile))
-        if len(shape) != len(low) or not all(lo <= d <= hi for d, lo, hi in zip(shape, low, high)):
-            return self._error(f"set_input_shape: {name} {shape} is outside profile {self._profile} [{low}, {high}]")
-        self._state_changed |= self._shapes.get(name) != shape
-        self._shapes[name] = shape
-        return True
-
-    def _inputs(self) -> list[str]:
-        return [n for n in self.engine._order if self.engine.get_tensor_mode(n) == TensorIOMode.INPUT]
-
-    def infer_shapes(self) -> list[str]:
-        return [name for name in self._inputs() if name not in self._shapes]
-
-    def get_tensor_shape(self, name: str) -> Dims:
-        if self.engine.get_tensor_mode(name) == TensorIOMode.INPUT:
-            return Dims(self._shapes.get(name, self.engine.get_tensor_shape(name)))
-        if self.infer_shapes():
-            return self.engine.get_tensor_shape(name)  # unknown until every input shape is set
-        return Dims(self.engine._output_shapes(self._shapes)[name])
-
-    def set_tensor_address(self, name: str, memory: int) -> bool:
-        if self.engine.get_tensor_mode(name) == TensorIOMode.NONE:
-            return self._error(f"set_tensor_address: no tensor named {name!r}")
-        self._addresses[name] = int(memory)
-        return True
-
-    def get_tensor_address(self, name: str) -> int:
-        return self._addresses.get(name, 0)
-
-    def execute_async_v3(self, stream_handle: int) -> bool:
-        if not isinstance(stream_handle, int):
-            raise TypeError("execute_async_v3(): incompatible function arguments: stream_handle must be an int")
-        missing = self.infer_shapes()
-        if self._profile < 0 or missing:
-            return self._error(f"execute_async_v3: input shapes not set: {missing} (profile {self._profile})")
-        unset = [n for n in self.engine._order if not self._addresses.get(n)]
-        if unset:
-            return self._error(f"execute_async_v3: no address set for tensors {unset}")
-        shapes = {**self._shapes, **self.engine._output_shapes(self._shapes)}
-        for name, shape in shapes.items():  # every tensor must fit in one device allocation
-            nbytes = int(np.prod(shape)) * np.dtype(nptype(self.engine.get_tensor_dtype(name))).itemsize
-            if nbytes and cudart._locate(self._addresses[name], nbytes) is None:
-                return self._error(f"execute_async_v3: {name} {shape} does not fit the device memory at "
-                                   f"{self._addresses[name]:#x}")
-        if cudart.capturing(stream_handle) and self._state_changed:
-            return self._error("execute_async_v3 while capturing: input shapes or the profile changed since the "
-                               "last enqueue; enqueue once outside capture first")
-        if not cudart.capturing(stream_handle):
-            self._state_changed = False
-        addresses, inputs, captured_at = dict(self._addresses), self._inputs(), self._profile_changes
-
-        def work() -> None:
-            if self._profile_changes != captured_at:
-                raise RuntimeError("stand-in: replaying a CUDA graph captured before this execution context's "
-                                   "optimisation profile changed (undefined on TensorRT): capture again")
-            feeds = {}
-            for name in inputs:
-                dtype = np.dtype(nptype(self.engine.get_tensor_dtype(name)))
-                raw = cudart.read_device(addresses[name], int(np.prod(shapes[name])) * dtype.itemsize)
-                feeds[name] = np.frombuffer(raw, dtype).reshape(shapes[name])
-            for name, value in self.engine._run(feeds).items():
-                value = np.ascontiguousarray(value, nptype(self.engine.get_tensor_dtype(name)))
-                cudart.write_device(addresses[name], value.tobytes())
-
-        return cudart.enqueue(stream_handle, work) == cudart.cudaError_t.cudaSuccess

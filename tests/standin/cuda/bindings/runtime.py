@@ -1,378 +1,184 @@
-"""TEST-ONLY STAND-IN for cuda-python's `cuda.bindings.runtime` (cudart), backed by host memory.
+"""TEST-ONLY STAND-IN for cuda-python's `cuda.bindings.runtime` (cudart), backed by host memory (see
+tests/standin/README.md for every rule).
 
-Calls return tuples `(cudaError_t, *values)` exactly as cuda-python does. Device pointers are plain ints in an
-address range no host pointer uses; every allocation is a bytearray. Work on a stream runs at once unless the
-stream is capturing, in which case it is recorded into a graph and runs only when the instantiated graph is
-launched (so a captured step that was never launched leaves no trace, as on a GPU).
+Calls return tuples `(cudaError_t, *values)` exactly as cuda-python does, and a failed call sets the error that
+cudaGetLastError returns once. Device pointers are plain ints in an address range no host pointer uses (every
+allocation a bytearray, 256-byte aligned); pinned host memory (cudaMallocHost) is real host memory numpy can view.
+Work queued on a stream runs only when the host synchronizes with it: cudaStreamSynchronize, cudaEventSynchronize
+(up to the event), cudaDeviceSynchronize, a cudaEventQuery after one that said NotReady, or a call that implies a
+synchronize (a pageable copy, cudaFree, cudaFreeHost, cudaStreamDestroy). A host read before that sees stale memory.
 
-`live_allocations()`, `graph_launches()`, `capturing()`, `read_device()`, `write_device()` and `enqueue()` are
-the stand-in's own helpers (names not in cudart) for the TensorRT stand-in and for tests. 2D copies must not
-overlap and stay inside one allocation per row.
+Stand-in helpers (not in cudart): live_allocations(), live_host_allocations(), live_streams(), live_events(),
+live_graphs(), graph_launches(), call_counts(), reset_call_counts(), messages(), capturing(), read_device(),
+write_device(), enqueue().
 """
 
 from __future__ import annotations
 
-import ctypes
+import ast
+import functools
+import inspect
 import os
-import time
-from dataclasses import dataclass, field
-from enum import IntEnum
-from typing import Callable
 
-DEVICE_BASE = 0xD000_0000_0000  # above the canonical user-space range: never a host address
-ALIGNMENT = 256
+from . import _gpu, _memory, _streams
+from ._gpu import OK
+from ._memory import (cudaFree, cudaFreeHost, cudaHostAlloc, cudaMalloc, cudaMallocHost,  # noqa: F401
+                      cudaMemcpy2DAsync, cudaMemcpyAsync, cudaMemsetAsync)
+from ._streams import (cudaEventCreate, cudaEventCreateWithFlags, cudaEventDestroy, cudaEventElapsedTime,  # noqa: F401
+                       cudaEventQuery, cudaEventRecord, cudaEventSynchronize, cudaGraphDestroy, cudaGraphExecDestroy,
+                       cudaGraphInstantiate, cudaGraphLaunch, cudaStreamBeginCapture, cudaStreamCreate,
+                       cudaStreamDestroy, cudaStreamEndCapture, cudaStreamSynchronize, cudaStreamWaitEvent)
+from ._types import (cudaDeviceProp, cudaError_t, cudaEvent_t, cudaEventBlockingSync, cudaEventDefault,  # noqa: F401
+                     cudaEventDisableTiming, cudaGraph_t, cudaGraphExec_t, cudaHostAllocDefault, cudaHostAllocMapped,
+                     cudaHostAllocPortable, cudaHostAllocWriteCombined, cudaMemcpyKind, cudaStream_t,
+                     cudaStreamCaptureMode)
 
-
-class cudaError_t(IntEnum):
-    cudaSuccess = 0
-    cudaErrorInvalidValue = 1
-    cudaErrorMemoryAllocation = 2
-    cudaErrorInvalidDevicePointer = 17
-    cudaErrorInvalidMemcpyDirection = 21
-    cudaErrorInvalidResourceHandle = 400
-    cudaErrorIllegalState = 401
-    cudaErrorStreamCaptureUnsupported = 900
-    cudaErrorStreamCaptureInvalidated = 901
-    cudaErrorStreamCaptureUnmatched = 903
+ALIGNMENT = _gpu.ALIGNMENT
+_JETSON_CAPABILITIES = {"8.7", "10.1", "11.0"}  # Orin, Thor (CUDA 12 / CUDA 13 numbering): integrated GPUs
 
 
-class cudaMemcpyKind(IntEnum):
-    cudaMemcpyHostToHost = 0
-    cudaMemcpyHostToDevice = 1
-    cudaMemcpyDeviceToHost = 2
-    cudaMemcpyDeviceToDevice = 3
-    cudaMemcpyDefault = 4
-
-
-class cudaStreamCaptureMode(IntEnum):
-    cudaStreamCaptureModeGlobal = 0
-    cudaStreamCaptureModeThreadLocal = 1
-    cudaStreamCaptureModeRelaxed = 2
-
-
-class _Handle:
-    """cudaStream_t / cudaEvent_t / cudaGraph_t / cudaGraphExec_t: an opaque object with `getPtr()` and `int()`."""
-
-    _next = 0x1000
-
-    def __init__(self) -> None:
-        _Handle._next += 16
-        self._ptr = _Handle._next
-
-    def getPtr(self) -> int:
-        return self._ptr
-
-    def __int__(self) -> int:
-        return self._ptr
-
-
-@dataclass(eq=False)
-class cudaStream_t(_Handle):
-    capture: list[Callable[[], None]] | None = None  # recorded work while capturing
-    invalidated: bool = False
-
-    def __post_init__(self) -> None:
-        _Handle.__init__(self)
-
-
-@dataclass(eq=False)
-class cudaGraph_t(_Handle):
-    work: list[Callable[[], None]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        _Handle.__init__(self)
-
-
-@dataclass(eq=False)
-class cudaGraphExec_t(_Handle):
-    work: list[Callable[[], None]] = field(default_factory=list)
-    launches: int = 0
-    destroyed: bool = False
-
-    def __post_init__(self) -> None:
-        _Handle.__init__(self)
-
-
-class cudaEvent_t(_Handle):
-    time: float | None = None
-
-
-@dataclass
-class cudaDeviceProp:
-    name: bytes
-    major: int
-    minor: int
-    totalGlobalMem: int
-
-
-_allocations: dict[int, bytearray] = {}
-_streams: dict[int, cudaStream_t] = {}
-_next_address = DEVICE_BASE
-_launches = 0
-_OK = cudaError_t.cudaSuccess
-
-
-def _total_memory() -> int:
-    return int(os.environ.get("JANUS_STANDIN_MEMORY_MIB", "81559")) << 20
-
-
-def _capturing() -> bool:
-    return any(s.capture is not None for s in _streams.values())
-
-
-def _invalidate_captures() -> None:
-    for stream in _streams.values():
-        if stream.capture is not None:
-            stream.invalidated = True
-
-
-def _locate(ptr: int, nbytes: int) -> tuple[bytearray, int] | None:
-    """The allocation holding [ptr, ptr + nbytes), and the offset in it."""
-    for base, memory in _allocations.items():
-        if base <= ptr and ptr + nbytes <= base + len(memory):
-            return memory, ptr - base
-    return None
-
+# --- stand-in helpers ------------------------------------------------------------------------------------------
 
 def live_allocations() -> dict[int, int]:
-    """Device pointer -> size of every allocation not yet freed (stand-in helper: leak checks)."""
-    return {base: len(memory) for base, memory in _allocations.items()}
+    """Device pointer -> size of every allocation not yet freed (leak checks)."""
+    return {base: a.size for base, a in _gpu.device.items()}
+
+
+def live_host_allocations() -> dict[int, int]:
+    """Pinned host pointer -> size of every cudaMallocHost/cudaHostAlloc allocation not yet freed."""
+    return {base: a.size for base, a in _gpu.pinned.items()}
+
+
+def live_streams() -> int:
+    return sum(not s.destroyed for s in _gpu.streams.values())
+
+
+def live_events() -> int:
+    return len(_gpu.events)
+
+
+def live_graphs() -> int:
+    """cudaGraph_t and cudaGraphExec_t objects not yet destroyed."""
+    return len(_gpu.graphs)
 
 
 def graph_launches() -> int:
-    """How many times any CUDA graph was launched in this process (stand-in helper)."""
-    return _launches
+    """How many times any CUDA graph was launched in this process."""
+    return _gpu.calls["cudaGraphLaunch"]
+
+
+def call_counts() -> dict[str, int]:
+    """Calls per cudart function and per TensorRT context method (execute_async_v3 ...) since the last reset, plus
+    "implicit_synchronize": stream synchronizations a pageable copy forced."""
+    return dict(_gpu.calls)
+
+
+def reset_call_counts() -> None:
+    _gpu.calls.clear()
+
+
+def messages() -> list[str]:
+    """What the stand-in reported (why a launch failed, ...), oldest first."""
+    return list(_gpu.messages)
 
 
 def capturing(stream: int | cudaStream_t) -> bool:
-    """Whether `stream` is capturing (stand-in helper for the TensorRT stand-in)."""
-    found = _streams.get(int(stream))
+    """Whether `stream` is capturing (for the TensorRT stand-in)."""
+    found = _gpu.stream_of(stream)
     return found is not None and found.capture is not None
 
 
-def read_device(ptr: int, nbytes: int) -> bytes:
-    found = _locate(int(ptr), nbytes)
-    if found is None:
-        raise ValueError(f"stand-in: {nbytes} bytes at {int(ptr):#x} are not inside one device allocation")
-    memory, offset = found
-    return bytes(memory[offset:offset + nbytes])
+def invalidate_capture(stream: int | cudaStream_t, status: cudaError_t) -> None:
+    """Something not capturable ran inside `stream`'s capture (for the TensorRT stand-in): the capture is invalid
+    and `status` becomes the last error, as in CUDA."""
+    found = _gpu.stream_of(stream)
+    if found is not None and found.capture is not None:
+        found.invalidated = status
+    _gpu.last_error = status
 
 
-def write_device(ptr: int, data: bytes) -> None:
-    found = _locate(int(ptr), len(data))
-    if found is None:
-        raise ValueError(f"stand-in: {len(data)} bytes at {int(ptr):#x} are not inside one device allocation")
-    memory, offset = found
-    memory[offset:offset + len(data)] = data
+read_device, write_device, enqueue = _gpu.read_device, _gpu.write_device, _gpu.enqueue
 
 
-def enqueue(stream: int | cudaStream_t, work: Callable[[], None]) -> cudaError_t:
-    """Runs `work` now, or records it if `stream` is capturing (stand-in helper for the TensorRT stand-in)."""
-    found = _streams.get(int(stream))
-    if found is None:
-        return cudaError_t.cudaErrorInvalidResourceHandle
-    if found.capture is not None:
-        found.capture.append(work)
-    else:
-        work()
-    return _OK
-
+# --- device, versions, errors ----------------------------------------------------------------------------------
 
 def cudaGetDevice() -> tuple[cudaError_t, int]:
-    return _OK, 0
+    return OK, 0
 
 
 def cudaGetDeviceProperties(device: int) -> tuple[cudaError_t, cudaDeviceProp | None]:
     if device != 0:
         return cudaError_t.cudaErrorInvalidValue, None
     name = os.environ.get("JANUS_STANDIN_GPU", "NVIDIA H100 80GB HBM3").encode().ljust(256, b"\x00")
-    major, minor = (int(x) for x in os.environ.get("JANUS_STANDIN_CC", "9.0").split("."))
-    return _OK, cudaDeviceProp(name, major, minor, _total_memory())
+    capability = os.environ.get("JANUS_STANDIN_CC", "9.0")
+    major, minor = (int(x) for x in capability.split("."))
+    return OK, cudaDeviceProp(name, major, minor, _gpu.total_memory(), int(capability in _JETSON_CAPABILITIES),
+                              16 if capability in _JETSON_CAPABILITIES else 132)
+
+
+def cudaDriverGetVersion() -> tuple[cudaError_t, int]:
+    return OK, _driver()
+
+
+def cudaRuntimeGetVersion() -> tuple[cudaError_t, int]:
+    return OK, _runtime()
+
+
+def cudaGetLastError() -> tuple[cudaError_t]:
+    error, _gpu.last_error = _gpu.last_error, OK
+    return (error,)
+
+
+def cudaPeekAtLastError() -> tuple[cudaError_t]:
+    return (_gpu.last_error,)
 
 
 def cudaMemGetInfo() -> tuple[cudaError_t, int, int]:
-    used = sum(len(m) for m in _allocations.values())
-    return _OK, _total_memory() - used, _total_memory()
+    return OK, _gpu.total_memory() - _gpu.used_memory(), _gpu.total_memory()
 
 
-def cudaMalloc(size: int) -> tuple[cudaError_t, int]:
-    global _next_address
-    if _capturing():  # allocation is not capturable: it invalidates the capture
-        _invalidate_captures()
-        return cudaError_t.cudaErrorStreamCaptureUnsupported, 0
-    size = int(size)
-    if size <= 0:
-        return cudaError_t.cudaErrorInvalidValue, 0
-    if sum(len(m) for m in _allocations.values()) + size > _total_memory():
-        return cudaError_t.cudaErrorMemoryAllocation, 0
-    ptr = _next_address
-    _next_address += (size + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT + ALIGNMENT  # a gap catches overruns
-    _allocations[ptr] = bytearray(size)
-    return _OK, ptr
+def cudaDeviceSynchronize() -> tuple[cudaError_t]:
+    refused = _gpu.refuse_while_capturing()
+    return (refused or _gpu.run_all(),)
 
 
-def cudaFree(devPtr: int) -> tuple[cudaError_t]:
-    if _capturing():
-        _invalidate_captures()
-        return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
-    if int(devPtr) == 0:
-        return (_OK,)
-    if _allocations.pop(int(devPtr), None) is None:  # unknown pointer or double free
-        return (cudaError_t.cudaErrorInvalidDevicePointer,)
-    return (_OK,)
+# --- every cudart call: counted, refused on a too-old driver, its error kept for cudaGetLastError -----------------
+
+def _driver() -> int:
+    return int(os.environ.get("JANUS_STANDIN_DRIVER", "12060"))
 
 
-def cudaMemcpyAsync(dst: int, src: int, count: int, kind: cudaMemcpyKind, stream: int | cudaStream_t
-                    ) -> tuple[cudaError_t]:
-    dst, src, count = int(dst), int(src), int(count)
-    dst_device, src_device = _locate(dst, count) is not None, _locate(src, count) is not None
-    expected = {cudaMemcpyKind.cudaMemcpyHostToDevice: (True, False),
-                cudaMemcpyKind.cudaMemcpyDeviceToHost: (False, True),
-                cudaMemcpyKind.cudaMemcpyDeviceToDevice: (True, True)}.get(cudaMemcpyKind(kind))
-    if expected is None or (dst_device, src_device) != expected:
-        return (cudaError_t.cudaErrorInvalidValue,)  # pointers are not where `kind` says (or out of bounds)
-    stream_obj = _streams.get(int(stream))
-    if stream_obj is None:
-        return (cudaError_t.cudaErrorInvalidResourceHandle,)
-    if stream_obj.capture is not None and not (dst_device and src_device):
-        # host memory is pageable here: a captured copy would read it at launch time, not now
-        stream_obj.invalidated = True
-        return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
+def _runtime() -> int:
+    return int(os.environ.get("JANUS_STANDIN_CUDA_RUNTIME", "12060"))
 
-    def copy() -> None:
-        data = read_device(src, count) if src_device else ctypes.string_at(src, count)
-        if dst_device:
-            write_device(dst, data)
+
+def _results(function) -> int:
+    """How many values `function` returns (its return annotation's tuple length)."""
+    node = ast.parse(function.__annotations__["return"], mode="eval").body
+    return len(node.slice.elts) if isinstance(node.slice, ast.Tuple) else 1  # type: ignore[attr-defined]
+
+
+def _api(function):
+    name, results = function.__name__, _results(function)
+    checks_driver = name not in ("cudaDriverGetVersion", "cudaRuntimeGetVersion", "cudaGetLastError",
+                                 "cudaPeekAtLastError")
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        _gpu.calls[name] += 1
+        if checks_driver and _driver() // 1000 < _runtime() // 1000:  # cuda-python 13 on a CUDA 12 driver
+            result = (cudaError_t.cudaErrorInsufficientDriver,) + (None,) * (results - 1)
         else:
-            ctypes.memmove(dst, data, count)
+            result = function(*args, **kwargs)
+        if checks_driver and result[0] not in (OK, cudaError_t.cudaErrorNotReady):
+            _gpu.last_error = result[0]
+        return result
 
-    return (enqueue(stream_obj, copy),)
-
-
-def cudaMemcpy2DAsync(dst: int, dpitch: int, src: int, spitch: int, width: int, height: int, kind: cudaMemcpyKind,
-                      stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    """Device to device only (all janus-edge needs): `height` rows of `width` bytes; every row must lie inside one
-    allocation on each side and the regions must not overlap (undefined in CUDA)."""
-    dst, dpitch, src, spitch, width, height = (int(v) for v in (dst, dpitch, src, spitch, width, height))
-    if cudaMemcpyKind(kind) != cudaMemcpyKind.cudaMemcpyDeviceToDevice or width > min(dpitch, spitch) or height < 1:
-        return (cudaError_t.cudaErrorInvalidValue,)
-    last_dst, last_src = dst + (height - 1) * dpitch, src + (height - 1) * spitch
-    if _locate(dst, last_dst + width - dst) is None or _locate(src, last_src + width - src) is None:
-        return (cudaError_t.cudaErrorInvalidValue,)  # rows outside one allocation
-    if dst < last_src + width and src < last_dst + width:
-        return (cudaError_t.cudaErrorInvalidValue,)  # overlapping source and destination
-    stream_obj = _streams.get(int(stream))
-    if stream_obj is None:
-        return (cudaError_t.cudaErrorInvalidResourceHandle,)
-
-    def copy() -> None:
-        rows = [read_device(src + row * spitch, width) for row in range(height)]
-        for row, data in enumerate(rows):
-            write_device(dst + row * dpitch, data)
-
-    return (enqueue(stream_obj, copy),)
+    return call
 
 
-def cudaMemsetAsync(devPtr: int, value: int, count: int, stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    ptr, count = int(devPtr), int(count)
-    if _locate(ptr, count) is None:
-        return (cudaError_t.cudaErrorInvalidValue,)
-    stream_obj = _streams.get(int(stream))
-    if stream_obj is None:
-        return (cudaError_t.cudaErrorInvalidResourceHandle,)
-    return (enqueue(stream_obj, lambda: write_device(ptr, bytes([int(value) & 0xFF]) * count)),)
-
-
-def cudaStreamCreate() -> tuple[cudaError_t, cudaStream_t]:
-    stream = cudaStream_t()
-    _streams[int(stream)] = stream
-    return _OK, stream
-
-
-def cudaStreamDestroy(stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    return (_OK if _streams.pop(int(stream), None) is not None else cudaError_t.cudaErrorInvalidResourceHandle,)
-
-
-def cudaStreamSynchronize(stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    found = _streams.get(int(stream))
-    if found is None:
-        return (cudaError_t.cudaErrorInvalidResourceHandle,)
-    if found.capture is not None:
-        found.invalidated = True
-        return (cudaError_t.cudaErrorStreamCaptureUnsupported,)
-    return (_OK,)
-
-
-def cudaStreamBeginCapture(stream: int | cudaStream_t, mode: cudaStreamCaptureMode) -> tuple[cudaError_t]:
-    found = _streams.get(int(stream))
-    if found is None or found.capture is not None:
-        return (cudaError_t.cudaErrorIllegalState if found else cudaError_t.cudaErrorInvalidResourceHandle,)
-    cudaStreamCaptureMode(mode)
-    found.capture, found.invalidated = [], False
-    return (_OK,)
-
-
-def cudaStreamEndCapture(stream: int | cudaStream_t) -> tuple[cudaError_t, cudaGraph_t | None]:
-    found = _streams.get(int(stream))
-    if found is None or found.capture is None:
-        return cudaError_t.cudaErrorStreamCaptureUnmatched, None
-    work, invalidated = found.capture, found.invalidated
-    found.capture, found.invalidated = None, False
-    if invalidated:
-        return cudaError_t.cudaErrorStreamCaptureInvalidated, None
-    return _OK, cudaGraph_t(work)
-
-
-def cudaGraphInstantiate(graph: cudaGraph_t, flags: int) -> tuple[cudaError_t, cudaGraphExec_t | None]:
-    if not isinstance(graph, cudaGraph_t):
-        return cudaError_t.cudaErrorInvalidValue, None
-    return _OK, cudaGraphExec_t(list(graph.work))
-
-
-def cudaGraphLaunch(graphExec: cudaGraphExec_t, stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    global _launches
-    if not isinstance(graphExec, cudaGraphExec_t) or graphExec.destroyed:
-        return (cudaError_t.cudaErrorInvalidValue,)
-    graphExec.launches += 1
-    _launches += 1
-    for work in graphExec.work:
-        status = enqueue(stream, work)
-        if status != _OK:
-            return (status,)
-    return (_OK,)
-
-
-def cudaGraphDestroy(graph: cudaGraph_t) -> tuple[cudaError_t]:
-    return (_OK,)
-
-
-def cudaGraphExecDestroy(graphExec: cudaGraphExec_t) -> tuple[cudaError_t]:
-    if not isinstance(graphExec, cudaGraphExec_t) or graphExec.destroyed:
-        return (cudaError_t.cudaErrorInvalidValue,)
-    graphExec.destroyed = True
-    return (_OK,)
-
-
-def cudaEventCreate() -> tuple[cudaError_t, cudaEvent_t]:
-    return _OK, cudaEvent_t()
-
-
-def cudaEventRecord(event: cudaEvent_t, stream: int | cudaStream_t) -> tuple[cudaError_t]:
-    def record() -> None:
-        event.time = time.perf_counter()
-
-    return (enqueue(stream, record),)
-
-
-def cudaEventSynchronize(event: cudaEvent_t) -> tuple[cudaError_t]:
-    return (_OK,)
-
-
-def cudaEventElapsedTime(start: cudaEvent_t, end: cudaEvent_t) -> tuple[cudaError_t, float]:
-    if start.time is None or end.time is None:
-        return cudaError_t.cudaErrorInvalidResourceHandle, 0.0
-    return _OK, (end.time - start.time) * 1e3
-
-
-def cudaEventDestroy(event: cudaEvent_t) -> tuple[cudaError_t]:
-    return (_OK,)
+_MODULES = (__name__, _memory.__name__, _streams.__name__)
+for _name, _function in list(globals().items()):
+    if _name.startswith("cuda") and inspect.isfunction(_function) and _function.__module__ in _MODULES:
+        globals()[_name] = _api(_function)
+del _name, _function
