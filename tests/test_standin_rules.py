@@ -385,6 +385,27 @@ def test_calls_are_counted_per_function(standin, engine):
     assert cudart.call_counts() == {"set_tensor_address": 3, "execute_async_v3": 3, "cudaStreamSynchronize": 1}
 
 
+def test_a_machine_without_a_gpu_fails_every_call_but_the_version_queries():
+    with standin_imports(JANUS_STANDIN_DEVICES="0"):
+        from cuda.bindings import runtime as cudart
+
+        assert cudart.cudaGetDevice() == (cudart.cudaError_t.cudaErrorNoDevice, None)
+        assert cudart.cudaGetLastError()[0] == cudart.cudaError_t.cudaErrorNoDevice
+        assert cudart.cudaDriverGetVersion() == (0, 12060)
+
+
+def test_pinned_memory_comes_out_of_device_memory_on_an_integrated_gpu():
+    for capability, integrated in (("9.0", False), ("8.7", True)):
+        with standin_imports(JANUS_STANDIN_CC=capability, JANUS_STANDIN_MEMORY_BYTES=str(8 << 30)):
+            from cuda.bindings import runtime as cudart
+
+            free = cudart.cudaMemGetInfo()[1]
+            pointer = cudart.cudaMallocHost(1 << 20)[1]
+            assert free - cudart.cudaMemGetInfo()[1] == (1 << 20 if integrated else 0)
+            assert cudart.cudaGetDeviceProperties(0)[1].integrated == integrated
+            _ok(cudart.cudaFreeHost(pointer))
+
+
 def test_a_cuda_13_runtime_needs_a_cuda_13_driver(monkeypatch):
     monkeypatch.setenv("JANUS_STANDIN_CUDA_RUNTIME", "13000")
     with standin_imports(JANUS_STANDIN_DRIVER="12060", JANUS_STANDIN_CC="8.7"):

@@ -278,7 +278,7 @@ def test_standin_cudart_signatures_are_cuda_pythons():
             "cudaFreeHost": "ptr", "cudaMemcpyAsync": "dst,src,count,kind,stream",
             "cudaMemcpy2DAsync": "dst,dpitch,src,spitch,width,height,kind,stream",
             "cudaMemsetAsync": "devPtr,value,count,stream", "cudaMemGetInfo": "",
-            "cudaStreamCreate": "", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
+            "cudaStreamCreate": "", "cudaStreamCreateWithFlags": "flags", "cudaStreamDestroy": "stream", "cudaStreamSynchronize": "stream",
             "cudaStreamWaitEvent": "stream,event,flags",
             "cudaStreamBeginCapture": "stream,mode", "cudaStreamEndCapture": "stream",
             "cudaGraphInstantiate": "graph,flags", "cudaGraphLaunch": "graphExec,stream", "cudaGraphDestroy": "graph",

@@ -61,8 +61,14 @@ def total_memory() -> int:
     return int(os.environ.get("JANUS_STANDIN_MEMORY_BYTES", 80 << 30))
 
 
+def integrated() -> bool:
+    """Orin (8.7) and Thor (10.1 in CUDA 12's numbering, 11.0 in CUDA 13's): GPU and CPU share one memory."""
+    return os.environ.get("JANUS_STANDIN_CC", "9.0") in ("8.7", "10.1", "11.0")
+
+
 def used_memory() -> int:
-    return sum(a.size for a in device.values())
+    """Device allocations; on an integrated GPU pinned host memory comes out of the same memory."""
+    return sum(a.size for a in device.values()) + (sum(a.size for a in pinned.values()) if integrated() else 0)
 
 
 def allocate_device(size: int) -> int:

@@ -49,6 +49,8 @@ def cudaHostAlloc(size: int, flags: int) -> tuple[cudaError_t, int]:
         return refused, 0
     if int(size) <= 0 or int(flags) & ~0x7:
         return cudaError_t.cudaErrorInvalidValue, 0
+    if _gpu.integrated() and _gpu.used_memory() + int(size) > _gpu.total_memory():
+        return cudaError_t.cudaErrorMemoryAllocation, 0
     return OK, _gpu.allocate_pinned(int(size))
 
 

@@ -5,10 +5,17 @@ from __future__ import annotations
 from . import _gpu
 from ._gpu import OK, Work
 from ._types import cudaError_t, cudaEvent_t, cudaEventDefault, cudaEventDisableTiming, cudaGraph_t, cudaGraphExec_t, \
-    cudaStream_t, cudaStreamCaptureMode
+    cudaStream_t, cudaStreamCaptureMode, cudaStreamDefault, cudaStreamNonBlocking
 
 
 def cudaStreamCreate() -> tuple[cudaError_t, cudaStream_t]:
+    return cudaStreamCreateWithFlags(cudaStreamDefault)
+
+
+def cudaStreamCreateWithFlags(flags: int) -> tuple[cudaError_t, cudaStream_t | None]:
+    """cudaStreamNonBlocking or not, streams here never synchronize with the legacy default stream (unused)."""
+    if int(flags) not in (cudaStreamDefault, cudaStreamNonBlocking):
+        return cudaError_t.cudaErrorInvalidValue, None
     stream = cudaStream_t()
     _gpu.streams[int(stream)] = stream
     return OK, stream

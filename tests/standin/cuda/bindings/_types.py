@@ -10,6 +10,7 @@ from typing import Callable
 
 cudaEventDefault, cudaEventBlockingSync, cudaEventDisableTiming = 0, 1, 2
 cudaHostAllocDefault, cudaHostAllocPortable, cudaHostAllocMapped, cudaHostAllocWriteCombined = 0, 1, 2, 4
+cudaStreamDefault, cudaStreamNonBlocking = 0, 1
 
 
 class cudaError_t(IntEnum):
@@ -20,6 +21,7 @@ class cudaError_t(IntEnum):
     cudaErrorInvalidDevicePointer = 17
     cudaErrorInvalidMemcpyDirection = 21
     cudaErrorInsufficientDriver = 35
+    cudaErrorNoDevice = 100
     cudaErrorInvalidResourceHandle = 400
     cudaErrorIllegalState = 401
     cudaErrorNotReady = 600

@@ -27,14 +27,14 @@ from ._memory import (cudaFree, cudaFreeHost, cudaHostAlloc, cudaMalloc, cudaMal
 from ._streams import (cudaEventCreate, cudaEventCreateWithFlags, cudaEventDestroy, cudaEventElapsedTime,  # noqa: F401
                        cudaEventQuery, cudaEventRecord, cudaEventSynchronize, cudaGraphDestroy, cudaGraphExecDestroy,
                        cudaGraphInstantiate, cudaGraphLaunch, cudaStreamBeginCapture, cudaStreamCreate,
-                       cudaStreamDestroy, cudaStreamEndCapture, cudaStreamSynchronize, cudaStreamWaitEvent)
+                       cudaStreamCreateWithFlags, cudaStreamDestroy, cudaStreamEndCapture, cudaStreamSynchronize,
+                       cudaStreamWaitEvent)
 from ._types import (cudaDeviceProp, cudaError_t, cudaEvent_t, cudaEventBlockingSync, cudaEventDefault,  # noqa: F401
                      cudaEventDisableTiming, cudaGraph_t, cudaGraphExec_t, cudaHostAllocDefault, cudaHostAllocMapped,
                      cudaHostAllocPortable, cudaHostAllocWriteCombined, cudaMemcpyKind, cudaStream_t,
-                     cudaStreamCaptureMode)
+                     cudaStreamCaptureMode, cudaStreamDefault, cudaStreamNonBlocking)
 
 ALIGNMENT = _gpu.ALIGNMENT
-_JETSON_CAPABILITIES = {"8.7", "10.1", "11.0"}  # Orin, Thor (CUDA 12 / CUDA 13 numbering): integrated GPUs
 
 
 # --- stand-in helpers ------------------------------------------------------------------------------------------
@@ -110,10 +110,9 @@ def cudaGetDeviceProperties(device: int) -> tuple[cudaError_t, cudaDeviceProp | 
     if device != 0:
         return cudaError_t.cudaErrorInvalidValue, None
     name = os.environ.get("JANUS_STANDIN_GPU", "NVIDIA H100 80GB HBM3").encode().ljust(256, b"\x00")
-    capability = os.environ.get("JANUS_STANDIN_CC", "9.0")
-    major, minor = (int(x) for x in capability.split("."))
-    return OK, cudaDeviceProp(name, major, minor, _gpu.total_memory(), int(capability in _JETSON_CAPABILITIES),
-                              16 if capability in _JETSON_CAPABILITIES else 132)
+    major, minor = (int(x) for x in os.environ.get("JANUS_STANDIN_CC", "9.0").split("."))
+    integrated = _gpu.integrated()
+    return OK, cudaDeviceProp(name, major, minor, _gpu.total_memory(), int(integrated), 16 if integrated else 132)
 
 
 def cudaDriverGetVersion() -> tuple[cudaError_t, int]:
@@ -166,7 +165,9 @@ def _api(function):
     @functools.wraps(function)
     def call(*args, **kwargs):
         _gpu.calls[name] += 1
-        if checks_driver and _driver() // 1000 < _runtime() // 1000:  # cuda-python 13 on a CUDA 12 driver
+        if checks_driver and os.environ.get("JANUS_STANDIN_DEVICES", "1") == "0":  # a machine without a GPU
+            result = (cudaError_t.cudaErrorNoDevice,) + (None,) * (results - 1)
+        elif checks_driver and _driver() // 1000 < _runtime() // 1000:  # cuda-python 13 on a CUDA 12 driver
             result = (cudaError_t.cudaErrorInsufficientDriver,) + (None,) * (results - 1)
         else:
             result = function(*args, **kwargs)
