@@ -26,12 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "janus_edge" / "data" / "gpu_check.schema.json").read_text())
 MIB = 1 << 20
 # Stand-in machines: GPU name, compute capability, device memory
-ORIN_NANO = {"JANUS_STANDIN_GPU": "Orin", "JANUS_STANDIN_CC": "8.7", "JANUS_STANDIN_MEMORY_MIB": "7620"}
+ORIN_NANO = {"JANUS_STANDIN_GPU": "Orin", "JANUS_STANDIN_CC": "8.7", "JANUS_STANDIN_MEMORY_BYTES": str(7620 * MIB)}
 MACHINES = {
     "orin-8.7": (ORIN_NANO, True),
     "a100-8.0": ({"JANUS_STANDIN_GPU": "NVIDIA A100-SXM4-80GB", "JANUS_STANDIN_CC": "8.0",
-                  "JANUS_STANDIN_MEMORY_MIB": "81920"}, False),
-    "l4-8.9": ({"JANUS_STANDIN_GPU": "NVIDIA L4", "JANUS_STANDIN_CC": "8.9", "JANUS_STANDIN_MEMORY_MIB": "23034"},
+                  "JANUS_STANDIN_MEMORY_BYTES": str(81920 * MIB)}, False),
+    "l4-8.9": ({"JANUS_STANDIN_GPU": "NVIDIA L4", "JANUS_STANDIN_CC": "8.9", "JANUS_STANDIN_MEMORY_BYTES": str(23034 * MIB)},
                False),
     "h100-9.0": ({"JANUS_STANDIN_GPU": "NVIDIA H100 80GB HBM3", "JANUS_STANDIN_CC": "9.0"}, True),
 }
@@ -134,6 +134,9 @@ def _only(tmp_path: Path, **entries: Path | str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("failure, message", [
+    ("no GPU", "the NVIDIA driver sees no CUDA GPU"),
+    ("cuda-python 13 on a CUDA 12 driver", "is built for CUDA 13.0 and needs a CUDA 13 driver; this driver supports "
+                                          "CUDA 12.6"),
     ("no TensorRT", "TensorRT is not installed"),
     ("TensorRT stubs only", "found no TensorRT library (only stubs?)"),
     ("engines from another TensorRT", "were built for TensorRT 10.3.0.30 (this machine has 10.16.0.1)"),
@@ -143,7 +146,11 @@ def _only(tmp_path: Path, **entries: Path | str) -> dict[str, str]:
 ])
 def test_each_known_failure_is_one_line_and_exit_2(failure, message, export_hf, engines_10_3, tmp_path):
     export, args, env = export_hf, [], standin_env()
-    if failure == "no TensorRT":
+    if failure == "no GPU":
+        env = standin_env(JANUS_STANDIN_DEVICES="0")
+    elif failure == "cuda-python 13 on a CUDA 12 driver":
+        env = standin_env(JANUS_STANDIN_DRIVER="12060", JANUS_STANDIN_CUDA_RUNTIME="13000")
+    elif failure == "no TensorRT":
         env = _only(tmp_path, cuda=STANDIN / "cuda")
     elif failure == "TensorRT stubs only":  # what `pip install tensorrt-stubs` leaves: a namespace package of .pyi
         env = _only(tmp_path, cuda=STANDIN / "cuda", **{"tensorrt/__init__.pyi": "def __getattr__(name): ...\n"})

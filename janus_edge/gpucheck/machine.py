@@ -31,9 +31,9 @@ class Machine:
     gpu: str
     compute_capability: str  # "8.7"
     total_memory_bytes: int
-    integrated: bool | None  # shares memory with the CPU (Jetson); None where cuda-python does not say
+    integrated: bool  # shares memory with the CPU (Jetson)
     cuda_driver: str | None  # CUDA version the driver supports, "12.6"
-    cuda_runtime: str | None  # CUDA runtime cuda-python was built for
+    cuda_runtime: str | None  # CUDA runtime cuda-python was built for, "12.6"
 
 
 @dataclass
@@ -119,15 +119,13 @@ def probe_machine() -> Machine:
     TensorRT engines."""
     require_tensorrt()
     cudart: Any = _cudart()
-    driver_code = _first_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion) \
-        if hasattr(cudart, "cudaDriverGetVersion") else None
+    driver_code = _first_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion)
     if driver_code == 0:
         raise BackendError("no NVIDIA driver is loaded (cudaDriverGetVersion reports 0)",
                            "install the NVIDIA driver (Jetson: JetPack) and reboot")
     driver = _cuda_version(driver_code)
-    runtime = _cuda_version(_first_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion)) \
-        if hasattr(cudart, "cudaRuntimeGetVersion") else None
-    if driver is not None and runtime is not None and (_major(runtime) or 0) > (_major(driver) or 0):
+    runtime = _cuda_version(_first_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion))
+    if (_major(runtime) or 0) > (_major(driver) or 0):
         bindings = _distribution("cuda-python", "cuda-bindings") or "(version unknown)"
         raise BackendError(f"cuda-python {bindings} is built for CUDA {runtime} and needs a CUDA {_major(runtime)} "
                            f"driver; this driver supports CUDA {driver}",
@@ -135,9 +133,8 @@ def probe_machine() -> Machine:
     device = _first_call("cudaGetDevice", cudart.cudaGetDevice)
     props = _first_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties, device)
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    integrated = getattr(props, "integrated", None)
     return Machine(name.strip("\x00 "), f"{props.major}.{props.minor}", int(props.totalGlobalMem),
-                   None if integrated is None else bool(integrated), driver, runtime)
+                   bool(props.integrated), driver, runtime)
 
 
 def choose_target(machine: Machine) -> TargetChoice:
