@@ -28,7 +28,7 @@ from pathlib import Path
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.backends.trt_decoder import prefill_layout
+from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, mask_columns_bytes, prefill_layout
 from janus_edge.runtime.manifest import ModelInfo, kv_output
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
@@ -193,14 +193,17 @@ def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, 
     spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
     each, so activations count once (the largest of prefill, vision and VQ, below)."""
     capacity = capacity or kv.request_capacity(context, context)
-    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values())
+    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values()) \
+        + mask_columns_bytes(rows)
 
 
-def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, host_embeds: bool) -> int:
-    """The TensorRT decoder's prefill buffer for `rows` rows of `positions` positions in a cache of `context`."""
+def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, chunked: bool = True) -> int:
+    """The TensorRT decoder's prefill buffer for `rows` rows of `positions` positions in a cache of `context`: one
+    chunk of at most `PREFILL_CHUNK` positions (a pass that wants every hidden state, `chunked` False, is one)."""
     slots = min(kv.bucket(positions), context)
+    chunk = min(positions, PREFILL_CHUNK) if chunked else positions
     return sum(prefill_layout([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
-                              kv_dtype, rows, positions, slots, host_embeds).values())
+                              kv_dtype, rows, chunk, slots).values())
 
 
 def compute_kind(chosen: Precision, graph: str) -> str:
@@ -273,13 +276,14 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
         image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
         steps = flow_plan["steps"]
-    prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context, True),
-                  prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"] if flow else context - tokens + 1,
-                                context, False))
+    prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context),  # understanding, then generation
+                  prefill_bytes(d, chosen.kv_dtype, rows, context - tokens + 1, context) if flow is None else
+                  prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"], context, chunked=False))
     total = sum(weights.values()) + kv_bytes + buffers + activations + prefill
     bound = max(image_floors, key=image_floors.get)
-    plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations,
-                build_peak_bytes(weights, target), total, target.usable_bytes, total <= target.usable_bytes, floors,
+    peak = build_peak_bytes(weights, target)  # engines are built on the target itself: it must hold this too
+    plan = Plan(model, target.name, precision, context, images, weights, kv_bytes, buffers, activations, peak,
+                total, target.usable_bytes, max(total, peak) <= target.usable_bytes, floors,
                 image_floors[bound], steps, schemes, chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound,
                 flow=flow_plan, prefill_bytes=prefill)
     if suggest and not plan.fits:
@@ -389,7 +393,7 @@ def format_plan(plan: Plan) -> str:
         lines += [f"  other engines' IO buffers{'':<4}{gib(plan.io_bytes)}",
                   f"  pinned host staging{'':<10}{gib(plan.staging_bytes)}"]
     lines += [f"  total{'':<24}{gib(plan.total_bytes)}  of {gib(plan.usable_bytes).strip()} usable -> "
-              + ("FITS" if plan.fits else "DOES NOT FIT"),
+              + ("FITS" if plan.total_bytes <= plan.usable_bytes else "DOES NOT FIT"),
               f"  build peak{'':<19}{gib(plan.build_peak_bytes)}  (2 x the largest graph's weights + the builder "
               "workspace; while building only) -> " + ("fits" if plan.build_peak_bytes <= plan.usable_bytes
                                                           else "DOES NOT FIT: build refuses this target")]

@@ -11,11 +11,11 @@ from janus_edge.export.configs import janus_config
 from janus_edge.export.precision import parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS
 from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, make_plan
-from janus_edge.runtime.sizing import kv_bytes_per_position
+from janus_edge.runtime.kv import bytes_per_position
 
 
 def _kv_token(d, dtype: str) -> int:
-    return kv_bytes_per_position(d.num_layers, d.num_kv_heads, d.head_dim, dtype)
+    return bytes_per_position(d, dtype)
 
 
 def test_decoder_and_kv_by_hand():
@@ -202,3 +202,75 @@ def test_plan_cli_knows_janusflow(tmp_path):
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["graph_precisions"]["vae_decoder"] == plan["graph_precisions"]["flow_encoder"] == "fp32"
     assert plan["graph_precisions"]["decoder"] == "fp16" and plan["image_steps"] == 30
+
+
+@pytest.fixture(scope="module")
+def small_engines(tmp_path_factory, export_hf):
+    """Stand-in engines built for 1 image and a 1024-token context."""
+    from standin_env import standin_imports
+
+    out = tmp_path_factory.mktemp("plan-engines")
+    with standin_imports():
+        from janus_edge.export.tensorrt.build import build
+
+        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "cache"), images=1, context=1024,
+              log=lambda m: None)
+    return out / "engines"
+
+
+def test_build_records_each_engines_device_memory(small_engines):
+    import json
+
+    from standin_env import standin_imports
+
+    recorded = json.loads((small_engines / "janus_edge_engines.json").read_text())
+    assert recorded["schema_version"] == 2 and recorded["build_options"]["max_batch"] == 2
+    assert recorded["build_options"]["max_context"] == 1024
+    with standin_imports():
+        import tensorrt as trt
+
+        for name, info in recorded["engines"].items():
+            plan = (small_engines / info["file"]).read_bytes()
+            engine = trt.Runtime(trt.Logger()).deserialize_cuda_engine(plan)
+            assert info["engine_bytes"] == len(plan)
+            assert info["device_memory_bytes"] == engine.device_memory_size_v2
+            assert info["profile_device_memory_bytes"] == [engine.get_device_memory_size_for_profile_v2(i)
+                                                           for i in range(engine.num_optimization_profiles)]
+    decoder = recorded["engines"]["decoder"]
+    assert decoder["profiles"][0]["inputs_embeds"][2][:2] == [2, 1024]  # the --images/--context it was built for
+
+
+def test_plan_of_an_engine_directory_reads_what_build_recorded(small_engines, tmp_path):
+    import json
+
+    from janus_edge.plan import plan_engines
+
+    result = run_cli("plan", "--model", small_engines, "--images", "1", "--context", "700", "--json",
+                     tmp_path / "plan.json", check_code=0)
+    for line in ("engine decoder", "engines (weights) total", "contexts (shared scratch)", "KV cache",
+                 "prefill buffers", "pinned host staging", "build peak"):
+        assert line in result.stdout, result.stdout
+    written = json.loads((tmp_path / "plan.json").read_text())
+    recorded = json.loads((small_engines / "janus_edge_engines.json").read_text())["engines"]
+    assert written["source"] == "engines" and written["target"] == "datacenter"
+    assert written["weights_bytes"] == {name: info["engine_bytes"] for name, info in recorded.items()}
+    assert written["activation_bytes"] == max(info["device_memory_bytes"] for info in recorded.values())
+    plan = plan_engines(small_engines, 1, 700)
+    assert set(plan.requests) == {"understanding", "generation"} and plan.total_bytes == written["total_bytes"]
+    too_many = run_cli("plan", "--model", small_engines, "--images", "2")
+    assert too_many.returncode == 2 and too_many.stderr.count("\n") == 1 and "--images 2" in too_many.stderr
+
+
+def test_build_refuses_a_target_that_cannot_hold_its_peak(export_hf):
+    import dataclasses
+
+    from janus_edge.export.tensorrt.build import check_build_memory
+    from janus_edge.runtime.errors import RequestError
+    from janus_edge.runtime.manifest import load_manifest
+
+    manifest = load_manifest(export_hf)
+    check_build_memory(export_hf, manifest, TARGETS["orin-nano-8gb"])
+    tiny = dataclasses.replace(TARGETS["orin-nano-8gb"], memory_gib=2.0)  # 0.5 GiB usable: under the 1 GiB workspace
+    with pytest.raises(RequestError) as refused:
+        check_build_memory(export_hf, manifest, tiny)
+    assert "\n" not in str(refused.value) and "workspace" in str(refused.value) and refused.value.hint

@@ -230,16 +230,6 @@ def copy_rows(dst: int, dst_pitch: int, src: int, src_pitch: int, row_bytes: int
                                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream.handle), "cudaMemcpy2DAsync")
 
 
-def upload_rows(dst: int, dst_pitch: int, src: PinnedBuffer, src_offset: int, src_pitch: int, row_bytes: int,
-                rows: int, stream: Stream) -> None:
-    """Host (pinned) to device: `rows` rows of `row_bytes`, one strided cudaMemcpy2DAsync."""
-    cudart = stream.cudart
-    check(cudart.cudaMemcpy2DAsync(dst, dst_pitch, src.ptr + src_offset, src_pitch, row_bytes, rows,
-                                   cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
-          "cudaMemcpy2DAsync(host to device)")
-    src.copied()
-
-
 class DevicePool:
     """Sets of device buffers (e.g. a KV cache and its spare) that decoders borrow and return; `clear()` frees
     them."""

@@ -9,11 +9,13 @@
 - Crossing a bucket re-lays each tensor out for the wider view (one 2D copy of its valid positions into a spare
   buffer, which then takes its place: in-place moves would overlap). A cache without a capacity (chat sessions)
   moves to a larger set of buffers when it fills.
-- A prefill (many positions) writes its outputs into buffers sized for that request (`prefill_io`), freed when
-  the decoder closes; a decode step's IO buffers are sized for the capacity when the decoder opens, so decoding
-  allocates nothing.
-- The step's mask is kept on the device and in a pinned host mirror; each step uploads only the columns that
-  changed (the previous new position's and the new one's: one small 2D copy), and the position ids.
+- A prefill runs in chunks of `PREFILL_CHUNK` positions (causal attention: the same result as one pass), so its
+  new keys/values never take as much memory as the cache itself; its inputs and outputs live in one buffer sized
+  for the request's largest chunk (`prefill_layout`), freed when the decoder closes. (A step that wants every
+  position's hidden states, JanusFlow's flow step, runs in one pass.) A decode step's IO buffers are sized for the
+  capacity when the decoder opens, so decoding allocates nothing.
+- The step's mask stays on the device (a host mirror says what it holds); each step uploads only the columns that
+  changed (the previous new position's to the new one's, packed, then one 2D device copy), and the position ids.
 - A decode step has static shapes and addresses: after anything a graph bakes in changes (`TrtGraph.version`:
   profile, shapes, addresses; or another decoder bound the same context) it runs once uncaptured (TensorRT does
   deferred shape work then), then is captured into a CUDA graph that later steps replay. If capture fails (an
@@ -31,7 +33,7 @@ import numpy as np
 from .. import kv
 from ..manifest import Manifest, kv_input, kv_output
 from .base import KVDecoder, check_step, step_mask
-from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows, upload_rows
+from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows
 
 if TYPE_CHECKING:
     from .tensorrt import TrtGraph
@@ -39,18 +41,26 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+PREFILL_CHUNK = 512  # positions per prefill pass: bounds the prefill's new keys/values (1B, 2 rows: 192 MiB)
+MASK_COLUMNS = kv.CAPACITY_BUCKET + 1  # the most mask columns a decode step uploads (the rest: a whole mask)
+
+
+def mask_columns_bytes(rows: int) -> int:
+    """The decode step's buffer for the mask columns it uploads (int64), next to `kv.decode_io_bytes`'s."""
+    return int(rows) * MASK_COLUMNS * 8
+
+
 def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype,
-                   rows: int, positions: int, slots: int, host_embeds: bool) -> dict[str, int]:
-    """A prefill's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
+                   rows: int, positions: int, slots: int) -> dict[str, int]:
+    """A prefill chunk's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
     [rows, positions, hidden] (fp32), each KV output's new positions [rows, H, positions, hd], the mask
-    [rows, slots + positions] and position ids (int64), and the embeddings (fp32) when they come from the host."""
+    [rows, slots + positions] and position ids (int64), and the embeddings [rows, positions, hidden] (fp32)."""
     new = aligned(int(rows) * int(kv_heads) * int(positions) * int(head_dim) * np.dtype(dtype).itemsize)
     layout = {"hidden_states": aligned(int(rows) * int(positions) * int(hidden) * 4),
               **{name: new for name in kv_outputs},
               "attention_mask": aligned(int(rows) * (int(slots) + int(positions)) * 8),
-              "position_ids": aligned(int(rows) * int(positions) * 8)}
-    if host_embeds:
-        layout["inputs_embeds"] = aligned(int(rows) * int(positions) * int(hidden) * 4)
+              "position_ids": aligned(int(rows) * int(positions) * 8),
+              "inputs_embeds": aligned(int(rows) * int(positions) * int(hidden) * 4)}
     return layout
 
 
@@ -71,6 +81,7 @@ class TrtKVDecoder(KVDecoder):
         self.step_graph: CudaGraph | None = None
         self.step_version: int | None = None
         self.mask_layout: tuple[int, ...] | None = None  # (slots, new positions, where) of the device mask
+        self.mask_mirror = np.zeros((0, 0), np.int64)  # what the device mask holds
         self.captures = self.replays = 0  # decode steps captured / replayed (tests and bench read them)
         registry.append(self)
         self._reserve_step_io()
@@ -81,7 +92,7 @@ class TrtKVDecoder(KVDecoder):
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
         sizes = kv.decode_io_bytes(self.model, self.dtype, self.batch, self.allocated)
-        for name, nbytes in sizes.items():
+        for name, nbytes in {**sizes, "mask_columns": mask_columns_bytes(self.batch)}.items():
             self.graph.buffer(name, nbytes)
 
     def device_memory_bytes(self) -> dict[str, int]:
@@ -126,66 +137,78 @@ class TrtKVDecoder(KVDecoder):
 
     def _mask(self, attention_mask: np.ndarray, seq: int, target: DeviceTensor) -> DeviceTensor:
         """The step's [B, slots + seq] mask at `target`. If the device holds this decoder's mask of the same layout
-        there, only the columns from the first changed one up to the new positions are uploaded (a decode step:
-        the previous new position's column and the new one, one small 2D copy); otherwise the whole mask."""
+        there, only the columns from the first changed one to the new positions go up (a decode step: the previous
+        new position's column, the unused slots after it and the new one: at most a bucket + 1 columns, uploaded
+        packed, then one 2D device copy into place); otherwise the whole mask (one copy)."""
         width = self.slots + seq
-        staging = self.stream.staging.buffer("decoder:attention_mask", self.batch * width * 8)
-        layout = (self.slots, seq, target.ptr, staging.ptr)
-        mirror = staging.host((self.batch, width), np.dtype(np.int64))
+        layout = (self.slots, seq, target.ptr)
         first = 0
         if self.mask_layout == layout and self.graph.mask_owner is self:
             cached = self.length
-            changed = np.flatnonzero((mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
+            changed = np.flatnonzero((self.mask_mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
             first = int(changed[0]) if changed.size else cached
-            mirror[:, first:cached] = attention_mask[:, first:cached]
-            mirror[:, self.slots:] = attention_mask[:, cached:]
+            self.mask_mirror[:, first:cached] = attention_mask[:, first:cached]
+            self.mask_mirror[:, self.slots:] = attention_mask[:, cached:]
         else:
-            mirror[...] = step_mask(attention_mask, self.length, self.slots)
+            self.mask_mirror = step_mask(attention_mask, self.length, self.slots)
             self.mask_layout, self.graph.mask_owner = layout, self
-        upload_rows(target.ptr + first * 8, width * 8, staging, first * 8, width * 8, (width - first) * 8,
-                    self.batch, self.stream)
+        if first and width - first <= MASK_COLUMNS:
+            columns = self.graph.buffers["mask_columns"]
+            columns.upload(np.ascontiguousarray(self.mask_mirror[:, first:]), self.stream, "decoder:mask_columns")
+            row = (width - first) * 8
+            copy_rows(target.ptr + first * 8, width * 8, columns.ptr, row, row, self.batch, self.stream)
+        else:
+            target.buffer.upload(self.mask_mirror, self.stream, "decoder:attention_mask", target.offset)
         return DeviceTensor(target.buffer, (self.batch, width), np.dtype(np.int64), target.offset)
 
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
         check_step(self, tuple(inputs_embeds.shape), attention_mask.shape, self.max_context)
         seq = inputs_embeds.shape[1]
         self._reserve(self.length + seq)
-        graph, host_embeds = self.graph, isinstance(inputs_embeds, np.ndarray)
         if seq == 1:
-            places = {name: DeviceTensor(graph.buffers[name], (), np.dtype(np.int64))
-                      for name in ("attention_mask", "position_ids", "inputs_embeds")}
-        else:
-            places = self._prefill_places(seq, host_embeds)
-        inputs = {"attention_mask": self._mask(attention_mask, seq, places["attention_mask"]),
-                  "position_ids": self._upload("position_ids", places["position_ids"], position_ids),
-                  # on the device already: bound where it lies (a stable address in the decode loop: no recapture)
-                  "inputs_embeds": self._upload("inputs_embeds", places["inputs_embeds"], inputs_embeds) if host_embeds
-                  else inputs_embeds, **self._cache_inputs()}
-        if seq == 1:
-            outputs = self._decode(inputs)
-        else:
-            outputs = graph.bind(inputs, {name: places[name] for name in graph.outputs})
-            graph.execute()
-        self._write_new(outputs, seq)
-        self.length += seq
-        hidden = outputs["hidden_states"]
-        if last_only and seq > 1:  # once per request: the last position of every row, into the step's buffer
-            last = DeviceTensor(graph.buffers["hidden_states"], (self.batch, 1, self.hidden_size), hidden.dtype)
-            row = self.hidden_size * hidden.dtype.itemsize
-            copy_rows(last.ptr, row, hidden.ptr + (seq - 1) * row, seq * row, row, self.batch, self.stream)
+            return self._decode(inputs_embeds, attention_mask, position_ids)
+        chunk = PREFILL_CHUNK if last_only else seq  # every position's hidden state is wanted otherwise
+        for start in range(0, seq, chunk):
+            end = min(seq, start + chunk)
+            hidden = self._prefill(inputs_embeds, start, end, attention_mask[:, :self.length + end - start],
+                                   position_ids[:, start:end])
+        if last_only:  # once per request: the last position of every row, into the step's buffer
+            last = DeviceTensor(self.graph.buffers["hidden_states"], (self.batch, 1, self.hidden_size), hidden.dtype)
+            row, positions = self.hidden_size * hidden.dtype.itemsize, hidden.shape[1]
+            copy_rows(last.ptr, row, hidden.ptr + (positions - 1) * row, positions * row, row, self.batch, self.stream)
             return last.download(self.stream)
         return hidden
+
+    def _prefill(self, embeds, start: int, end: int, mask: np.ndarray, positions: np.ndarray) -> DeviceTensor:
+        """Positions start..end of a prefill through the decoder, their keys/values into the cache."""
+        graph, seq = self.graph, end - start
+        places = self._prefill_places(seq)
+        if isinstance(embeds, np.ndarray):
+            embeds = self._upload("inputs_embeds", places["inputs_embeds"], embeds[:, start:end])
+        else:  # rows of a device tensor [B, S, D]: one 2D copy into the prefill buffer
+            row, place = self.hidden_size * embeds.dtype.itemsize, places["inputs_embeds"]
+            copy_rows(place.ptr, seq * row, embeds.ptr + start * row, embeds.shape[1] * row, seq * row, self.batch,
+                      self.stream)
+            embeds = DeviceTensor(place.buffer, (self.batch, seq, self.hidden_size), embeds.dtype, place.offset)
+        inputs = {"inputs_embeds": embeds, "attention_mask": self._mask(mask, seq, places["attention_mask"]),
+                  "position_ids": self._upload("position_ids", places["position_ids"], positions),
+                  **self._cache_inputs()}
+        outputs = graph.bind(inputs, {name: places[name] for name in graph.outputs})
+        graph.execute()
+        self._write_new(outputs, seq)
+        self.length += seq
+        return outputs["hidden_states"]
 
     def _upload(self, name: str, place: DeviceTensor, value: np.ndarray) -> DeviceTensor:
         value = np.ascontiguousarray(value, dtype=self.graph.dtypes[name])
         place.buffer.upload(value, self.stream, f"decoder:{name}", place.offset)
         return DeviceTensor(place.buffer, tuple(value.shape), value.dtype, place.offset)
 
-    def _prefill_places(self, seq: int, host_embeds: bool) -> dict[str, DeviceTensor]:
+    def _prefill_places(self, seq: int) -> dict[str, DeviceTensor]:
         """Where a `seq`-position step's inputs and outputs go: this decoder's prefill buffer, exactly the size the
-        first prefill needs (a larger later one replaces it), freed when the decoder closes."""
+        first (largest) chunk needs (a larger later one replaces it), freed when the decoder closes."""
         layout = prefill_layout([kv_output(n) for n in self.names], self.heads, self.head_dim, self.hidden_size,
-                                self.dtype, self.batch, seq, self.slots, host_embeds)
+                                self.dtype, self.batch, seq, self.slots)
         nbytes = sum(layout.values())
         if self.prefill is None or self.prefill.nbytes < nbytes:
             if self.prefill is not None:
@@ -197,8 +220,23 @@ class TrtKVDecoder(KVDecoder):
             places[name], offset = DeviceTensor(self.prefill, (), np.dtype(np.uint8), offset), offset + size
         return places
 
-    def _decode(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+    def _decode(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray) -> DeviceTensor:
         """One position per row: replays the step's CUDA graph, or binds, runs and captures it."""
+        graph = self.graph
+        places = {name: DeviceTensor(graph.buffers[name], (), np.dtype(np.int64))
+                  for name in ("attention_mask", "position_ids", "inputs_embeds")}
+        inputs = {"attention_mask": self._mask(attention_mask, 1, places["attention_mask"]),
+                  "position_ids": self._upload("position_ids", places["position_ids"], position_ids),
+                  # on the device already: bound where it lies (a stable address in the decode loop: no recapture)
+                  "inputs_embeds": self._upload("inputs_embeds", places["inputs_embeds"], inputs_embeds)
+                  if isinstance(inputs_embeds, np.ndarray) else inputs_embeds, **self._cache_inputs()}
+        outputs = self._run_step(inputs)
+        self._write_new(outputs, 1)
+        self.length += 1
+        return outputs["hidden_states"]
+
+    def _run_step(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        """Replays the decode step's CUDA graph, or binds, runs and captures it."""
         graph = self.graph
         outputs = graph.bind(inputs)  # no TensorRT call when nothing changed
         if self.step_graph is not None and self.step_version == graph.version:

@@ -8,7 +8,8 @@ context with the image's tokens), what the backend holds at the request's peak, 
 - engines: every engine's size as `build` recorded it (its weights on the device);
 - scratch: ONE allocation shared by every execution context: the largest `device_memory_size_v2` recorded;
 - kv_cache, kv_spare, step_io: `runtime.kv`'s figures for the request's rows and capacity;
-- prefill_io: the prefill's request-sized buffer (`trt_decoder.prefill_layout`), held until the request ends;
+- prefill_io: the prefill's buffer for its largest chunk (`trt_decoder.prefill_layout`), held until the request
+  ends;
 - io: the other engines' input and output buffers at the shapes the pipelines call them with;
 - staging: pinned host buffers (host memory on a discrete GPU; the same DRAM as the GPU's on a Jetson).
 
@@ -25,7 +26,7 @@ import numpy as np
 from .. import kv
 from ..manifest import Manifest
 from .engine_manifest import EngineManifest
-from .trt_decoder import prefill_layout
+from .trt_decoder import PREFILL_CHUNK, mask_columns_bytes, prefill_layout
 
 CATEGORIES = ("engines", "scratch", "kv_cache", "kv_spare", "step_io", "prefill_io", "io", "staging")
 DEVICE = CATEGORIES[:-1]
@@ -71,8 +72,9 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
         capacity = kv.request_capacity(context, manifest.limits.max_context)
         slots = kv.grow_view(prompt, kv.first_view(capacity, context)[1], True, manifest.limits.max_context)[0]
         step = kv.decode_io_bytes(model, dtype, rows, capacity)
+        chunk = min(prompt, PREFILL_CHUNK)
         prefill = prefill_layout(kv_outputs, model.num_kv_heads, model.head_dim, model.hidden_size, dtype, rows,
-                                 prompt, slots, kind == "understanding")
+                                 chunk, slots)
         io, staging = 0, {}
         for graph, dims, owned in _calls(manifest, kind, images, rows, prompt):
             for tensor in owned:
@@ -89,13 +91,14 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
         else:
             downloads.append(_bytes(manifest, "vq_decoder", "pixels", {"batch": 1}))
         staging.update({"download": max(downloads),
-                        "decoder:attention_mask": rows * max(slots + prompt, capacity + 1) * 8,
-                        "decoder:position_ids": rows * prompt * 8})
+                        "decoder:attention_mask": rows * max(slots + chunk, capacity + 1) * 8,
+                        "decoder:mask_columns": mask_columns_bytes(rows),
+                        "decoder:position_ids": rows * chunk * 8})
         if kind == "understanding":
-            staging["decoder:inputs_embeds"] = rows * prompt * model.hidden_size * 4
+            staging["decoder:inputs_embeds"] = rows * chunk * model.hidden_size * 4
         else:
             staging["cfg_weight"] = 4
         result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
-                        "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()),
+                        "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()) + mask_columns_bytes(rows),
                         "prefill_io": sum(prefill.values()), "io": io, "staging": sum(staging.values())}
     return result
