@@ -82,7 +82,8 @@ def _pinned(cudart, count: int) -> tuple[int, np.ndarray]:
 
 
 class Bound:
-    """A context of `engine` with batch-2 input and output bound to fresh device buffers."""
+    """A context of `engine` with batch-2 input and output bound to fresh device buffers (profile 1 when another
+    context holds profile 0)."""
 
     def __init__(self, cudart, engine, strategy=None, batch: int = 2):
         self.cudart, self.engine = cudart, engine
@@ -91,6 +92,8 @@ class Bound:
         self.stream = cudart.cudaStreamCreate()[1]
         self.nbytes = batch * 64 * FLOAT
         self.x, self.y = _malloc(cudart, self.nbytes), _malloc(cudart, self.nbytes)
+        if self.context.active_optimization_profile < 0:
+            assert self.context.set_optimization_profile_async(1, int(self.stream))
         assert self.context.set_input_shape("x", (batch, 64))
         assert self.context.set_tensor_address("x", self.x) and self.context.set_tensor_address("y", self.y)
 
@@ -297,6 +300,25 @@ def test_user_managed_context_memory_must_be_set_large_enough_and_aligned(standi
     assert (bound.output() == 1).all()
     cudart.cudaFree(scratch)
     assert not bound.context.execute_async_v3(stream)  # wrong: the memory was freed
+
+
+def test_contexts_sharing_context_memory_must_not_run_at_once(standin, engine):
+    trt, cudart = standin
+    user = trt.ExecutionContextAllocationStrategy.USER_MANAGED
+    first, second = Bound(cudart, engine, user), Bound(cudart, engine, user)
+    shared = _malloc(cudart, engine.device_memory_size_v2)
+    for bound in (first, second):
+        bound.context.set_device_memory(shared, engine.device_memory_size_v2)
+    assert first.context.execute_async_v3(int(first.stream))
+    assert not second.context.execute_async_v3(int(second.stream))  # wrong: both queued on two streams at once
+    assert "used by work still queued on stream" in engine._logger.messages[-1][1]
+    assert second.context.execute_async_v3(int(first.stream))  # right: one after another on one stream
+    event = cudart.cudaEventCreate()[1]
+    assert first.context.execute_async_v3(int(first.stream))
+    _ok(cudart.cudaEventRecord(event, first.stream))
+    _ok(cudart.cudaStreamWaitEvent(second.stream, event, 0))
+    assert second.context.execute_async_v3(int(second.stream))  # right: the second stream waits for the first
+    _ok(cudart.cudaDeviceSynchronize())
 
 
 def test_a_running_context_overwrites_its_context_memory(standin, engine):

@@ -7,7 +7,9 @@ Rules enforced (each a False return plus an error log, as TensorRT reports them)
   device allocation large enough for its shape and dtype before execute_async_v3; streams are plain ints;
 - context memory: a USER_MANAGED context runs only after `set_device_memory(memory, size)` gave it a live,
   256-byte aligned device allocation of at least the active profile's `get_device_memory_size_for_profile_v2`;
-  the context scribbles over that memory when it runs (so sharing it with a tensor corrupts the tensor);
+  the context scribbles over that memory when it runs (so sharing it with a tensor corrupts the tensor), and
+  contexts sharing it must not run at once: work queued on another stream that uses it, not yet run and not waited
+  for with cudaStreamWaitEvent, makes execute_async_v3 (and cudaGraphLaunch of such work) fail;
 - CUDA graphs (TensorRT developer guide, "CUDA Graphs"): after changing input shapes or the profile, enqueue once
   outside capture before capturing; an engine marked not capturable (built with WEIGHT_STREAMING, or named in
   JANUS_STANDIN_NOT_CAPTURABLE) fails inside a capture and invalidates it; work captured before the context's
@@ -200,6 +202,9 @@ class IExecutionContext:
         if capturing and self._state_changed:
             return self._error("execute_async_v3 while capturing: input shapes or the profile changed since the "
                                "last enqueue; enqueue once outside capture first")
+        clash = None if capturing else _gpu.concurrent_use(_gpu.stream_of(stream_handle), memory)
+        if clash:
+            return self._error(f"execute_async_v3: {clash}")
         if not capturing:
             self._state_changed = False
         return _gpu.enqueue(stream_handle, self._work(shapes, sizes, memory)) == _gpu.OK
@@ -231,4 +236,4 @@ class IExecutionContext:
                 value = np.ascontiguousarray(value, nptype(engine.get_tensor_dtype(name)))
                 _gpu.write_device(addresses[name], value.tobytes())
 
-        return _gpu.Work(run, stale)
+        return _gpu.Work(run, stale, scratch=memory)

@@ -48,6 +48,7 @@ graphs: dict[int, object] = {}  # cudaGraph_t and cudaGraphExec_t not yet destro
 calls: Counter = Counter()
 messages: list[str] = []  # what the stand-in reports (why a launch failed, ...)
 last_error = OK
+launches = 0  # successful cudaGraphLaunch calls in this process
 _next_address = DEVICE_BASE
 _sequence = itertools.count(1)
 
@@ -182,6 +183,20 @@ def run_all() -> cudaError_t:
     return status
 
 
+def concurrent_use(stream: cudaStream_t | None, scratch: tuple[int, int] | None) -> str | None:
+    """Why TensorRT context memory `scratch` may not be used by new work on `stream`: work queued on another stream,
+    not yet run and not waited for, uses it too (the two could run at once: undefined in TensorRT)."""
+    if scratch is None or stream is None:
+        return None
+    for other in streams.values():
+        for seq, work in other.pending if other is not stream else ():
+            if work.scratch and work.scratch[0] < scratch[0] + scratch[1] and scratch[0] < sum(work.scratch):
+                if not any(w.waits and w.waits[0] is other and w.waits[1] >= seq for _, w in stream.pending):
+                    return (f"its context memory at {scratch[0]:#x} is used by work still queued on stream "
+                            f"{int(other):#x}; order the streams with an event or use one stream")
+    return None
+
+
 def record(event: cudaEvent_t, stream: cudaStream_t) -> None:
     """Queues the event's completion on `stream` (or marks it captured while the stream captures)."""
     if stream.capture is not None:
@@ -202,7 +217,3 @@ def wait_event(event: cudaEvent_t) -> cudaError_t:
     if event.stream is None or event.done:
         return OK
     return run_stream(event.stream, event.seq)
-
-
-def next_sequence() -> int:
-    return next(_sequence)

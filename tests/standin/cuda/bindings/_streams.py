@@ -55,7 +55,7 @@ def cudaStreamWaitEvent(stream: int | cudaStream_t, event: cudaEvent_t, flags: i
         found.invalidated = cudaError_t.cudaErrorStreamCaptureIsolation  # a dependency outside the capture
         return (cudaError_t.cudaErrorStreamCaptureIsolation,)
     source, seq = event.stream, event.seq
-    return (_gpu.enqueue(found, Work(lambda: _raise_on(_gpu.run_stream(source, seq)))),)
+    return (_gpu.enqueue(found, Work(lambda: _raise_on(_gpu.run_stream(source, seq)), waits=(source, seq))),)
 
 
 def _raise_on(status: cudaError_t) -> None:
@@ -101,11 +101,12 @@ def cudaGraphLaunch(graphExec: cudaGraphExec_t, stream: int | cudaStream_t) -> t
     if _gpu.stream_of(stream) is None:
         return (cudaError_t.cudaErrorInvalidResourceHandle,)
     for work in graphExec.work:
-        reason = work.stale()
+        reason = work.stale() or _gpu.concurrent_use(_gpu.stream_of(stream), work.scratch)
         if reason:
             _gpu.log(f"cudaGraphLaunch: stale graph: {reason}; capture it again")
             return (cudaError_t.cudaErrorLaunchFailure,)
     graphExec.launches += 1
+    _gpu.launches += 1
     for work in graphExec.work:
         _gpu.enqueue(stream, work)
     return (OK,)

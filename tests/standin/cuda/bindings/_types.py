@@ -67,10 +67,13 @@ class _Handle:
 @dataclass(eq=False)
 class Work:
     """One unit of device work: `run()` when the stream gets to it; `stale()` names why a captured copy of it may no
-    longer be replayed (a freed buffer, a changed TensorRT context), or returns None."""
+    longer be replayed (a freed buffer, a changed TensorRT context), or returns None. `scratch` is the (pointer, size)
+    of TensorRT context memory it uses; `waits` the (stream, sequence number) a cudaStreamWaitEvent waits for."""
 
     run: Callable[[], None]
     stale: Callable[[], str | None] = lambda: None
+    scratch: tuple[int, int] | None = None
+    waits: tuple["cudaStream_t", int] | None = None
 
 
 @dataclass(eq=False)

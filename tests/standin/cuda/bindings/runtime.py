@@ -63,8 +63,8 @@ def live_graphs() -> int:
 
 
 def graph_launches() -> int:
-    """How many times any CUDA graph was launched in this process."""
-    return _gpu.calls["cudaGraphLaunch"]
+    """How many times any CUDA graph was launched (successfully) in this process."""
+    return _gpu.launches
 
 
 def call_counts() -> dict[str, int]:
