@@ -119,7 +119,8 @@ def _run(report: Report, export_dir: Path | None, engines: Path | None) -> None:
         free_loaded = free_device_memory()
         cpu = stack.enter_context(JanusRuntime.load(export_dir))
         if "generation_head" in manifest.graphs:
-            memory = report.memory = generation_memory(gpu_rt, engine_dir, free_before, free_loaded)
+            memory = report.memory = generation_memory(gpu_rt, engine_dir, free_before, free_loaded,
+                                                         machine.integrated)
             ratio = memory["total_bytes"] / memory["planned_bytes"]
             report.checks.append(Check("memory vs plan", "pass" if abs(ratio - 1) <= PLAN_TOLERANCE else "fail",
                                        f"engines and one generation request took {ratio:.3f} x plan_engines' "

@@ -68,21 +68,25 @@ def measure_request(backend, manifest, steps: int = DECODE_STEPS) -> dict[str, A
               "decode_step_ms_max": float(np.max(timed)), "first_steps_ms": times[:WARMUP_STEPS]}
 
 
-def generation_memory(gpu_rt, engine_dir: Path, free_before: int, free_loaded: int) -> dict[str, Any]:
+def generation_memory(gpu_rt, engine_dir: Path, free_before: int, free_loaded: int, integrated: bool
+                      ) -> dict[str, Any]:
     """One greedy image generation on the freshly loaded engines, with the free device memory read at every step
     and after it: what the engines and the request took, next to `plan_engines`' figure for the same engines, one
-    image and the request's context (the device categories of `trt_memory`, engines and scratch included)."""
+    image and the request's context (`trt_memory`'s device categories, engines and scratch included; on an
+    integrated GPU (Jetson) its pinned staging too, since cudaMemGetInfo there counts the memory CPU and GPU share,
+    which is also why nothing else may allocate much while this runs)."""
     from janus_edge.plan import plan_engines
-    from janus_edge.runtime.backends.trt_memory import DEVICE
+    from janus_edge.runtime.backends.trt_memory import CATEGORIES, DEVICE
 
     lowest = [free_loaded]
     gpu_rt.generate_images(PROMPT, n=1, temperature=0, progress=lambda *_: lowest.append(free_device_memory()))
     lowest.append(free_device_memory())
     context = len(gpu_rt.prompts.generation(PROMPT)) + gpu_rt.manifest.model.num_image_tokens - 1
-    plan = plan_engines(engine_dir, 1, context)
-    planned = plan.requests["generation"]
+    planned = plan_engines(engine_dir, 1, context).requests["generation"]
+    counted = CATEGORIES if integrated else DEVICE
     return {"free_before_load_bytes": free_before, "engines_bytes": free_before - free_loaded,
             "request_bytes": free_loaded - min(lowest), "total_bytes": free_before - min(lowest),
             "request_images": 1, "request_context": context,
-            "planned_bytes": int(sum(planned[category] for category in DEVICE)),
-            "plan": {category: int(nbytes) for category, nbytes in planned.items()}, "note": None}
+            "planned_bytes": int(sum(planned[category] for category in counted)),
+            "plan": {category: int(nbytes) for category, nbytes in planned.items()},
+            "note": "integrated GPU: shared memory, pinned staging counted" if integrated else None}
