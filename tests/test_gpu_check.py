@@ -192,6 +192,9 @@ def test_a_venv_with_only_the_gpu_extras_runs_gpu_check_without_torch(wheel, exp
         result, report = gpu_check(tmp_path / "orin", export_hf, python=python, env=standin_env(**ORIN_NANO))
         assert result.returncode == 0 and report["status"] == "pass", result.stdout + result.stderr
         assert report["versions"]["cuda_python"] and not report["versions"]["python"].startswith("3.13")
-        real_cuda = _only(tmp_path / "driverless", tensorrt=STANDIN / "tensorrt")
+        # the stand-in TensorRT needs the stand-in cudart; here only `import tensorrt` must succeed, so that the
+        # real cuda-python's first call is what fails
+        real_cuda = _only(tmp_path / "driverless", **{"tensorrt/__init__.py": "__version__ = '10.3.0.30'\n"
+                                                                              "class Runtime: ...\n"})
         result, report = gpu_check(tmp_path / "driverless", export_hf, python=python, env=real_cuda)
         assert_one_line_failure(result, report, "no NVIDIA driver is loaded")
