@@ -55,19 +55,35 @@ test: $(STAMP) $(TRITON_STAMP) $(TYPING)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -s
 
-# On a machine with an NVIDIA GPU, TensorRT and cuda-python: build the tiny model's engines, run both pipelines
-# on them and compare with ONNX Runtime on the CPU.
-gpu-check: $(STAMP)
-	$(PY) -m janus_edge.gpu_check --out out/gpu-check
+# On the GPU machine, after `make gpu-install`: `janus-edge gpu-check` on EXPORT (an export made anywhere, e.g. a
+# tiny one from a workstation: `janus-edge tiny t && janus-edge export t tiny-export`, copied over), or, without
+# EXPORT, on a tiny export made here first (that needs the export extra: torch, Python 3.11+). Builds engines for
+# this GPU, compares them with ONNX Runtime on the CPU; the report to send back is $(GPU_CHECK_OUT)/report.json.
+GPU_CHECK_OUT := out/gpu-check
+EXPORT ?=
+gpu-check:
+	@test -x $(VENV)/bin/janus-edge || { echo "gpu-check: no $(VENV); fix: make gpu-install"; exit 2; }
+	@mkdir -p $(GPU_CHECK_OUT)
+	@if [ -z "$(EXPORT)" ] && [ ! -f $(GPU_CHECK_OUT)/export/janus_edge.json ]; then \
+	  $(VENV)/bin/janus-edge tiny $(GPU_CHECK_OUT)/tiny && \
+	  $(VENV)/bin/janus-edge export $(GPU_CHECK_OUT)/tiny $(GPU_CHECK_OUT)/export --max-context 2048; fi
+	$(VENV)/bin/janus-edge gpu-check $(or $(EXPORT),$(GPU_CHECK_OUT)/export) --json $(GPU_CHECK_OUT)/report.json
 
-# On a Jetson (JetPack 6.2 / 7.x) or an NGC TensorRT container: a venv that sees the system TensorRT
-# (--system-site-packages), with the Jetson/TensorRT requirement set; then `make gpu-check`. On an x86 machine
-# without a system TensorRT, install TensorRT for its CUDA first (see docs/jetson.md).
+# On a Jetson (JetPack 6.x / 7.x) or an NGC TensorRT container: a venv that sees the system TensorRT
+# (--system-site-packages) with the runtime, ONNX Runtime and the TensorRT extra whose cuda-python matches the
+# driver: the driver's CUDA major from libcuda's cuDriverGetVersion (ctypes, works where nvidia-smi is absent, as on
+# JetPack 6): 12 -> `tensorrt` (cuda-python 12), 13 or newer -> `tensorrt-cu13` (cuda-python 13, driver >= 580).
+# On an x86 machine without a system TensorRT, install TensorRT 10.x for its CUDA first (see docs/jetson.md).
+CUDA_DRIVER_MAJOR = $(shell $(PYTHON) -c "import ctypes; v = ctypes.c_int(); ctypes.CDLL('libcuda.so.1').cuDriverGetVersion(ctypes.byref(v)); print(v.value // 1000)" 2>/dev/null)
+
 gpu-install:
+	@if [ -z "$(CUDA_DRIVER_MAJOR)" ] || [ "$(CUDA_DRIVER_MAJOR)" = 0 ]; then \
+	  echo "gpu-install: no NVIDIA driver found (libcuda.so.1); fix: install the driver (Jetson: JetPack) first"; exit 2; fi
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements-jetson.txt
-	$(PY) -m pip install -q --no-deps -e .
+	extra=$$([ $(CUDA_DRIVER_MAJOR) -ge 13 ] && echo tensorrt-cu13 || echo tensorrt); \
+	  echo "driver supports CUDA $(CUDA_DRIVER_MAJOR): installing janus-edge[$$extra,onnxruntime]"; \
+	  $(PY) -m pip install -q -e ".[$$extra,onnxruntime]"
 	$(PY) -c "import tensorrt; print('TensorRT', tensorrt.__version__)" || echo "TensorRT not visible: see docs/jetson.md"
 	touch $(STAMP)
 

@@ -1,149 +1,140 @@
-"""`make gpu-check`: on a machine with an NVIDIA GPU, TensorRT and cuda-python, build the tiny model's engines, run
-both pipelines on them and compare with ONNX Runtime on the CPU. Prints a short report; exits 1 on a failure.
+"""`janus-edge gpu-check EXPORT_DIR [--engines DIR] [--json REPORT]` (also `python -m janus_edge.gpu_check ...`):
+the one command a user runs on a new GPU machine and sends back.
 
-Judged on teacher-forced runs: both backends read the same token sequence (a text prompt, then text tokens through
-the LM head; a prompt, then image tokens through the generation head with CFG), so every position is compared on
-the same past and one early flip cannot cascade. fp32 engines: logits within `FP32_LOGITS` (relative RMS) and
-every free-running greedy token equal to the CPU's. fp16 engines: logits within `FP16_LOGITS` and at least
-`FP16_AGREEMENT` of the teacher-forced argmax tokens equal; free-running agreement is reported, not judged.
-These thresholds have not been calibrated on a GPU yet (docs/jetson.md).
+It needs only the runtime and the `tensorrt` and `onnxruntime` extras (no torch: Python 3.10 on JetPack 6.2 works),
+and an export made anywhere (`janus-edge tiny` + `janus-edge export` on a workstation, or a real one). In order:
+the machine (GPU, driver, TensorRT, cuda-python: `gpucheck.machine`, where every way it cannot run engines stops
+the check in one line with its fix, exit 2), the target for this GPU (any compute capability), engines built for it
+unless given, each engine against ONNX Runtime on the CPU (`gpucheck.engines`), device memory and time of one
+generation request next to `plan` (`gpucheck.measure`), both pipelines teacher-forced against ONNX Runtime and CUDA
+graph replay against plain decoding (`gpucheck.forced`). The report (`gpucheck.report`) is JSON plus a summary;
+exit 0 when every check passes, 1 when one fails. Without EXPORT_DIR only the machine is checked.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-from dataclasses import dataclass
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
-FP32_LOGITS, FP16_LOGITS, FP16_AGREEMENT = 1e-4, 2e-2, 0.95
-FORCED_TOKENS = 48
+from janus_edge.gpucheck.machine import choose_target, library_versions, probe_machine
+from janus_edge.gpucheck.report import Check, Report
+from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineManifest
+from janus_edge.runtime.errors import JanusEdgeError, RequestError
+from janus_edge.runtime.manifest import Manifest, load_manifest
+
+PLAN_TOLERANCE = 0.05  # measured device memory within 5 % of plan_engines' figure
 
 
-@dataclass
-class Agreement:
-    logits_error: float  # RMS of the difference over RMS of the CPU's logits, all forced positions
-    tokens: float  # fraction of forced positions whose argmax agrees
-
-    def passes(self, precision: str) -> bool:
-        if precision == "fp32":
-            return self.logits_error <= FP32_LOGITS and self.tokens == 1.0
-        return self.logits_error <= FP16_LOGITS and self.tokens >= FP16_AGREEMENT
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
-def forced_ids(manifest, head: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A prompt of text ids and the forced continuation (text ids for lm_head, image ids for generation_head)."""
-    rng = np.random.default_rng(seed)
-    prompt = rng.integers(0, min(manifest.model.vocab_size, 100_000), 12)
-    vocab = manifest.model.vocab_size if head == "lm_head" else manifest.model.codebook_size
-    return prompt, rng.integers(0, vocab, FORCED_TOKENS)
+def load_export(export_dir: Path) -> Manifest:
+    manifest = load_manifest(export_dir)
+    if any(graph.format != "onnx" for graph in manifest.graphs.values()):
+        raise RequestError(f"{export_dir} is an engine directory, not an ONNX export",
+                           f"pass the export the engines were built from, and the engines with --engines {export_dir}")
+    return manifest
 
 
-def teacher_forced_logits(backend, head: str, prompt: np.ndarray, forced: np.ndarray) -> np.ndarray:
-    """Logits [positions, V] of `head` after the prompt and after each forced token; generation_head runs the CFG
-    pair (rows cond/uncond: the same ids, so the check covers the batch path) and mixes with the manifest's weight."""
-    from janus_edge.runtime.sizing import request_capacity
-
-    manifest = backend.manifest
-    rows, embedding = (1, "text_embedding") if head == "lm_head" else (2, "generation_embedding")
-    cfg = None if head == "lm_head" else manifest.generation.cfg_weight
-    length = len(prompt) + len(forced)
-    ids = np.tile(prompt, (rows, 1))
-    out = []
-    with backend.kv_decoder(rows, request_capacity(length, manifest.limits.max_context)) as decoder:
-        hidden = decoder.step(backend.embed("text_embedding", ids), np.ones_like(ids),
-                              np.tile(np.arange(len(prompt)), (rows, 1)), last_only=True)
-        for index in range(len(forced) + 1):
-            logits = backend.run(head, hidden_states=hidden)["logits"][:, -1].astype(np.float64)
-            out.append(logits[0] if cfg is None else logits[1] + cfg * (logits[0] - logits[1]))
-            if index == len(forced):
-                break
-            step = np.full((rows, 1), forced[index])
-            position = len(prompt) + index
-            hidden = decoder.step(backend.embed(embedding, step),
-                                  np.ones((rows, position + 1), np.int64), np.full((rows, 1), position))
-    return np.stack(out)
+def check_engines_match(export_dir: Path, manifest: Manifest, engine_dir: Path, engines: EngineManifest) -> None:
+    """Engines built from another export (another precision, other weights) cannot be compared with this one."""
+    foreign = [name for name, info in engines.engines.items()
+               if info.source_onnx in manifest.files and manifest.files[info.source_onnx] != info.source_onnx_sha256]
+    missing = sorted(set(manifest.graphs) - set(engines.engines))
+    if foreign or missing:
+        what = f"built from other graphs ({', '.join(foreign)})" if foreign else f"missing {', '.join(missing)}"
+        raise RequestError(f"the engines in {engine_dir} do not belong to {export_dir}: {what}",
+                           f"leave out --engines to build them now, or pass the export they came from "
+                           f"({engines.export_dir})")
 
 
-def compare(cpu_backend, gpu_backend, head: str) -> Agreement:
-    prompt, forced = forced_ids(cpu_backend.manifest, head)
-    reference = teacher_forced_logits(cpu_backend, head, prompt, forced)
-    other = teacher_forced_logits(gpu_backend, head, prompt, forced)
-    error = float(np.sqrt(np.mean((other - reference) ** 2)) / max(np.sqrt(np.mean(reference ** 2)), 1e-12))
-    tokens = float(np.mean(other.argmax(-1) == reference.argmax(-1)))
-    return Agreement(error, tokens)
-
-
-def check_precision(cpu, gpu_rt, precision: str, image: np.ndarray) -> tuple[bool, list[str]]:
-    """One export/engine pair: teacher-forced agreement on both heads, then free runs (judged for fp32 only)."""
-    lines, ok = [], True
-    for head in ("lm_head", "generation_head"):
-        agreement = compare(cpu.backend, gpu_rt.backend, head)
-        passed = agreement.passes(precision)
-        ok &= passed
-        lines.append(f"{precision} {head}, teacher-forced: logits relative error {agreement.logits_error:.2e}, "
-                     f"argmax agrees {agreement.tokens:.3f} -> {'PASS' if passed else 'FAIL'}")
-    text_cpu = cpu.understand([image], "Describe this image.", max_new_tokens=24).token_ids
-    text_gpu = gpu_rt.understand([image], "Describe this image.", max_new_tokens=24).token_ids
-    images_cpu = cpu.generate_images("a red fox", n=1, temperature=0)
-    images_gpu = gpu_rt.generate_images("a red fox", n=1, temperature=0)
-    text_agree = float(np.mean([a == b for a, b in zip(text_cpu, text_gpu)])) if text_cpu else 1.0
-    image_agree = float((images_cpu.tokens == images_gpu.tokens).mean())
-    pixels = gpu_rt.backend.run("vq_decoder", image_ids=images_cpu.tokens)["pixels"]
-    pixel_error = float(np.abs(pixels - images_cpu.pixels).max())
-    pixel_limit = 1e-3 if precision == "fp32" else 0.05
-    free_ok = pixel_error <= pixel_limit and (precision != "fp32" or (text_cpu == text_gpu and image_agree == 1.0))
-    ok &= free_ok
-    lines.append(f"{precision} free runs: understanding tokens agree {text_agree:.3f}, image tokens agree "
-                 f"{image_agree:.3f}{' (reported, not judged)' if precision != 'fp32' else ''}, VQ pixels max error "
-                 f"{pixel_error:.2e} -> {'PASS' if free_ok else 'FAIL'}")
-    seeded = [gpu_rt.generate_images("a red fox", n=1, seed=3).tokens for _ in range(2)]
-    repeatable = bool((seeded[0] == seeded[1]).all())
-    ok &= repeatable
-    lines.append(f"{precision}: seeded sampling on the GPU repeats run to run: {repeatable}")
-    return ok, lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m janus_edge.gpu_check")
-    parser.add_argument("--out", default="out/gpu-check")
-    parser.add_argument("--target", default="datacenter", help="build target (orin-nano-8gb on a Jetson Orin Nano)")
-    args = parser.parse_args(argv)
-    from janus_edge.runtime.backends.cuda import device_name_and_capability
-    from janus_edge.runtime.backends.tensorrt import require_tensorrt
-    from janus_edge.runtime.errors import JanusEdgeError
-
-    try:
-        require_tensorrt()
-        gpu, capability = device_name_and_capability()
-    except JanusEdgeError as exc:
-        print(f"gpu-check: error: {exc}", file=sys.stderr)
-        return 2
-    import tensorrt
-
-    from janus_edge.export.exporter import export
-    from janus_edge.export.tiny import write_checkpoint
+def _engines(export_dir: Path, engines: Path | None, stack: ExitStack, choice) -> tuple[Path, bool]:
+    """The engine directory to check and whether it was built now (into `engines` if it is empty or new, else
+    into a temporary directory)."""
     from janus_edge.export.tensorrt.build import build
+
+    if engines is not None and (engines / ENGINE_MANIFEST).is_file():
+        return engines, False
+    if engines is not None and engines.exists() and any(engines.iterdir()):
+        raise RequestError(f"{engines} is neither an engine directory nor empty",
+                           "pass engines built by `janus-edge build`, or a new directory to build them into")
+    out = engines or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="janus-gpu-check-"))) / "engines"
+    build(export_dir, out, choice.target.name, context=choice.max_context, force=not choice.known, log=_log)
+    return out, True
+
+
+def run_gpu_check(export_dir: Path | None, engines: Path | None = None, json_path: Path | None = None) -> Report:
+    report = Report(library_versions())
+    try:
+        _run(report, export_dir, engines)
+    except JanusEdgeError as exc:
+        report.error = {"message": exc.message, "fix": exc.hint}
+        if json_path is not None:
+            report.write(json_path)
+        raise
+    except Exception as exc:  # a bug, or a library failing in a way we do not know yet: the report still goes back
+        report.error = {"message": f"unexpected {type(exc).__name__}: {exc}",
+                        "fix": "please send this report and the traceback printed below"}
+        report.internal = True
+        if json_path is not None:
+            report.write(json_path)
+        raise
+    if json_path is not None:
+        report.write(json_path)
+    return report
+
+
+def _run(report: Report, export_dir: Path | None, engines: Path | None) -> None:
+    from janus_edge.gpucheck.engines import engine_checks
+    from janus_edge.gpucheck.forced import graph_replay_check, pipeline_checks
+    from janus_edge.gpucheck.measure import free_device_memory, generation_memory, measure_request, open_every_engine
     from janus_edge.runtime import JanusRuntime
 
-    out = Path(args.out)
-    quiet = lambda message: None  # noqa: E731
-    model = write_checkpoint(out / "tiny", "hf", seed=0)
-    lines, ok = [f"gpu-check on {gpu} (compute capability {capability}), TensorRT {tensorrt.__version__}"], True
-    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
-    for precision in ("fp32", "fp16"):
-        export_dir, engine_dir = out / f"export-{precision}", out / f"engines-{precision}"
-        export(model, export_dir, precision=precision, max_batch=4, max_context=1024, log=quiet)
-        build(export_dir, engine_dir, args.target, log=quiet)
-        with JanusRuntime.load(export_dir) as cpu, JanusRuntime.load(engine_dir, backend="tensorrt") as gpu_rt:
-            passed, report = check_precision(cpu, gpu_rt, precision, image)
-        ok &= passed
-        lines += report
-    print("\n".join(lines))
-    return 0 if ok else 1
+    machine = probe_machine()
+    report.machine = dataclasses.asdict(machine)
+    choice = choose_target(machine)
+    target = choice.target
+    report.target = {"name": target.name, "known": choice.known, "max_context": choice.max_context,
+                     "workspace_gib": target.workspace_gib, "note": choice.note}
+    if export_dir is None:
+        report.notes.append("no EXPORT_DIR given: the machine was checked, no engine was built or compared")
+        return
+    manifest = load_export(export_dir)
+    with ExitStack() as stack:
+        engine_dir, built = _engines(export_dir, engines, stack, choice)
+        engine_manifest = EngineManifest.read(engine_dir)
+        check_engines_match(export_dir, manifest, engine_dir, engine_manifest)
+        report.export = {"path": str(export_dir), "precision": manifest.precision,
+                         "engines": str(engine_dir) if engines is not None or not built else "(temporary, removed)",
+                         "built": built, "engine_target": engine_manifest.target}
+        free_before = free_device_memory()
+        gpu_rt = stack.enter_context(JanusRuntime.load(engine_dir, backend="tensorrt"))
+        open_every_engine(gpu_rt.backend, engine_manifest.engines)
+        free_loaded = free_device_memory()
+        cpu = stack.enter_context(JanusRuntime.load(export_dir))
+        if "generation_head" in manifest.graphs:
+            memory = report.memory = generation_memory(gpu_rt, engine_dir, free_before, free_loaded,
+                                                         machine.integrated)
+            ratio = memory["total_bytes"] / memory["planned_bytes"]
+            report.checks.append(Check("memory vs plan", "pass" if abs(ratio - 1) <= PLAN_TOLERANCE else "fail",
+                                       f"engines and one generation request took {ratio:.3f} x plan_engines' "
+                                       f"figure (within {PLAN_TOLERANCE:.0%})", {"ratio": ratio}))
+            report.timing = measure_request(gpu_rt.backend, gpu_rt.manifest)
+        else:
+            report.notes.append("no image-token generation in this export: memory and timing not measured")
+        report.checks += engine_checks(manifest, engine_manifest, cpu.backend, gpu_rt.backend)
+        image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+        report.checks += pipeline_checks(cpu, gpu_rt, manifest.precision, image)
+        report.checks.append(graph_replay_check(gpu_rt))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from janus_edge.cli import main
+
+    sys.exit(main(["gpu-check", *sys.argv[1:]]))

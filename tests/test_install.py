@@ -1,7 +1,8 @@
 """Packaging facts checked without installing anything: every pin is exact and pyproject.toml and requirements*.txt
 state the same ones; every library the code imports is declared, and every declared one is imported; a command whose
-library is missing names the extra to install in one line. And the Jetson set resolves to wheels for JetPack 6.2
-(cp310) and 7.x (cp312) on aarch64 (asks the package index without downloading; skipped when it cannot be reached).
+library is missing names the extra to install in one line. Each TensorRT extra pins the cuda-python of its driver's
+CUDA major. And what a GPU machine installs resolves to wheels for cp310 and cp312 on aarch64 (JetPack 6.2 / 7.x)
+and x86_64 (asks the package index without downloading: marked `network`, skipped when it cannot be reached).
 """
 
 from __future__ import annotations
@@ -140,19 +141,47 @@ def test_a_missing_module_of_our_own_is_a_bug_with_its_traceback(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr and "ModuleNotFoundError" in result.stderr
 
 
+def _cuda_python_pins(extra: str, python: str) -> list[Requirement]:
+    target = {"python_version": python, "python_full_version": f"{python}.0"}
+    return [r for r in groups()[extra] if canonicalize_name(r.name) == "cuda-python"
+            and (r.marker is None or r.marker.evaluate(target))]
+
+
+@pytest.mark.parametrize("python", ["3.10", "3.11", "3.12", "3.13"])
+def test_each_tensorrt_extra_pins_one_cuda_python_of_its_driver_major(python):
+    """cuda-python must not be newer than the driver's CUDA (13 needs driver >= 580), so a CUDA 12 driver on any
+    Python gets cuda-python 12 from `tensorrt`, a CUDA 13 driver 13 from `tensorrt-cu13` (`make gpu-install`
+    picks the extra from the driver)."""
+    for extra, major in (("tensorrt", 12), ("tensorrt-cu13", 13)):
+        pins = _cuda_python_pins(extra, python)
+        assert [int(next(iter(r.specifier)).version.split(".")[0]) for r in pins] == [major], (extra, pins)
+
+
 # pip matches a manylinux platform tag exactly, so name each glibc up to JetPack 6.2's (Ubuntu 22.04: glibc 2.35).
-AARCH64 = [arg for minor in range(17, 36) for arg in ("--platform", f"manylinux_2_{minor}_aarch64")]
+def _platforms(machine: str) -> list[str]:
+    return [arg for minor in range(17, 36) for arg in ("--platform", f"manylinux_2_{minor}_{machine}")]
 
 
+@pytest.mark.network
+@pytest.mark.parametrize("machine", ["aarch64", "x86_64"])
 @pytest.mark.parametrize("python", ["3.10", "3.12"])
-def test_jetson_requirements_resolve_for_aarch64(tmp_path, python):
-    # pip evaluates markers for the Python running it, not for --python-version: evaluate them for the Jetson's
-    target = {"python_version": python, "python_full_version": f"{python}.0", "platform_machine": "aarch64"}
-    pins = [r for r in requirement_file("requirements-jetson.txt") if r.marker is None or r.marker.evaluate(target)]
-    (tmp_path / "jetson.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in pins))
+@pytest.mark.parametrize("extra", ["tensorrt", "tensorrt-cu13"])
+def test_gpu_machine_requirements_resolve(tmp_path, python, machine, extra):
+    """What `make gpu-install` installs on a GPU machine (the runtime, a TensorRT extra and ONNX Runtime, which
+    gpu-check compares with) resolves to wheels for JetPack 6.2 (cp310) and 7.x (cp312) on aarch64, and for x86_64.
+    The `tensorrt` extra's set is requirements-jetson.txt."""
+    # pip evaluates markers for the Python running it, not for --python-version: evaluate them for the target's
+    target = {"python_version": python, "python_full_version": f"{python}.0", "platform_machine": machine}
+    declared = groups()
+    wanted = declared["runtime"] + declared[extra] + declared["onnxruntime"]
+    if extra == "tensorrt":
+        assert sorted(map(_key, requirement_file("requirements-jetson.txt"))) == \
+            sorted(map(_key, declared["runtime"] + declared["tensorrt"]))
+    pins = [r for r in wanted if r.marker is None or r.marker.evaluate(target)]
+    (tmp_path / "gpu.txt").write_text("".join(f"{r.name}{r.specifier}\n" for r in pins))
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
-               "--only-binary=:all:", *AARCH64, "--python-version", python, "--implementation", "cp",
-               "--target", str(tmp_path / "target"), "--timeout", "20", "-r", str(tmp_path / "jetson.txt")]
+               "--only-binary=:all:", *_platforms(machine), "--python-version", python, "--implementation", "cp",
+               "--target", str(tmp_path / "target"), "--timeout", "20", "-r", str(tmp_path / "gpu.txt")]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if result.returncode != 0 and any(w in result.stderr for w in INDEX_UNREACHABLE):
         pytest.skip(f"the package index is unreachable: {result.stderr.strip().splitlines()[-1]}")

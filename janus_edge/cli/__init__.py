@@ -30,6 +30,7 @@ COMMANDS = {
     "verify": "hash every file of an export against its manifest (loading re-hashes only changed files)",
     "serve": "serve an export over HTTP with an OpenAI-compatible API",
     "triton-repo": "write a Triton Inference Server model repository (Python backend) for an export",
+    "gpu-check": "check this GPU machine: engines and pipelines against ONNX Runtime, memory, versions (send back)",
 }
 
 
@@ -75,7 +76,7 @@ DISTRIBUTIONS = {"PIL": "pillow", "skimage": "scikit-image", "cuda": "cuda-pytho
 # The extra each command's libraries come from, preferred when a missing library is in several extras.
 COMMAND_EXTRAS = {"tiny": "export", "export": "export", "compare": "export", "calibrate": "export",
                   "accuracy": "export", "bench": "export", "demo": "export", "check-trt": "tensorrt",
-                  "build": "tensorrt", "serve": "serve"}
+                  "build": "tensorrt", "gpu-check": "tensorrt", "serve": "serve"}
 
 
 def missing_extra(command: str | None, error: ModuleNotFoundError) -> str | None:
