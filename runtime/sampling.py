@@ -34,7 +34,9 @@ class Sampler:
         """The distribution a token is drawn from, float64 [..., V]: softmax(logits / T) after top-k and top-p
         (a one-hot of the argmax when greedy). Speculative decoding verifies drafts against exactly this."""
         if self.temperature == 0:
-            return np.eye(logits.shape[-1], dtype=np.float64)[logits.argmax(-1)]
+            probs = np.zeros(logits.shape, dtype=np.float64)
+            np.put_along_axis(probs, logits.argmax(-1)[..., None], 1.0, -1)
+            return probs
         scores = logits.astype(np.float64) / self.temperature
         if self.top_k is not None and self.top_k < scores.shape[-1]:
             kth = np.partition(scores, -self.top_k, axis=-1)[..., -self.top_k][..., None]

@@ -72,9 +72,9 @@ def accepts(r: float, q_x: float, p_x: float) -> bool:
 
 
 def residual(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """What a rejected position is drawn from: max(p - q, 0), normalised."""
+    """What a rejected position is drawn from: max(p - q, 0), normalised (rows [..., V])."""
     excess = np.maximum(p - q, 0.0)
-    return excess / excess.sum()
+    return excess / excess.sum(-1, keepdims=True)
 
 
 def verify(drafts: np.ndarray, q: np.ndarray, p: np.ndarray, r: np.ndarray) -> tuple[int, np.ndarray | None]:
@@ -106,23 +106,23 @@ class DraftWindow:
         self.tokens = np.zeros((n, steps), np.int64)  # the draft at each position (where one exists)
         self.q = np.zeros((n, self.slots, vocab))
         self.gumbel = np.zeros((n, self.slots, vocab))
-        self.drafted = np.zeros(n, np.int64)  # positions below this have a draft (or are decided)
+        self.drafted = np.ones(n, np.int64)  # positions below this have a draft or are decided (position 0)
         self.tabled = np.full((n, self.slots), -1, np.int64)  # the position each slot's Gumbel vector belongs to
 
-    def slot(self, position: int) -> int:
-        return position % self.slots
+    def set(self, image: int, positions: np.ndarray, tokens: np.ndarray, q: np.ndarray) -> None:
+        """Drafts `tokens` [m] at consecutive `positions` [m], drawn from q [m, V]."""
+        self.tokens[image, positions], self.q[image, positions % self.slots] = tokens, q
+        self.drafted[image] = max(self.drafted[image], positions[-1] + 1)
 
-    def set(self, image: int, position: int, token: int, q: np.ndarray) -> None:
-        self.tokens[image, position], self.q[image, self.slot(position)] = token, q
-        self.drafted[image] = max(self.drafted[image], position + 1)
-
-    def gumbels(self, image: int, position: int, rng: np.random.Generator) -> np.ndarray:
-        """Position's Gumbel vector: drawn the first time it is asked for, then the same until the slot is reused."""
-        slot = self.slot(position)
-        if self.tabled[image, slot] != position:
-            self.gumbel[image, slot] = gumbel_noise(rng.random(self.gumbel.shape[-1]))
-            self.tabled[image, slot] = position
-        return self.gumbel[image, slot]
+    def gumbels(self, image: int, positions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The positions' Gumbel vectors [m, V]: drawn the first time a position asks, then the same until it is
+        decided (its slot is reused only by a position one window later)."""
+        slots = positions % self.slots
+        new = self.tabled[image, slots] != positions
+        if new.any():
+            self.gumbel[image, slots[new]] = gumbel_noise(rng.random((int(new.sum()), self.gumbel.shape[-1])))
+            self.tabled[image, slots[new]] = positions[new]
+        return self.gumbel[image, slots]
 
 
 class SpeculativeDecoder:
@@ -143,7 +143,6 @@ class SpeculativeDecoder:
         tokens[:, 0] = sample(first, rng.random((n, 1)))
         decided = np.ones(n, np.int64)  # tokens[b, :decided[b]] are final
         drafts = DraftWindow(n, vocab, self.window, steps)
-        drafts.drafted[:] = 1
         while decided.min() < steps:
             cached = int(decided.min()) - 1  # the cache keeps the positions whose inputs every image decided
             size = min(self.window, steps - 1 - cached)  # the last token is never fed
@@ -164,9 +163,10 @@ class SpeculativeDecoder:
         """Positions entering the window for the first time get a uniform random token, held with probability 1
         (SCD's "random" initialisation: a draft known when it is verified is its own distribution)."""
         for b in range(drafts.tokens.shape[0]):
-            for position in range(int(drafts.drafted[b]), end):
-                token = int(self.rng.integers(vocab))
-                drafts.set(b, position, token, np.eye(1, vocab, token)[0])
+            positions = np.arange(int(drafts.drafted[b]), end)
+            if positions.size:
+                chosen = self.rng.integers(vocab, size=positions.size)
+                drafts.set(b, positions, chosen, _one_hot(chosen, vocab))
 
     def _verify(self, b: int, p: np.ndarray, cached: int, size: int, start: int, tokens: np.ndarray,
                 drafts: DraftWindow) -> tuple[int, bool]:
@@ -191,18 +191,36 @@ class SpeculativeDecoder:
         context fed, right or wrong). When every input fed was decided (`exact`), position cached+size's p is the
         model's and its new draft is a sample of it: decided. Returns the decided count."""
         last = cached + size
-        for position in range(start, last + 1):
-            dist = p[position - cached - 1]
-            if self.mode == "gumbel":
-                token = int(gumbel_argmax(dist, drafts.gumbels(b, position, self.rng)))
-            elif self.mode == "maximal" and position < drafts.drafted[b]:
-                old, q = int(drafts.tokens[b, position]), drafts.q[b, drafts.slot(position)]
-                keep = accepts(self.rng.random(), q[old], dist[old])
-                token = old if keep else int(sample(residual(dist, q), self.rng.random(1))[()])
-            else:
-                token = int(sample(dist, self.rng.random(1))[()])
-            drafts.set(b, position, token, dist)
+        if start > last:
+            return start
+        positions = np.arange(start, last + 1)
+        dists = p[positions - cached - 1]
+        if self.mode == "gumbel":
+            chosen = gumbel_argmax(dists, drafts.gumbels(b, positions, self.rng))
+        elif self.mode == "maximal":
+            chosen = self._couple(drafts.tokens[b, positions], drafts.q[b, positions % drafts.slots], dists,
+                                  positions < drafts.drafted[b])
+        else:
+            chosen = sample(dists, self.rng.random((positions.size, 1)))
+        drafts.set(b, positions, chosen, dists)
         if exact and start == last:
-            tokens[b, last] = drafts.tokens[b, last]
+            tokens[b, last] = chosen[-1]
             return last + 1
         return start
+
+    def _couple(self, old: np.ndarray, q: np.ndarray, p: np.ndarray, drafted: np.ndarray) -> np.ndarray:
+        """Maximal coupling: each previous draft (where `drafted`) kept when r * q(x) < p(x), else a token from
+        max(p - q, 0); positions without one draw from p. Every result is a sample from its row of p."""
+        chosen = old.copy()
+        rows = np.arange(old.size)
+        rejected = drafted & ~accepts(self.rng.random(old.size), q[rows, old], p[rows, old])
+        for redraw, source in ((rejected, lambda: residual(p[rejected], q[rejected])), (~drafted, lambda: p[~drafted])):
+            if redraw.any():
+                chosen[redraw] = sample(source(), self.rng.random((int(redraw.sum()), 1)))
+        return chosen
+
+
+def _one_hot(tokens: np.ndarray, vocab: int) -> np.ndarray:
+    rows = np.zeros((tokens.size, vocab))
+    rows[np.arange(tokens.size), tokens] = 1.0
+    return rows
