@@ -127,7 +127,7 @@ class JanusRuntime(Closeable):
             raise RequestError("steps and initial_latents apply to JanusFlow exports only",
                                f"this export is {self.manifest.model.family}: drop them")
         sampler = requests.sampler(defaults.temperature if temperature is None else temperature, top_k, top_p, seed)
-        mode, window = requests.speculative(speculative, window, defaults.image_tokens)
+        mode, window = requests.speculative(speculative, window)
         with self._lock.hold():
             return self._generation.run(prompt, n, weight, sampler, progress, should_stop, mode, window)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import Cancelled, RequestError
 from ..sampling import Sampler
-from .speculative import DEFAULT_WINDOW, MODES
+from .speculative import DEFAULT_WINDOW, MAX_WINDOW, MODES
 
 MAX_CFG_WEIGHT = 100.0  # logits are u + w (c - u): far past the useful 1-10, float32 logits overflow to NaN
 MIN_TEMPERATURE = 1e-4  # below it sampling is the argmax in all but name, and logits / T can overflow
@@ -71,7 +71,7 @@ def cfg_weight(value) -> float:
                 f"use a guidance weight from 0 to {MAX_CFG_WEIGHT:g} (5 is Janus-Pro's default)")
 
 
-def speculative(mode, window, image_tokens: int) -> tuple[str | None, int]:
+def speculative(mode, window) -> tuple[str | None, int]:
     """The speculative decoding mode (None: one token per decoder pass) and its window (None: the default)."""
     if mode is None:
         if window is not None:
@@ -82,8 +82,8 @@ def speculative(mode, window, image_tokens: int) -> tuple[str | None, int]:
         raise RequestError(f"speculative is {mode!r}", f"use one of {', '.join(MODES)}, or None for the plain loop")
     if window is None:
         return mode, DEFAULT_WINDOW
-    return mode, integer("window", window, 1, image_tokens,
-                         f"use 1 to {image_tokens} draft positions per pass ({DEFAULT_WINDOW} is the default)")
+    return mode, integer("window", window, 1, MAX_WINDOW,
+                         f"use 1 to {MAX_WINDOW} positions per decoder pass ({DEFAULT_WINDOW} is the default)")
 
 
 def max_new_tokens(value, max_context: int) -> int:

@@ -36,6 +36,7 @@ from ..sampling import sample
 
 MODES = ("sjd", "maximal", "gumbel")
 DEFAULT_WINDOW = 16  # SCD's janus_pro default (its --max_num_new_tokens)
+MAX_WINDOW = 64  # the widest window a request may ask for: TensorRT profiles cover verify passes up to it
 
 # forward(inputs [n, S], cached) -> p [n, S, V]: feeds the tokens of positions cached..cached+S-1 over a cache that
 # keeps positions < cached (forgetting any later ones) and returns the distributions of positions cached+1..cached+S
