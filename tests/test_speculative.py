@@ -269,3 +269,21 @@ def test_acceptance_reproduces_scds_own_code_on_a_saved_vector():
         assert kept == VECTOR["maximal_kept"][b]
         gumbels = speculative.gumbel_noise(np.array(VECTOR["gumbel_uniform"][b]))
         assert speculative.gumbel_argmax(p[b], gumbels).tolist() == VECTOR["gumbel_tokens"][b]
+
+
+def test_bench_rows_follow_the_schema_and_count_passes(runtime):
+    import jsonschema
+
+    from janus_edge.bench import Settings, load_schema
+    from janus_edge.bench.speculative import speculative_rows
+
+    rows = speculative_rows(runtime, Settings(speculative=("sjd",), window=2, image_runs=1))
+    schema = load_schema()
+    for row in rows:
+        jsonschema.validate(row, {"$defs": schema["$defs"], "$ref": "#/$defs/speculative"})
+    plain, sjd = rows
+    steps = runtime.manifest.generation.image_tokens
+    assert (plain["mode"], plain["decoder_passes"], plain["window"]) == ("plain", steps - 1, 1)
+    assert sjd["mode"] == "sjd" and sjd["decoder_passes"] == sum(sjd["tokens_per_pass_histogram"])
+    for target, effect in sjd["modelled"].items():  # plan's floors: a 2-wide pass costs at least a 1-wide step
+        assert effect["pass_ms"] >= effect["one_token_step_ms"] > 0, target
