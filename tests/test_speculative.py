@@ -287,3 +287,14 @@ def test_bench_rows_follow_the_schema_and_count_passes(runtime):
     assert sjd["mode"] == "sjd" and sjd["decoder_passes"] == sum(sjd["tokens_per_pass_histogram"])
     for target, effect in sjd["modelled"].items():  # plan's floors: a 2-wide pass costs at least a 1-wide step
         assert effect["pass_ms"] >= effect["one_token_step_ms"] > 0, target
+
+
+def test_cli_generate_speculative_prints_its_passes_and_refuses_a_bad_window(export_hf, tmp_path):
+    from conftest import run_cli
+
+    result = run_cli("generate", export_hf, "--prompt", PROMPT, "-n", "1", "--temperature", "0", "--speculative",
+                     "gumbel", "--window", "2", "--out", tmp_path / "out", check_code=0)
+    assert "speculative gumbel (window 2):" in result.stdout and "decoder passes" in result.stdout
+    bad = run_cli("generate", export_hf, "--prompt", PROMPT, "--speculative", "sjd", "--window", "0", "--out",
+                  tmp_path / "bad", check_code=2)
+    assert "window is 0" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
