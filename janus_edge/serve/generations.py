@@ -7,8 +7,11 @@ import asyncio
 import base64
 import io
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
+
+from janus_edge.runtime.pipelines import requests
 
 from . import dispatch
 from .errors import APIError
@@ -33,7 +36,9 @@ def add_image_route(app: FastAPI) -> None:
             raise APIError(400, f"n={body.n} is over this export's limit of {most} images per request (each image "
                            "takes 2 batch rows for guidance)", param="n", code="n_too_large")
         start = time.monotonic()
-        speculative = {k: v for k, v in (("speculative", body.speculative), ("window", body.window)) if v is not None}
+        requests.speculative(body.speculative, body.window)  # a bad mode or window: 400 now, not after queueing
+        speculative: dict[str, Any] = {k: v for k, v in (("speculative", body.speculative), ("window", body.window))
+                                       if v is not None}
         job = ImageJob(loop=asyncio.get_running_loop(), timeout_s=state.config.timeout_s, prompt=body.prompt,
                        n=body.n, cfg_weight=body.cfg_weight, temperature=body.temperature, seed=body.seed,
                        **speculative)

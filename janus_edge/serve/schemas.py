@@ -7,8 +7,6 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from janus_edge.runtime.pipelines.speculative import MAX_WINDOW, MODES
-
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +60,6 @@ class ImageGenerationRequest(Strict):
     seed: Optional[int] = None
     cfg_weight: Optional[float] = Field(None, ge=0)
     temperature: Optional[float] = Field(None, ge=0)
-    speculative: Optional[Literal[MODES]] = None  # janus-edge: speculative decoding mode (docs/SPECULATIVE.md)
-    window: Optional[int] = Field(None, ge=1, le=MAX_WINDOW)  # positions per decoder pass with `speculative`
+    speculative: Optional[str] = None  # janus-edge: sjd, maximal or gumbel (docs/SPECULATIVE.md), checked by the route
+    window: Optional[int] = None  # positions per decoder pass with `speculative`
     user: Optional[str] = None

@@ -67,8 +67,9 @@ class SpeculativeStats:
                 "tokens_per_pass_histogram": np.bincount(counts, minlength=self.window + 1)[1:].tolist()}
 
 
-def accepts(r: float, q_x: float, p_x: float) -> bool:
-    """The speculative sampling test: accept a draft x ~ q with probability min(1, p(x) / q(x))."""
+def accepts(r, q_x, p_x):
+    """The speculative sampling test: accept a draft x ~ q with probability min(1, p(x) / q(x)) (numbers or
+    arrays of them)."""
     return r * q_x < p_x
 
 
