@@ -23,6 +23,7 @@ from janus_edge.runtime.pipelines import speculative
 from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW, MODES, SpeculativeDecoder
 from janus_edge.runtime.sampling import Sampler
 from standin_env import build_standin_engines, standin_imports
+from test_janusflow import flow_dir, flow_export, flow_runtime  # noqa: F401 (fixtures: the tiny JanusFlow export)
 
 PROMPT = "a red fox"
 WINDOW = 4  # CPU passes cost about the window's width on the tiny model; one test runs the default
@@ -298,3 +299,9 @@ def test_cli_generate_speculative_prints_its_passes_and_refuses_a_bad_window(exp
     bad = run_cli("generate", export_hf, "--prompt", PROMPT, "--speculative", "sjd", "--window", "0", "--out",
                   tmp_path / "bad", check_code=2)
     assert "window is 0" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_janusflow_refuses_speculative_decoding_in_one_line(flow_runtime):
+    with pytest.raises(RequestError, match="does not apply to JanusFlow") as caught:
+        flow_runtime.generate_images(PROMPT, n=1, speculative="sjd")
+    assert "\n" not in str(caught.value) and caught.value.hint
