@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.pipelines import speculative
+from janus_edge.runtime.pipelines import requests, speculative
 from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW, MODES, SpeculativeDecoder
 from janus_edge.runtime.sampling import Sampler
 from standin_env import build_standin_engines, standin_imports
@@ -53,11 +53,12 @@ def test_greedy_speculative_tokens_equal_the_plain_loop_on_both_kv_forms(form_ru
     _check_same_tokens(plain, results, steps)
 
 
-def test_top_k_1_and_the_default_window_give_the_plain_tokens_too(runtime):
+def test_top_k_1_gives_the_plain_tokens_too_and_the_window_defaults_to_16(runtime):
     plain = runtime.generate_images(PROMPT, n=1, seed=5, temperature=1.0, top_k=1)
-    result = runtime.generate_images(PROMPT, n=1, seed=5, temperature=1.0, top_k=1, speculative="gumbel")
-    assert result.speculative["window"] == DEFAULT_WINDOW
+    result = runtime.generate_images(PROMPT, n=1, seed=5, temperature=1.0, top_k=1, speculative="gumbel",
+                                     window=WINDOW)
     np.testing.assert_array_equal(result.tokens, plain.tokens)
+    assert requests.speculative("maximal", None) == ("maximal", DEFAULT_WINDOW) == ("maximal", 16)
 
 
 def _with_verify_profiles(original):
