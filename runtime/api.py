@@ -95,8 +95,13 @@ class JanusRuntime(Closeable):
                         temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                         seed: int | None = None, progress: Callable[[int, int], None] | None = None,
                         steps: int | None = None, initial_latents=None,
-                        should_stop: StopCallback | None = None) -> GeneratedImages:
+                        should_stop: StopCallback | None = None, speculative: str | None = None,
+                        window: int | None = None) -> GeneratedImages:
         """Generates `n` 384x384 images for `prompt`; temperature 0 picks the argmax token at every step.
+
+        `speculative` ("sjd", "maximal" or "gumbel") decodes `window` positions per decoder pass (default 16) and
+        keeps the sampled distribution exactly (with temperature 0: the same tokens); the result's `speculative`
+        says how many passes it took (docs/SPECULATIVE.md).
 
         JanusFlow exports run the rectified flow instead and return `FlowImages` (with the final `latents`):
         `steps` Euler steps (default 30) from seeded noise or from `initial_latents` [n,4,48,48] (which then set
@@ -107,6 +112,9 @@ class JanusRuntime(Closeable):
         weight = requests.cfg_weight(defaults.cfg_weight if cfg_weight is None else cfg_weight)
         n = requests.integer("n", n, -math.inf, math.inf, "pass the number of images as an integer")
         if self._flow is not None:
+            if speculative is not None or window is not None:
+                raise RequestError("speculative decoding does not apply to JanusFlow (its flow steps are not token "
+                                   "steps)", "drop speculative and window for this export")
             if temperature is not None or top_k is not None or top_p is not None:
                 raise RequestError("temperature, top_k and top_p do not apply to JanusFlow's flow (it samples no "
                                    "tokens)", "drop them; steps, cfg_weight and seed steer JanusFlow")
@@ -119,8 +127,9 @@ class JanusRuntime(Closeable):
             raise RequestError("steps and initial_latents apply to JanusFlow exports only",
                                f"this export is {self.manifest.model.family}: drop them")
         sampler = requests.sampler(defaults.temperature if temperature is None else temperature, top_k, top_p, seed)
+        mode, window = requests.speculative(speculative, window)
         with self._lock.hold():
-            return self._generation.run(prompt, n, weight, sampler, progress, should_stop)
+            return self._generation.run(prompt, n, weight, sampler, progress, should_stop, mode, window)
 
     def _limit(self, max_new_tokens: int | None) -> int:
         default = self.manifest.generation.understanding_max_new_tokens

@@ -30,13 +30,16 @@ class Sampler:
         a seed gives the same tokens on every backend."""
         return self.rng.random((rows, 1))
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        """logits [B, V] -> token ids [B] (int64)."""
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution a token is drawn from, float64 [..., V]: softmax(logits / T) after top-k and top-p
+        (a one-hot of the argmax when greedy). Speculative decoding verifies drafts against exactly this."""
         if self.temperature == 0:
-            return logits.argmax(-1).astype(np.int64)
+            probs = np.zeros(logits.shape, dtype=np.float64)
+            np.put_along_axis(probs, logits.argmax(-1)[..., None], 1.0, -1)
+            return probs
         scores = logits.astype(np.float64) / self.temperature
         if self.top_k is not None and self.top_k < scores.shape[-1]:
-            kth = np.partition(scores, -self.top_k, axis=-1)[:, -self.top_k][:, None]
+            kth = np.partition(scores, -self.top_k, axis=-1)[..., -self.top_k][..., None]
             scores = np.where(scores < kth, -np.inf, scores)
         probs = np.exp(scores - scores.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
@@ -48,5 +51,18 @@ class Sampler:
             np.put_along_axis(mask, order, drop, -1)
             probs = np.where(mask, 0.0, probs)
             probs /= probs.sum(-1, keepdims=True)
-        draws = self.draw(probs.shape[0])
-        return np.minimum((np.cumsum(probs, -1) < draws).sum(-1), probs.shape[-1] - 1).astype(np.int64)
+        return probs
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        """logits [B, V] -> token ids [B] (int64)."""
+        if self.temperature == 0:
+            return logits.argmax(-1).astype(np.int64)
+        probs = self.probabilities(logits)
+        return sample(probs, self.draw(probs.shape[0]))
+
+
+def sample(probs: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Inverse-CDF choice for probs [..., V] and uniforms `draws` [..., 1] in [0, 1): token k where
+    cdf[k-1] <= u * total < cdf[k], so a zero-probability token is never chosen, whatever the rounding."""
+    cdf = np.cumsum(probs, -1)
+    return (cdf <= draws * cdf[..., -1:]).sum(-1).astype(np.int64)

@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW
+
 STAGES = ("load", "vision", "prefill", "ttft", "decode", "images", "understand", "vq")
 IMAGE_COUNTS = (1, 2, 4, 8)  # images per generation call: the CFG batch is 2n rows, reading the weights once a step
 UNDERSTAND_BATCHES = (1, 2, 4)
@@ -30,6 +32,8 @@ class Settings:
     threads: int = 0  # PyTorch intra-op threads; 0: every core of this machine
     seed: int = 0
     flow_steps: int = 30  # Euler steps per JanusFlow image (the images stage)
+    speculative: tuple = ()  # speculative decoding modes to time next to the plain loop (one image per call)
+    window: int = DEFAULT_WINDOW  # their window
 
 
 @dataclass
@@ -40,7 +44,7 @@ class Result:
     backend: str = ""  # onnxruntime or tensorrt (exports); pytorch (reference)
     reference: dict = field(default_factory=dict)  # exactly what a reference row is (attention, dtype, threads...)
     metrics: dict = field(default_factory=dict)  # name -> timing ({median, min, max, runs, unit}) or a number
-    throughput: dict = field(default_factory=lambda: {"images": [], "understanding": []})
+    throughput: dict = field(default_factory=lambda: {"images": [], "understanding": [], "speculative": []})
     weight_bytes: dict = field(default_factory=dict)  # graph (or module) -> bytes
     kv: dict = field(default_factory=dict)  # {"bytes_per_position_per_row", "itemsize"} in the KV dtype
     floors: dict = field(default_factory=dict)  # "b1", "b2" -> bytes read per step, floors and ratios; "flow_step"

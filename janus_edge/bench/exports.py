@@ -79,6 +79,10 @@ def measure_export(directory: str, settings: Settings) -> Result:
                     generate=lambda n: runtime.generate_images("a red fox", n=n, seed=0, **steps),
                     understand=lambda batch: runtime.understand_batch(
                         [[Turn("Describe this image.", [image])]] * batch, max_new_tokens=settings.understand_tokens))
+    if settings.speculative and manifest.flow is None:
+        from .speculative import speculative_rows
+
+        result.throughput["speculative"] = speculative_rows(runtime, settings)
     if "vq" in stages and manifest.flow is None:
         ids = rng.integers(0, model.codebook_size, (1, model.num_image_tokens))
         metrics["vq_decode"] = timed(lambda: backend.run("vq_decoder", image_ids=ids), settings.runs, settings.warmup)

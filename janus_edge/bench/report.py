@@ -137,6 +137,13 @@ def format_report(report: dict) -> str:
     lines = [f"{'metric':<28}" + "".join(f"{r['label']:>{width}}" for r in results)]
     lines += [f"{name:<28}" + "".join(f"{c:>{width}}" for c in cells) for name, cells in rows.items()]
     lines += [f"{r['label']}: ERROR {r['error']}" for r in results if r["error"]]
+    if any(r["throughput"].get("speculative") for r in results):
+        from .speculative import CAVEAT, format_rows
+
+        for r in results:
+            lines += format_rows(r["label"], r["throughput"].get("speculative", []))
+        lines.append(f"speculative: one image per call, same seed; modelled = plan's floors per target, a pass of w "
+                     f"positions = max(bytes / bandwidth, w x FLOPs / peak); {CAVEAT}")
     lines += [f"{r['label']}: " + ", ".join(f"{k} {v}" for k, v in r["reference"].items())
               for r in results if r["reference"]]
     lines.append(f"copy bandwidth {report['machine']['copy_bandwidth_gbs']:.1f} GB/s; weight floor = (decoder + head "

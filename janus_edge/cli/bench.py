@@ -30,6 +30,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--understand-batches", default=",".join(map(str, UNDERSTAND_BATCHES)),
                         help="understanding requests per call to time")
     parser.add_argument("--understand-tokens", type=int, default=16, help="max new tokens per understanding request")
+    parser.add_argument("--speculative", default="",
+                        help="comma-separated speculative decoding modes (sjd,maximal,gumbel) to time next to the "
+                             "plain loop: passes per image, tokens per pass, seconds per image, and the modelled GPU "
+                             "effect; acceptance on random weights says nothing about real ones")
+    parser.add_argument("--window", type=int, default=None, help="positions per pass for --speculative (default 16)")
     parser.add_argument("--json", default=None, help="write the report as JSON (janus_edge/data/bench.schema.json)")
     parser.add_argument("--plot", default=None, help="write a PNG chart comparing the rows stage by stage")
 
@@ -37,6 +42,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from janus_edge.bench import Settings, check_directory, format_report, plot, run_bench, write_json
     from janus_edge.runtime.errors import RequestError
+    from janus_edge.runtime.pipelines import requests
 
     if not args.directories and not args.reference:
         raise RequestError("nothing to measure", "pass export or engine directories, --reference MODEL_DIR, or both")
@@ -53,10 +59,13 @@ def run(args) -> int:
 
         load_config(args.reference)  # a clear error for a directory that is not a checkpoint
         configs = parse_configs(args.reference_configs, gpu=_has_cuda())
+    modes = tuple(m for m in args.speculative.split(",") if m)
+    checked = [requests.speculative(mode, args.window) for mode in modes or (None,)]  # errors before measuring
+    window = checked[0][1] if modes else Settings.window
     settings = Settings(runs=args.runs, warmup=args.warmup, past=args.past, prompt_lengths=_ints(args.prompt_lengths),
                         image_counts=_ints(args.image_counts), image_runs=args.image_runs,
                         understand_batches=_ints(args.understand_batches), understand_tokens=args.understand_tokens,
-                        stages=stages, threads=args.threads)
+                        stages=stages, threads=args.threads, speculative=modes, window=window)
     report = run_bench(args.directories, args.reference, settings, configs)
     print(format_report(report))
     if args.json:

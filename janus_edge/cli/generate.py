@@ -1,4 +1,5 @@
-"""`janus-edge generate EXPORT_DIR --prompt TEXT [-n 4] [--seed S] --out DIR`: images, a grid, a progress bar."""
+"""`janus-edge generate EXPORT_DIR --prompt TEXT [-n 4] [--seed S] [--speculative MODE] --out DIR`: images, a grid,
+a progress bar."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 from pathlib import Path
 
 from janus_edge.cli.runtime_options import add_runtime_arguments, load_runtime
+from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW, MODES
 
 
 def add_arguments(parser) -> None:
@@ -19,6 +21,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=None, help="default 1; 0 takes the argmax token")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--speculative", default=None, choices=MODES,
+                        help="decode a window of draft tokens per decoder pass (same distribution, fewer passes; "
+                             "docs/SPECULATIVE.md)")
+    parser.add_argument("--window", type=int, default=None,
+                        help=f"positions per decoder pass with --speculative (default {DEFAULT_WINDOW})")
     parser.add_argument("--steps", type=int, default=None, help="JanusFlow: Euler steps of the flow (default 30)")
     parser.add_argument("--initial-latents", default=None, metavar="FILE.npy",
                         help="JanusFlow: start from these latents [n,4,48,48] (sets n) instead of seeded noise")
@@ -59,14 +66,23 @@ def run(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():  # found before minutes of generation, not after
         raise RequestError(f"--out {args.out} is a file", "pass a directory for the PNG files")
     runtime = load_runtime(args)
-    flow = {"steps": args.steps, "initial_latents": _latents(args.initial_latents)}
+    given = {"steps": args.steps, "initial_latents": _latents(args.initial_latents),
+             "speculative": args.speculative, "window": args.window}
     result = runtime.generate_images(args.prompt, n=args.n, cfg_weight=args.cfg_weight,
                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                                      seed=args.seed, progress=progress_bar("generating"),
-                                     **{k: v for k, v in flow.items() if v is not None})
+                                     **{k: v for k, v in given.items() if v is not None})
     paths = save_images(result, Path(args.out))
     print(f"saved {len(result.images)} images and a grid: {', '.join(str(p) for p in paths)}")
+    if result.speculative:
+        print(speculative_line(result.speculative))
     return 0
+
+
+def speculative_line(summary: dict) -> str:
+    """One line on what speculative decoding did (bench prints the same)."""
+    return (f"speculative {summary['mode']} (window {summary['window']}): {summary['decoder_passes']} decoder passes, "
+            f"{summary['tokens_per_pass_mean']:.2f} tokens per pass per image")
 
 
 def _latents(path: str | None):

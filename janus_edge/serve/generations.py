@@ -1,4 +1,5 @@
-"""POST /v1/images/generations: 384x384 PNGs as base64, with janus-edge's cfg_weight and temperature."""
+"""POST /v1/images/generations: 384x384 PNGs as base64, with janus-edge's cfg_weight, temperature and speculative
+decoding (`speculative`, `window`)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import asyncio
 import base64
 import io
 import time
+from typing import Any
 
 from fastapi import FastAPI, Request
+
+from janus_edge.runtime.pipelines import requests
 
 from . import dispatch
 from .errors import APIError
@@ -32,13 +36,18 @@ def add_image_route(app: FastAPI) -> None:
             raise APIError(400, f"n={body.n} is over this export's limit of {most} images per request (each image "
                            "takes 2 batch rows for guidance)", param="n", code="n_too_large")
         start = time.monotonic()
+        requests.speculative(body.speculative, body.window)  # a bad mode or window: 400 now, not after queueing
+        speculative: dict[str, Any] = {k: v for k, v in (("speculative", body.speculative), ("window", body.window))
+                                       if v is not None}
         job = ImageJob(loop=asyncio.get_running_loop(), timeout_s=state.config.timeout_s, prompt=body.prompt,
-                       n=body.n, cfg_weight=body.cfg_weight, temperature=body.temperature, seed=body.seed)
+                       n=body.n, cfg_weight=body.cfg_weight, temperature=body.temperature, seed=body.seed,
+                       **speculative)
         dispatch.submit(request, job)
         result = await dispatch.wait(request, job)
         data = [{"b64_json": await asyncio.to_thread(_png_base64, image)} for image in result.images]
         state.metrics.latency.labels("images").observe(time.monotonic() - start)
-        return {"created": int(time.time()), "data": data}
+        extra = {"speculative": result.speculative} if result.speculative else {}  # passes, tokens per pass
+        return {"created": int(time.time()), "data": data, **extra}
 
 
 def _png_base64(image) -> str:

@@ -60,4 +60,6 @@ class ImageGenerationRequest(Strict):
     seed: Optional[int] = None
     cfg_weight: Optional[float] = Field(None, ge=0)
     temperature: Optional[float] = Field(None, ge=0)
+    speculative: Optional[str] = None  # janus-edge: sjd, maximal or gumbel (docs/SPECULATIVE.md), checked by the route
+    window: Optional[int] = None  # positions per decoder pass with `speculative`
     user: Optional[str] = None

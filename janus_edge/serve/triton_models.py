@@ -4,7 +4,8 @@ logic lives here, versioned with the runtime. Imports nothing of Triton at modul
 exists only inside the backend's stub process.
 
 Tensors (all optional but the text): QUESTION / PROMPT BYTES [1]; IMAGES BYTES [-1] (encoded image files);
-MAX_TOKENS INT32 [1]; N INT32 [1]; TEMPERATURE, TOP_P, CFG_WEIGHT FP32 [1]; SEED INT64 [1].
+MAX_TOKENS INT32 [1]; N INT32 [1]; TEMPERATURE, TOP_P, CFG_WEIGHT FP32 [1]; SEED INT64 [1]; generation's
+SPECULATIVE BYTES [1] (sjd, maximal or gumbel) and WINDOW INT32 [1].
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ class GenerationModel(_RuntimeModel):
                 result = self.runtime.generate_images(
                     self._text(request, "PROMPT"), n=self._scalar(request, "N", int) or 1,
                     cfg_weight=self._scalar(request, "CFG_WEIGHT", float),
-                    temperature=self._scalar(request, "TEMPERATURE", float), seed=self._scalar(request, "SEED", int))
+                    temperature=self._scalar(request, "TEMPERATURE", float), seed=self._scalar(request, "SEED", int),
+                    speculative=self._text(request, "SPECULATIVE") or None, window=self._scalar(request, "WINDOW", int))
             except JanusEdgeError as exc:
                 responses.append(self._error(exc))
                 continue

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import Cancelled, RequestError
 from ..sampling import Sampler
+from .speculative import DEFAULT_WINDOW, MAX_WINDOW, MODES
 
 MAX_CFG_WEIGHT = 100.0  # logits are u + w (c - u): far past the useful 1-10, float32 logits overflow to NaN
 MIN_TEMPERATURE = 1e-4  # below it sampling is the argmax in all but name, and logits / T can overflow
@@ -68,6 +69,21 @@ def checked_seed(value) -> int | None:
 def cfg_weight(value) -> float:
     return real("cfg_weight", value, 0.0, MAX_CFG_WEIGHT,
                 f"use a guidance weight from 0 to {MAX_CFG_WEIGHT:g} (5 is Janus-Pro's default)")
+
+
+def speculative(mode, window) -> tuple[str | None, int]:
+    """The speculative decoding mode (None: one token per decoder pass) and its window (None: the default)."""
+    if mode is None:
+        if window is not None:
+            raise RequestError(f"window is {window!r} without a speculative mode",
+                               f"pass speculative= one of {', '.join(MODES)}, or drop window")
+        return None, 1
+    if not isinstance(mode, str) or mode not in MODES:
+        raise RequestError(f"speculative is {mode!r}", f"use one of {', '.join(MODES)}, or None for the plain loop")
+    if window is None:
+        return mode, DEFAULT_WINDOW
+    return mode, integer("window", window, 1, MAX_WINDOW,
+                         f"use 1 to {MAX_WINDOW} positions per decoder pass ({DEFAULT_WINDOW} is the default)")
 
 
 def max_new_tokens(value, max_context: int) -> int:
