@@ -17,19 +17,18 @@ allocates from (`runtime.backends.trt_memory`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from janus_edge.export.configs import PRESETS
 from janus_edge.export.janusflow import presets as flow_presets
 from janus_edge.export.janusflow.presets import FlowSizes
 from janus_edge.export.precision import Precision, parse_precision
-from janus_edge.export.tensorrt.flow_profiles import TYPICAL_TEXT_PROMPT
-from pathlib import Path
-
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, prefill_layout
 from janus_edge.runtime.manifest import ModelInfo, kv_output
+from janus_edge.runtime.profiles import TYPICAL_TEXT_PROMPT
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
           "janusflow-1.3b": flow_presets.model_info("janusflow-1.3b")}
@@ -189,7 +188,7 @@ def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacit
 
 
 def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
-    """What the TensorRT backend allocates next to the cache for such a request (`runtime.sizing`'s numbers): the
+    """What the TensorRT backend allocates next to the cache for such a request (`runtime.kv`'s numbers): the
     spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
     each, so activations count once (the largest of prefill, vision and VQ, below)."""
     capacity = capacity or kv.request_capacity(context, context)
@@ -232,9 +231,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
     chosen = parse_precision(precision)
-    if "kv8" in chosen.words:
-        raise RequestError("kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not "
-                           "on the TensorRT targets plan sizes", "leave kv8 out of --precision")
+    kv.check_support(precision_words=chosen.words, backend=kv.TENSORRT, family=d.family)
     params = graph_parameters(d, flow)
     pinned = lambda g: g in flow_presets.FP32_ONLY and flow is not None  # noqa: E731  JanusFlow's fp32-only graphs
     schemes = {g: "fp32" if pinned(g) else chosen.graph(g) for g in params}

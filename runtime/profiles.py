@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .kv import kv_input, request_capacity
 from .manifest import Manifest
+from .pipelines.speculative import MAX_WINDOW
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
@@ -69,10 +70,11 @@ def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, li
         "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
         "text_embedding": [{"input_ids": [[1, 1], [1, prompt], [batch, context]]},
                            {"input_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
-        "generation_embedding": [{"image_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        # up to a speculative window of positions per row (the verify pass); one position per row is the opt
+        "generation_embedding": [{"image_ids": [[1, 1], [cfg_rows, 1], [batch, MAX_WINDOW]]}],
         "decoder": [prefill, decode],
         "lm_head": [one_position(hidden)],
-        "generation_head": [one_position(hidden)],
+        "generation_head": [{"hidden_states": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, MAX_WINDOW, hidden]]}],
         "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
         "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
     }

@@ -82,3 +82,49 @@ def form_runtime(request, runtime):
     if request.param == "in_place":
         return runtime
     return JanusRuntime.load(request.getfixturevalue("export_gqa"))
+
+
+@pytest.fixture(scope="session")
+def standin_engines(tmp_path_factory, export_hf):
+    """The tiny export's engines built on the TensorRT stand-in (tests/standin_env.py), shared by every test module."""
+    from standin_env import build_standin_engines
+
+    return build_standin_engines(export_hf, tmp_path_factory.mktemp("standin"))
+
+
+SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4", "fp16,w4"]  # the calibrated exports every precision test reads
+
+
+@pytest.fixture(scope="session")
+def calibrated(tmp_path_factory, export_hf):
+    """The tiny export calibrated with each of `SCHEMES`, made once per session."""
+    from janus_edge.calibration.calibrate import calibrate
+
+    out = {}
+    for scheme in SCHEMES:
+        out[scheme] = tmp_path_factory.mktemp("calibrated") / scheme.replace(",", "-")
+        calibrate(export_hf, out[scheme], scheme, samples=2, log=lambda message: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def flow_dir(tmp_path_factory):
+    from janus_edge.export.janusflow.tiny import write_janusflow
+
+    return write_janusflow(tmp_path_factory.mktemp("ckpt") / "janusflow")
+
+
+@pytest.fixture(scope="session")
+def flow_export(tmp_path_factory, flow_dir):
+    from janus_edge.export.exporter import export
+
+    out = tmp_path_factory.mktemp("export") / "janusflow-fp32"
+    export(flow_dir, out, log=lambda message: None, vae=flow_dir / "vae")
+    return out
+
+
+@pytest.fixture(scope="session")
+def flow_runtime(flow_export):
+    from janus_edge.runtime import JanusRuntime
+
+    return JanusRuntime.load(flow_export)

@@ -9,25 +9,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import run_cli
+from conftest import SCHEMES, run_cli
 from janus_edge.calibration.accuracy import accuracy
 from janus_edge.calibration.calibrate import calibrate
 from janus_edge.calibration.data import load_set
 from janus_edge.export.compare import compare
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import RequestError
-
-SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4", "fp16,w4"]
-
-
-@pytest.fixture(scope="session")
-def calibrated(tmp_path_factory, export_hf):
-    out = {}
-    for scheme in SCHEMES:
-        out[scheme] = tmp_path_factory.mktemp("calibrated") / scheme.replace(",", "-")
-        calibrate(export_hf, out[scheme], scheme, samples=2, log=lambda message: None)
-    return out
-
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_scheme_passes_compare_and_runs_both_pipelines(calibrated, tiny_hf, scheme):

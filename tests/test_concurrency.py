@@ -16,7 +16,6 @@ import pytest
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import Cancelled, RequestError
 from standin_env import standin_imports
-from test_tensorrt_standin import standin_engines  # noqa: F401 (a fixture: the tiny export's stand-in engines)
 
 PHOTO = np.random.default_rng(0).integers(0, 255, (90, 120, 3), dtype=np.uint8)
 
@@ -170,7 +169,7 @@ def test_standin_tensorrt_cancelled_generation_returns_every_device_allocation(s
         allocations = []
         for steps in (20, 7, 20):  # the first run loads the engines and sizes their buffers; then nothing new
             with pytest.raises(Cancelled):
-                engines.generate_images("a red fox", n=2, temperature=0, should_stop=_stop_after(steps)[0])
+                engines.generate_images("a red fox", n=1, temperature=0, should_stop=_stop_after(steps)[0])
             allocations.append(dict(cudart.live_allocations()))
         assert allocations[1] == allocations[0] == allocations[2]  # the cache went back to the pool, reused
         question = {"max_new_tokens": 8}

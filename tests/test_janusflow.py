@@ -18,33 +18,10 @@ from conftest import run_cli
 
 
 @pytest.fixture(scope="session")
-def flow_dir(tmp_path_factory):
-    from janus_edge.export.janusflow.tiny import write_janusflow
-
-    return write_janusflow(tmp_path_factory.mktemp("ckpt") / "janusflow")
-
-
-@pytest.fixture(scope="session")
-def flow_export(tmp_path_factory, flow_dir):
-    from janus_edge.export.exporter import export
-
-    out = tmp_path_factory.mktemp("export") / "janusflow-fp32"
-    export(flow_dir, out, log=lambda message: None, vae=flow_dir / "vae")
-    return out
-
-
-@pytest.fixture(scope="session")
 def flow_reference(flow_dir):
     from janus_edge.export.checkpoint import load_checkpoint
 
     return load_checkpoint(flow_dir, vae=flow_dir / "vae")
-
-
-@pytest.fixture(scope="session")
-def flow_runtime(flow_export):
-    from janus_edge.runtime import JanusRuntime
-
-    return JanusRuntime.load(flow_export)
 
 
 def test_checkpoint_has_deepseeks_module_names_and_shapes(flow_dir):
@@ -229,11 +206,11 @@ def test_fp16_export_keeps_time_embedding_and_vae_in_fp32(flow_dir, tmp_path):
 
 
 def test_trt_profiles_cover_the_flow_step_the_pipeline_runs(flow_runtime):
-    from janus_edge.export.tensorrt.flow_profiles import flow_profiles
+    from janus_edge.runtime.profiles import flow_profiles
 
     manifest = flow_runtime.manifest
     profiles = flow_profiles(manifest, manifest.limits.max_batch, manifest.limits.max_context)
-    from janus_edge.runtime.sizing import request_capacity
+    from janus_edge.runtime.kv import request_capacity
 
     prompt = len(flow_runtime.prompts.generation("a red fox in the snow")) - 1
     slots = request_capacity(prompt + 577, manifest.limits.max_context)

@@ -257,19 +257,3 @@ def test_the_device_cache_copies_only_new_positions_and_reuses_buffers_zeroed_on
         again.step(*_feeds(rt, 2, 0, 3, 0))
         assert len(allocated) == count  # the step buffers of the last request too
     rt.close()
-
-
-def test_the_runtimes_profiles_are_the_ones_build_uses(export_hf):
-    """runtime/profiles.py holds the shape arithmetic `janus-edge build` sizes its profiles by, so the runtime need
-    not import export: for the export's own limits both give the same profiles, graph by graph."""
-    from janus_edge.export.tensorrt.profiles import engine_profiles
-    from janus_edge.export.tensorrt.targets import TARGETS
-    from janus_edge.runtime.manifest import load_manifest
-    from janus_edge.runtime.profiles import graph_profiles
-
-    manifest = load_manifest(export_hf)
-    limits = manifest.limits
-    for target in TARGETS.values():
-        context = min(target.max_context, limits.max_context)
-        assert graph_profiles(manifest, limits.max_batch, context) == \
-            engine_profiles(manifest, target, limits.max_batch, context), target.name

@@ -12,10 +12,6 @@ from janus_edge.runtime import JanusRuntime, kv
 from janus_edge.runtime.errors import RequestError
 from standin_env import standin_env
 
-PENDING_OTHER_BRANCH = pytest.mark.xfail(
-    strict=True, reason="plan.py and export/tensorrt/build.py still word this refusal themselves; they call "
-    "kv.check_support after the merge (then drop this mark)")
-
 
 def _refusal(entry) -> RequestError:
     with pytest.raises(RequestError) as info:
@@ -80,7 +76,6 @@ def test_gpu_providers_refuse_the_ort_gqa_form_when_loading(export_gqa, provider
     _is(_refusal(lambda: JanusRuntime.load(export_gqa, providers=providers)), "gqa_gpu", form="ort_gqa")
 
 
-@PENDING_OTHER_BRANCH
 def test_build_refuses_the_ort_gqa_form(export_gqa, tmp_path):
     import subprocess
     import sys
@@ -100,7 +95,6 @@ def test_plan_refuses_kv8_with_fp16():
                                    2048, 1)), "kv8_fp16")
 
 
-@PENDING_OTHER_BRANCH
 def test_plan_refuses_kv8_on_tensorrt():
     from janus_edge.export.tensorrt.targets import TARGETS
     from janus_edge.plan import MODELS, make_plan

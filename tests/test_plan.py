@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import run_cli
-from test_calibration import SCHEMES, calibrated  # noqa: F401 (the calibrated exports fixture, reused)
+from conftest import SCHEMES, run_cli
 from janus_edge.export.configs import janus_config
 from janus_edge.export.precision import parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS

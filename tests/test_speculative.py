@@ -22,8 +22,7 @@ from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.pipelines import requests, speculative
 from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW, MODES, SpeculativeDecoder
 from janus_edge.runtime.sampling import Sampler
-from standin_env import build_standin_engines, standin_imports
-from test_janusflow import flow_dir, flow_export, flow_runtime  # noqa: F401 (fixtures: the tiny JanusFlow export)
+from standin_env import standin_imports
 
 PROMPT = "a red fox"
 WINDOW = 4  # CPU passes cost about the window's width on the tiny model; one test runs the default
@@ -61,35 +60,11 @@ def test_top_k_1_gives_the_plain_tokens_too_and_the_window_defaults_to_16(runtim
     assert requests.speculative("maximal", None) == ("maximal", DEFAULT_WINDOW) == ("maximal", 16)
 
 
-def _with_verify_profiles(original):
-    """engine_profiles plus a profile per window-wide graph (the generation embedding and head at 1..MAX_WINDOW
-    positions) where the build's own profiles lack one; the decoder's verify pass fits its prefill profile."""
-    def profiles(manifest, *args, **kwargs):
-        result = original(manifest, *args, **kwargs)
-        rows, hidden = manifest.limits.max_batch, manifest.model.hidden_size
-        for graph, name, tail in (("generation_embedding", "image_ids", []),
-                                  ("generation_head", "hidden_states", [hidden])):
-            if not any(p[name][2][1] >= MAX_WINDOW for p in result[graph]):
-                result[graph].append({name: [[1, 1, *tail], [min(2, rows), DEFAULT_WINDOW, *tail],
-                                             [rows, MAX_WINDOW, *tail]]})
-        return result
-    return profiles
-
-
-@pytest.fixture(scope="module")
-def verify_engines(tmp_path_factory, export_hf):
-    from janus_edge.export.tensorrt import build
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(build, "engine_profiles", _with_verify_profiles(build.engine_profiles))
-        return build_standin_engines(export_hf, tmp_path_factory.mktemp("standin-verify"))
-
-
-def test_greedy_speculative_tokens_equal_the_plain_loop_on_the_tensorrt_standin(verify_engines, runtime):
+def test_greedy_speculative_tokens_equal_the_plain_loop_on_the_tensorrt_standin(standin_engines, runtime):
     with standin_imports():
         from janus_edge.runtime import JanusRuntime
 
-        engines = JanusRuntime.load(verify_engines)
+        engines = JanusRuntime.load(standin_engines)
         assert engines.backend.name == "tensorrt"
         plain, results = _plain_and_modes(engines, 1, temperature=0)
         _check_same_tokens(plain, results, engines.manifest.generation.image_tokens)

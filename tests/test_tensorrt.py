@@ -19,7 +19,6 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import run_cli
-from test_calibration import calibrated  # noqa: F401 (the calibrated exports fixture, reused)
 from janus_edge.export.tensorrt.sampler_graph import sampler_graph
 from janus_edge.export.tensorrt.check import VERSIONS, check_export, check_model, support_table
 from janus_edge.export.tensorrt.profiles import engine_profiles
@@ -35,9 +34,11 @@ TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backe
                "janus_edge.runtime.backends.trt_decoder", "janus_edge.runtime.backends.engine_manifest",
                "janus_edge.runtime.backends.trt_memory",
                "janus_edge.export.tensorrt.build", "janus_edge.export.tensorrt.profiles",
-               "janus_edge.export.tensorrt.flow_profiles", "janus_edge.export.tensorrt.check",
+               "janus_edge.runtime.profiles", "janus_edge.export.tensorrt.check",
                "janus_edge.export.tensorrt.sampler_graph", "janus_edge.export.tensorrt.targets",
-               "janus_edge.cli.build", "janus_edge.cli.check_trt", "janus_edge.gpu_check"]
+               "janus_edge.cli.build", "janus_edge.cli.check_trt", "janus_edge.gpu_check", "janus_edge.cli.gpu_check",
+               "janus_edge.gpucheck.machine", "janus_edge.gpucheck.engines", "janus_edge.gpucheck.forced",
+               "janus_edge.gpucheck.measure", "janus_edge.gpucheck.report", "janus_edge.gpucheck.tolerances"]
 
 
 def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):

@@ -21,11 +21,6 @@ from test_tensorrt import _patched_stubs
 IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
 
 
-@pytest.fixture(scope="module")
-def standin_engines(tmp_path_factory, export_hf):
-    return build_standin_engines(export_hf, tmp_path_factory.mktemp("standin"))
-
-
 def _cli(*args, **machine) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "janus_edge", *map(str, args)], capture_output=True, text=True,
                           timeout=600, env=standin_env(**machine))
@@ -77,18 +72,18 @@ def test_standin_decode_steps_write_in_place_replay_a_cuda_graph_and_allocate_no
     with standin_imports():
         from cuda.bindings import runtime as cudart
 
-        from janus_edge.runtime import JanusRuntime, sizing
+        from janus_edge.runtime import JanusRuntime, kv
 
         trt, cpu = JanusRuntime.load(engines).backend, JanusRuntime.load(export).backend
         model, rows, prompt, steps = trt.manifest.model, 2, 10, 150
-        capacity = sizing.request_capacity(prompt + steps, trt.manifest.limits.max_context)
+        capacity = kv.request_capacity(prompt + steps, trt.manifest.limits.max_context)
         rng = np.random.default_rng(1)
         ids = rng.integers(0, 100, (rows, prompt + steps))
         kv_dtype = trt.manifest.kv_dtype
         assert kv_dtype == ("float16" if precision == "fp16" else "float32")
         with trt.kv_decoder(rows, capacity) as decoder, cpu.kv_decoder(rows, capacity) as reference:
-            tensor = sizing.kv_cache_bytes(1, model.num_kv_heads, model.head_dim, kv_dtype, rows, capacity) // 2
-            cache = sizing.kv_cache_bytes(model.num_layers, model.num_kv_heads, model.head_dim, kv_dtype, rows, capacity)
+            tensor = kv.tensor_bytes(model, kv_dtype, rows, capacity)
+            cache = kv.cache_bytes(model, kv_dtype, rows, capacity)
             assert decoder.nbytes == cache + tensor  # the cache and one spare tensor for bucket crossings
             sizes = sorted(cudart.live_allocations().values())
             assert sizes.count(tensor) >= 2 * model.num_layers + 1
@@ -107,7 +102,7 @@ def test_standin_decode_steps_write_in_place_replay_a_cuda_graph_and_allocate_no
                                            else 1e-5)
                 allocations.append(cudart.live_allocations())
             assert all(a == allocations[0] for a in allocations)  # same pointers and sizes at every decode step
-            buckets = len({sizing.bucket(length + 1) for length in range(prompt, prompt + steps)})
+            buckets = len({kv.bucket(length + 1) for length in range(prompt, prompt + steps)})
             assert buckets == 3 and decoder.captures == buckets
             assert decoder.replays == steps - buckets == cudart.graph_launches() - launches
         trt.close()
@@ -311,7 +306,7 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
     with standin_imports():
         from cuda.bindings import runtime as cudart
 
-        from janus_edge.runtime import JanusRuntime, sizing
+        from janus_edge.runtime import JanusRuntime, kv
 
         with JanusRuntime.load(engines) as runtime:
             manifest, model = runtime.manifest, runtime.manifest.model
@@ -323,5 +318,5 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
             with runtime.backend.kv_decoder(4, capacity=context) as decoder:
                 added = {p: n for p, n in cudart.live_allocations().items() if p not in before}
                 assert sum(added.values()) == plan.kv_cache_bytes + plan.runtime_buffers_bytes
-                spare = sizing.kv_spare_bytes(model.num_kv_heads, model.head_dim, manifest.kv_dtype, 4, context)
+                spare = kv.spare_bytes(model, manifest.kv_dtype, 4, context)
                 assert decoder.nbytes == plan.kv_cache_bytes + spare

@@ -1,8 +1,7 @@
 """The TensorRT stage: an export -> engines for one target.
 
     targets.py        the deployment targets (memory, bandwidth, TensorRT version, workspace, context)
-    profiles.py       optimisation profiles per graph from the manifest's limits and the target's
-    flow_profiles.py  the extra profiles of a JanusFlow export
+    profiles.py       optimisation profiles per graph (runtime/profiles.py's shapes) for a target and request size
     sampler_graph.py  the two small device-side sampler graphs built beside the exported ones
     check.py          `check-trt`: static check of every node against NVIDIA's parser tables (data/)
     build.py          `build`: one strongly typed engine per graph, and the engine directory's manifests

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import tensorrt as trt
 
+from janus_edge.runtime import kv
 from janus_edge.runtime.backends.cuda import device_name_and_capability
 from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineInfo, EngineManifest
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
@@ -136,9 +137,8 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
     if any(graph.format != "onnx" for graph in manifest.graphs.values()):
         raise RequestError(f"{export_dir} is an engine directory, not an ONNX export",
                            "pass the export the engines were built from")
-    if manifest.kv_cache.form != "in_place":
-        raise RequestError(f"{export_dir}'s decoder has the {manifest.kv_cache.form} KV form (an ONNX Runtime "
-                           "operator), which TensorRT cannot build", "export again with --kv-form in_place")
+    kv.check_support(manifest.kv_cache.form, kv_dtype=manifest.kv_dtype, backend=kv.TENSORRT,
+                     family=manifest.model.family)
     target = find_target(target_name)
     rows, context = request_limits(manifest, target, images, context)
     check_build_memory(export_dir, manifest, target)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from janus_edge.runtime.sizing import request_capacity
+from janus_edge.runtime.kv import request_capacity
 
 from .report import Check
 from .tolerances import tolerance

@@ -17,7 +17,7 @@ import numpy as np
 
 from janus_edge.runtime.backends.cuda import _cudart, check
 from janus_edge.runtime.sampling import Sampler
-from janus_edge.runtime.sizing import request_capacity
+from janus_edge.runtime.kv import request_capacity
 
 from .forced import PROMPT
 

@@ -101,3 +101,5 @@ class ImageJob(Job):
     cfg_weight: float | None = None
     temperature: float | None = None
     seed: int | None = None
+    speculative: str | None = None  # runtime.pipelines.speculative's modes; None: the plain loop
+    window: int | None = None

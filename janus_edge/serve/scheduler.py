@@ -174,7 +174,8 @@ class Scheduler:
         start = time.perf_counter()
         try:
             result = self.runtime.generate_images(job.prompt, n=job.n, cfg_weight=job.cfg_weight,
-                                                  temperature=job.temperature, seed=job.seed, progress=job.check)
+                                                  temperature=job.temperature, seed=job.seed, progress=job.check,
+                                                  speculative=job.speculative, window=job.window)
         except JanusEdgeError as exc:
             job.fail(exc)
             return

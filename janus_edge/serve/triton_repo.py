@@ -46,7 +46,9 @@ input [
   { name: "N" data_type: TYPE_INT32 dims: [ 1 ] optional: true },
   { name: "CFG_WEIGHT" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
   { name: "TEMPERATURE" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
-  { name: "SEED" data_type: TYPE_INT64 dims: [ 1 ] optional: true }
+  { name: "SEED" data_type: TYPE_INT64 dims: [ 1 ] optional: true },
+  { name: "SPECULATIVE" data_type: TYPE_STRING dims: [ 1 ] optional: true },
+  { name: "WINDOW" data_type: TYPE_INT32 dims: [ 1 ] optional: true }
 ]
 output [
   { name: "IMAGES" data_type: TYPE_UINT8 dims: [ -1, 384, 384, 3 ] },

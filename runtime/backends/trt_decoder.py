@@ -26,7 +26,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -65,7 +65,7 @@ class TrtKVDecoder(KVDecoder):
         self.max_context, self.hidden_size = manifest.limits.max_context, model.hidden_size
         self.heads, self.head_dim, self.dtype = model.num_kv_heads, model.head_dim, np.dtype(manifest.kv_dtype)
         self.names = model.kv_names
-        self.model = cast(kv.CacheDims, model)  # ModelInfo is frozen: its fields read-only, as the protocol reads them
+        self.model = model
         self.slots, self.allocated = kv.first_view(capacity, self.max_context)
         self.buffers = pool.take([self._tensor_bytes(self.allocated)] * (len(self.names) + 1), self.stream)
         self.nbytes = len(self.buffers) * self._tensor_bytes(self.allocated)  # with the spare for bucket crossings

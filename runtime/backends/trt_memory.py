@@ -19,8 +19,6 @@ figures from `runtime.kv`; the call pattern below is the pipelines' (runtime/pip
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 
 from .. import kv
@@ -60,7 +58,7 @@ def sampler_bytes(rows: int, vocab: int, cfg: bool) -> int:
 
 def request_memory(manifest: Manifest, engines: EngineManifest, images: int, context: int) -> dict[str, dict[str, int]]:
     """What the backend holds at the peak of each request kind, by category (see the module docstring)."""
-    model, dtype = cast(kv.CacheDims, manifest.model), manifest.kv_dtype  # ModelInfo: frozen, read-only fields
+    model, dtype = manifest.model, manifest.kv_dtype
     context = min(int(context), manifest.limits.max_context)
     fixed = {"engines": sum(e.engine_bytes for e in engines.engines.values()),
              "scratch": max(e.device_memory_bytes for e in engines.engines.values())}

@@ -21,7 +21,7 @@ from ..errors import RequestError
 from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
-from ..sizing import request_capacity
+from ..kv import request_capacity
 from .generate import GeneratedImages
 from .requests import StopCallback, check_stop
 

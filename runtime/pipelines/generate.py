@@ -21,7 +21,7 @@ from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
 from ..sampling import Sampler
-from ..sizing import request_capacity
+from ..kv import request_capacity
 from .requests import StopCallback, check_stop
 from .speculative import SpeculativeDecoder
 
@@ -47,7 +47,8 @@ class GenerationPipeline:
         if n < 1 or 2 * n > limits.max_batch:
             raise RequestError(f"n={n} images need {2 * n} rows with CFG; the export allows 1 to "
                                f"{limits.max_batch // 2} images ({limits.max_batch} rows)",
-                               "ask for fewer images per call or export with a larger --max-batch")
+                               "ask for fewer images per call, or export with a larger --max-batch (engines: "
+                               "`janus-edge build --images N`)")
         ids = self.prompts.generation(prompt)
         if len(ids) + steps - 1 > limits.max_context:  # the last image token is never fed back
             over = len(ids) + steps - 1 - limits.max_context

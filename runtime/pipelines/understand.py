@@ -14,7 +14,7 @@ from ..images import load_image, preprocess
 from ..manifest import Manifest
 from ..prompts import PromptBuilder, Turn
 from ..sampling import Sampler
-from ..sizing import request_capacity
+from ..kv import request_capacity
 from .requests import StopCallback, check_stop
 from ..tokenizer import IncrementalText, TextTokenizer
 
