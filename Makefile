@@ -82,8 +82,10 @@ gpu-install:
 	$(PYTHON) -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	extra=$$([ $(CUDA_DRIVER_MAJOR) -ge 13 ] && echo tensorrt-cu13 || echo tensorrt); \
-	  echo "driver supports CUDA $(CUDA_DRIVER_MAJOR): installing janus-edge[$$extra,onnxruntime]"; \
-	  $(PY) -m pip install -q -e ".[$$extra,onnxruntime]"
+	  if $(PY) -c "import onnxruntime as o, sys; sys.exit(not {'CUDAExecutionProvider', 'TensorrtExecutionProvider'} & set(o.get_available_providers()))" 2>/dev/null; \
+	  then echo "keeping the system's onnxruntime-gpu (the CPU wheel would shadow it)"; else extra="$$extra,onnxruntime"; fi; \
+	  echo "driver supports CUDA $(CUDA_DRIVER_MAJOR): installing janus-edge[$$extra]"; \
+	  $(PY) -m pip install -q -e ".[$$extra]"
 	$(PY) -c "import tensorrt; print('TensorRT', tensorrt.__version__)" || echo "TensorRT not visible: see docs/jetson.md"
 	touch $(STAMP)
 

@@ -121,10 +121,12 @@ def _run(report: Report, export_dir: Path | None, engines: Path | None) -> None:
         if "generation_head" in manifest.graphs:
             memory = report.memory = generation_memory(gpu_rt, engine_dir, free_before, free_loaded,
                                                          machine.integrated)
-            ratio = memory["total_bytes"] / memory["planned_bytes"]
+            ratio = memory["backend_peak_bytes"] / memory["planned_bytes"]
+            measured = memory["total_bytes"] / memory["planned_bytes"]
             report.checks.append(Check("memory vs plan", "pass" if abs(ratio - 1) <= PLAN_TOLERANCE else "fail",
-                                       f"engines and one generation request took {ratio:.3f} x plan_engines' "
-                                       f"figure (within {PLAN_TOLERANCE:.0%})", {"ratio": ratio}))
+                                       f"the backend allocated {ratio:.3f} x plan_engines' figure (within "
+                                       f"{PLAN_TOLERANCE:.0%}); the driver saw {measured:.3f} x (context, kernels, "
+                                       "page rounding: reported, not judged)", {"ratio": ratio, "measured": measured}))
             report.timing = measure_request(gpu_rt.backend, gpu_rt.manifest)
         else:
             report.notes.append("no image-token generation in this export: memory and timing not measured")

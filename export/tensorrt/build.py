@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 from janus_edge.runtime import kv
 from janus_edge.runtime.backends.cuda import device_name_and_capability
 from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineInfo, EngineManifest
-from janus_edge.runtime.backends.tensorrt import require_tensorrt
+from janus_edge.runtime.backends.tensorrt import read_engine, require_tensorrt
 from janus_edge.runtime.errors import BackendError, RequestError
 from janus_edge.runtime.manifest import Manifest, load_manifest, sha256_file
 
@@ -69,9 +69,11 @@ def progress_monitor(label: str) -> "trt.IProgressMonitor":
     return Monitor()
 
 
-def engine_bytes(source: Path, profiles: list[dict[str, list[list[int]]]], cache: Path, workspace_bytes: int,
-                 label: str) -> bytes:
-    """One strongly typed engine from an ONNX file; reads and updates the timing cache at `cache`."""
+def write_engine(source: Path, destination: Path, profiles: list[dict[str, list[list[int]]]], cache: Path,
+                 workspace_bytes: int, label: str) -> int:
+    """One strongly typed engine from an ONNX file, written to `destination` straight from TensorRT's serialised
+    memory (no Python copy: the parser's weights and the plan are the build's 2 x weights, `build_peak_bytes`);
+    reads and updates the timing cache at `cache`. Returns the engine file's size."""
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -99,14 +101,17 @@ def engine_bytes(source: Path, profiles: list[dict[str, list[list[int]]]], cache
     if serialized is None:
         raise BackendError(f"TensorRT could not build an engine from {source.name}", "see TensorRT's log above")
     cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return bytes(serialized)
+    with open(destination, "wb") as file:
+        file.write(memoryview(serialized))
+    return destination.stat().st_size
 
 
-def engine_memory(plan: bytes, logger: "trt.ILogger") -> tuple[int, list[int]]:
-    """(device_memory_size_v2, per-profile get_device_memory_size_for_profile_v2) of a serialised engine."""
+def engine_memory(path: Path, logger: "trt.ILogger") -> tuple[int, list[int]]:
+    """(device_memory_size_v2, per-profile get_device_memory_size_for_profile_v2) of an engine file, read after the
+    builder's memory is gone."""
     import tensorrt as trt
 
-    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
+    engine = read_engine(trt.Runtime(logger), path)
     if engine is None:
         raise BackendError("TensorRT could not load the engine it just built", "see TensorRT's log above")
     return int(engine.device_memory_size_v2), [int(engine.get_device_memory_size_for_profile_v2(i))
@@ -164,14 +169,13 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
         for name, source in sources.items():
             start = time.perf_counter()
             precision = manifest.graphs[name].precision if name in manifest.graphs else "fp32"
-            plan = engine_bytes(source, profiles[name], cache, int(target.workspace_gib * GIB), name)
-            (staging / f"{name}.engine").write_bytes(plan)
-            scratch, per_profile = engine_memory(plan, logger)
+            path = staging / f"{name}.engine"
+            size = write_engine(source, path, profiles[name], cache, int(target.workspace_gib * GIB), name)
+            scratch, per_profile = engine_memory(path, logger)
             engines[name] = EngineInfo(file=f"{name}.engine", source_onnx=source.name,
                                        source_onnx_sha256=manifest.files.get(source.name) or sha256_file(source),
-                                       precision=precision, profiles=profiles[name], engine_bytes=len(plan),
+                                       precision=precision, profiles=profiles[name], engine_bytes=size,
                                        device_memory_bytes=scratch, profile_device_memory_bytes=per_profile)
-            del plan
             log(f"\n  {name}: built in {time.perf_counter() - start:.0f} s")
         shutil.copyfile(export_dir / manifest.tokenizer_file, staging / manifest.tokenizer_file)
         built_manifest = EngineManifest(tensorrt_version=trt.__version__, gpu_name=gpu, compute_capability=capability,

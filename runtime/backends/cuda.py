@@ -8,6 +8,7 @@ checked; a failure raises `BackendError` naming the call, never a silent bad poi
 from __future__ import annotations
 
 import ctypes
+import gc
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, cast
 
@@ -106,12 +107,15 @@ class Stream:
         self.synchronizations += 1
 
     def destroy(self) -> None:
-        """Waits for the stream's work, frees its staging buffers and destroys it."""
+        """Waits for the stream's work, frees its staging buffers and destroys it; a failed wait (an earlier
+        asynchronous error) still frees and destroys, then raises."""
         if self.handle is not None:
-            self.synchronize()
-            self.staging.free()
-            check(self.cudart.cudaStreamDestroy(self.handle), "cudaStreamDestroy")
-            self.handle = None
+            handle, self.handle = self.handle, None
+            try:
+                check(self.cudart.cudaStreamSynchronize(handle), "cudaStreamSynchronize")
+            finally:
+                self.staging.free()
+                check(self.cudart.cudaStreamDestroy(handle), "cudaStreamDestroy")
 
 
 class PinnedBuffer:
@@ -301,10 +305,15 @@ class CudaGraph:
                                             cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
               "cudaStreamBeginCapture")
         error: BaseException | None = None
+        collecting = gc.isenabled()
+        gc.disable()  # a collected DeviceBuffer would cudaFree inside the capture, which invalidates it
         try:
             record()
-        except Exception as exc:  # ends the capture below, whatever went wrong inside it
+        except BaseException as exc:  # ends the capture below, whatever went wrong inside it
             error = exc
+        finally:
+            if collecting:
+                gc.enable()
         status, graph = cudart.cudaStreamEndCapture(stream.handle)
         if error is None and int(status) != 0:
             error = BackendError(f"CUDA call cudaStreamEndCapture failed with {status}", "")
@@ -318,6 +327,8 @@ class CudaGraph:
             cudart.cudaGraphDestroy(graph)  # the executable keeps what it needs; a partial graph goes
         if error is not None:
             cudart.cudaGetLastError()  # clears the error the failed capture left, as trtexec does
+            if not isinstance(error, BackendError):
+                raise error  # a bug, not a refusal to capture: never hidden behind "runs without graphs"
             raise CaptureFailed(f"CUDA-graph capture failed ({error})",
                                 "decoding continues without graphs") from error
 

@@ -28,6 +28,8 @@ PROVIDER_ALIASES = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProv
                     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider"]}
 
 
+PROVIDER_FIX = "install the onnxruntime-gpu build for this CUDA, cuDNN and TensorRT, or use --provider cpu"
+
 class OrtGraph(GraphSession):
     def __init__(self, session):
         self.session = session
@@ -183,11 +185,21 @@ class OnnxRuntimeBackend(Backend):
 
             providers = session_providers(providers, self.manifest, name, self._gpu().stream.ptr)
         errors = self.ort.capi.onnxruntime_pybind11_state
+        wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         try:
-            return OrtGraph(self.ort.InferenceSession(str(path), options, providers=providers))
+            session = self.ort.InferenceSession(str(path), options, providers=providers)
+        except errors.EPFail as exc:
+            raise BackendError(f"ONNX Runtime could not start {wanted} for {path.name} ({exc})", PROVIDER_FIX) from None
         except (errors.InvalidProtobuf, errors.InvalidGraph, errors.NotImplemented, errors.Fail) as exc:
             raise BackendError(f"{path.name} cannot be loaded by ONNX Runtime {self.ort.__version__} ({exc})",
                                "re-run `janus-edge export` (or use the onnxruntime version it names)") from None
+        # ONNX Runtime falls back to other providers instead of failing (and again at run time): a GPU cache read by a
+        # session that silently moved to the CPU, or to another stream, would be garbage, so that is refused here
+        session.disable_fallback()
+        if session.get_providers()[0] != wanted:
+            raise BackendError(f"ONNX Runtime fell back from {wanted} to {session.get_providers()[0]} for {path.name} "
+                               "(see its 'EP Error' line above)", PROVIDER_FIX)
+        return OrtGraph(session)
 
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         graph = self.graph("decoder")
