@@ -241,6 +241,13 @@ def decoder_flops(d: ModelInfo, rows: int, positions: int, past: int) -> float:
     return rows * (2.0 * _decoder(d) * positions + _attention_flops(d, positions, past + positions))
 
 
+def check_window(window: int | None, model: str, flow: bool) -> None:
+    """Refuses a speculative window outside 1..MAX_WINDOW, or any window for JanusFlow."""
+    if window is not None and (flow or not 1 <= window <= MAX_WINDOW):
+        raise RequestError(f"a speculative window of {window} cannot be planned for {model}",
+                           f"use 1 to {MAX_WINDOW} positions, on a Janus-Pro model (JanusFlow has no token steps)")
+
+
 def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
               suggest: bool = True, flow: FlowSizes | None = None, window: int | None = None) -> Plan:
     """`window`: generation decodes speculatively, verify passes of that many positions (None: the plain loop)."""
@@ -248,9 +255,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
     if context < tokens + 16 or images < 1:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
-    if window is not None and (flow is not None or not 1 <= window <= MAX_WINDOW):
-        raise RequestError(f"a speculative window of {window} cannot be planned for {model}",
-                           f"use 1 to {MAX_WINDOW} positions, on a Janus-Pro model (JanusFlow has no token steps)")
+    check_window(window, model, flow is not None)
     chosen = parse_precision(precision)
     kv.check_support(precision_words=chosen.words, backend=kv.TENSORRT, family=d.family)
     params = graph_parameters(d, flow)
@@ -389,6 +394,7 @@ def plan_engines(engine_dir: str | Path, images: int, context: int, window: int 
                            f"({manifest.limits.max_batch // 2} image(s), context {manifest.limits.max_context})",
                            f"rebuild them: janus-edge build {engines.export_dir} {engine_dir} --target "
                            f"{engines.target} --images {images} --context {context}")
+    check_window(window, str(engine_dir), manifest.flow is not None)
     target = TARGETS[engines.target]
     requests = request_memory(manifest, engines, images, context, window)
     peak = max(requests.values(), key=lambda r: sum(r.values()))
