@@ -72,6 +72,30 @@ def test_greedy_speculative_tokens_equal_the_plain_loop_on_the_tensorrt_standin(
         engines.close()
 
 
+def test_tensorrt_profiles_have_a_verify_pass_and_profile_0_covers_every_later_one(runtime):
+    """The decoder's third profile is the verify pass (rows 1..batch, 1..MAX_WINDOW positions, opt the default
+    window, a cache of up to the context); the generation embedding and head take a window; every graph's profile 0
+    covers its later profiles (ONNX Runtime's TensorRT EP may use profile 0 alone)."""
+    from janus_edge.runtime.profiles import graph_profiles
+
+    manifest = runtime.manifest
+    batch, context, hidden = manifest.limits.max_batch, manifest.limits.max_context, manifest.model.hidden_size
+    profiles = graph_profiles(manifest, batch, context)
+    prefill, decode, verify = profiles["decoder"]
+    assert verify["inputs_embeds"] == [[1, 1, hidden], [2, DEFAULT_WINDOW, hidden], [batch, MAX_WINDOW, hidden]]
+    assert verify["position_ids"][2] == [batch, MAX_WINDOW]
+    assert verify["attention_mask"][2] == [batch, context + MAX_WINDOW]
+    assert verify["past_key_values.0.key"][2][2] == context
+    assert profiles["generation_head"][0]["hidden_states"][2][1] == MAX_WINDOW
+    assert profiles["generation_embedding"][0]["image_ids"][2][1] == MAX_WINDOW
+    for graph, ranges in profiles.items():
+        first = ranges[0]
+        for later in ranges[1:]:
+            for name, (low, _, high) in later.items():
+                assert all(a <= b for a, b in zip(first[name][0], low)), (graph, name)
+                assert all(b <= a for a, b in zip(first[name][2], high)), (graph, name)
+
+
 def test_tensorrt_verify_passes_replay_one_graph_per_bucket_and_width(standin_engines, runtime):
     """On the stand-in: verify passes (S > 1 positions after a prompt, rewound like the speculative loop) run on the
     decoder's verify profile, in step buffers widened once, captured once per (bucket, S) and replayed after that
