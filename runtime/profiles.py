@@ -6,10 +6,10 @@ Decoder, text embedding: one profile for prefill (many positions) and one for de
 reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Where the
 model has image tokens the decoder gets a third profile for speculative decoding's verify pass (1 to `MAX_WINDOW`
 positions per row over the cache, opt `DEFAULT_WINDOW`), so a speculative request runs every pass on one profile
-tuned for it. The generation embedding and head see up to a window of positions per row (opt one), the lm_head one. The VQ decoder runs one image at a time (lowest memory), so its
-shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
-(CFG rows). The first profile of every graph covers every shape its later ones do (ONNX Runtime's TensorRT EP may
-run on profile 0 alone).
+tuned for it. The generation embedding and head see up to a window of positions per row (opt one), the lm_head
+one. The VQ decoder runs one image at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the
+export's max batch, which is 2 x the images per generation request (CFG rows). The first profile of every graph
+covers every shape its later ones do (ONNX Runtime's TensorRT EP may run on profile 0 alone).
 
 Only the export's graphs get profiles, plus the sampler engines `build` adds: `sampler` always, `cfg_sampler` only
 where the model has image tokens (JanusFlow generates latents: no codebook, no CFG sampler).

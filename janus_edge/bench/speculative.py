@@ -40,8 +40,8 @@ def modelled_effect(manifest, passes: int, window: int) -> dict:
     """Per target, from `plan`'s per-image floors for this export's model and precision (one image, CFG rows): a
     one-token step takes t1 = max(B, C) (B: weights and KV cache over bandwidth; C: FLOPs over the datasheet peak),
     a pass of w positions reads the weights once, t_w = max(B, w C) (`plan.pass_floors_s`); an image takes
-    `passes` + 1 steps (the first token comes with the prefill). Empty where `plan` cannot size the export (kv8, JanusFlow, older
-    manifests without the architecture)."""
+    `passes` + 1 steps (the first token comes with the prefill). Empty where `plan` cannot size the export (kv8,
+    JanusFlow, older manifests without the architecture)."""
     from janus_edge.export.tensorrt.targets import TARGETS
     from janus_edge.plan import ARCHITECTURE, make_plan, pass_floors_s
     from janus_edge.runtime.errors import JanusEdgeError

@@ -63,7 +63,8 @@ def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: 
     return layout
 
 
-def step_io_bytes(model, dtype: str | np.dtype, rows: int, capacity: int, width: int = 1) -> dict[str, int]:
+def step_io_bytes(model: kv.CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
+                  width: int = 1) -> dict[str, int]:
     """The decoder graph's step buffers for steps of up to `width` positions per row at full `capacity`, by tensor:
     `kv.decode_io_bytes` for one position; a verify pass's are a prefill chunk's tensors (`prefill_layout`) for
     `width` positions on `capacity` slots. Reserved when a request opens (a verify pass: its first pass)."""
