@@ -12,6 +12,11 @@ every execution context), KV cache, KV spare + decode-step buffers, and the pref
 build's own peak (`targets.build_peak_bytes`) is a build-time cost, stated apart and not in the runtime total.
 `plan_engines(ENGINE_DIR, images, context)` reads what `build` recorded and computes the figures the backend
 allocates from (`runtime.backends.trt_memory`).
+
+With a speculative window (`make_plan(..., window=W)`, `plan_engines(..., window=W)`), the generation request's
+verify pass is counted too: its step buffers for W positions per row and the head's logits for every position
+(rows x W x codebook x 4 bytes), and `Plan.speculative` gives the pass's floor beside a one-token step's
+(`pass_floors_s`, which `bench --speculative` models with).
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from janus_edge.export.precision import Precision, parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, prefill_layout
+from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, prefill_layout, step_io_bytes
 from janus_edge.runtime.manifest import ModelInfo, kv_output
+from janus_edge.runtime.pipelines.speculative import MAX_WINDOW
 from janus_edge.runtime.profiles import TYPICAL_TEXT_PROMPT
 
 MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
@@ -176,6 +182,7 @@ class Plan:
     staging_bytes: float = 0.0  # pinned host staging (engine directories only; a Jetson's one DRAM)
     source: str = "estimate"  # "estimate" (a preset or checkpoint) or "engines" (recorded by `build`)
     requests: dict = field(default_factory=dict)  # engine directories: per request kind, bytes per category
+    speculative: dict = field(default_factory=dict)  # with a window: the verify pass's floors (`pass_floors_s`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,12 +194,22 @@ def kv_cache_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacit
     return kv.cache_bytes(d, kv_dtype, rows, capacity or kv.request_capacity(context, context))
 
 
-def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None) -> int:
+def runtime_buffers_bytes(d: ModelInfo, kv_dtype: str, rows: int, context: int, capacity: int | None = None,
+                          width: int = 1) -> int:
     """What the TensorRT backend allocates next to the cache for such a request (`runtime.kv`'s numbers): the
-    spare cache tensor for bucket crossings and the decode step's IO buffers. Its engines have one execution context
-    each, so activations count once (the largest of prefill, vision and VQ, below)."""
+    spare cache tensor for bucket crossings and the step's IO buffers (`width` positions per row: a verify pass).
+    Its engines have one execution context each, so activations count once (the largest of prefill, vision and VQ,
+    below)."""
     capacity = capacity or kv.request_capacity(context, context)
-    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(kv.decode_io_bytes(d, kv_dtype, rows, capacity).values())
+    return kv.spare_bytes(d, kv_dtype, rows, capacity) + sum(step_io_bytes(d, kv_dtype, rows, capacity, width).values())
+
+
+def pass_floors_s(image_floors: dict[str, float], tokens: int, window: int) -> tuple[float, float]:
+    """(t_1, t_w): a one-token step's floor and a `window`-position pass's, from a plan's per-image floors over its
+    `tokens` steps. A pass reads the weights and the cache once (bandwidth B, as one step) and does `window` times
+    a step's FLOPs (C): t_1 = max(B, C), t_w = max(B, window * C)."""
+    bandwidth, compute = (image_floors[kind] / tokens for kind in ("bandwidth", "compute"))
+    return max(bandwidth, compute), max(bandwidth, window * compute)
 
 
 def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, context: int, chunked: bool = True) -> int:
@@ -224,12 +241,21 @@ def decoder_flops(d: ModelInfo, rows: int, positions: int, past: int) -> float:
     return rows * (2.0 * _decoder(d) * positions + _attention_flops(d, positions, past + positions))
 
 
+def check_window(window: int | None, model: str, flow: bool) -> None:
+    """Refuses a speculative window outside 1..MAX_WINDOW, or any window for JanusFlow."""
+    if window is not None and (flow or not 1 <= window <= MAX_WINDOW):
+        raise RequestError(f"a speculative window of {window} cannot be planned for {model}",
+                           f"use 1 to {MAX_WINDOW} positions, on a Janus-Pro model (JanusFlow has no token steps)")
+
+
 def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
-              suggest: bool = True, flow: FlowSizes | None = None) -> Plan:
+              suggest: bool = True, flow: FlowSizes | None = None, window: int | None = None) -> Plan:
+    """`window`: generation decodes speculatively, verify passes of that many positions (None: the plain loop)."""
     tokens = d.num_image_tokens
     if context < tokens + 16 or images < 1:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
+    check_window(window, model, flow is not None)
     chosen = parse_precision(precision)
     kv.check_support(precision_words=chosen.words, backend=kv.TENSORRT, family=d.family)
     params = graph_parameters(d, flow)
@@ -250,10 +276,12 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
     floors = {"understanding_b1": (weights["decoder"] + weights["lm_head"] + kv_token * mean_length) / bandwidth * 1e3}
     if flow is None:
         kv_bytes = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
-        buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context)
+        buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context, width=window or 1)
         # two full-resolution VQ feature maps and a temporary, per image
         vq = 3 * d.vq_base_channels * d.image_size ** 2 * itemsize["vq_decoder"]
-        activations = max(context * per_position, vq, vision) + rows * (d.vocab_size + d.codebook_size) * 4
+        # logits of every row (a verify pass: of every window position)
+        activations = max(context * per_position, vq, vision) + rows * (d.vocab_size + (window or 1)
+                                                                          * d.codebook_size) * 4
         step_weights = weights["decoder"] + weights["generation_head"]
         floors[f"generation_b{rows}"] = (step_weights + kv_token * mean_length * rows) / bandwidth * 1e3
         past = tokens // 2 + 64  # the mean cache length over an image's decode steps
@@ -282,8 +310,12 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
                 total, target.usable_bytes, max(total, peak) <= target.usable_bytes, floors,
                 image_floors[bound], steps, schemes, chosen.kv_dtype, image_floors_s=image_floors, image_bound=bound,
                 flow=flow_plan, prefill_bytes=prefill)
+    if window is not None:
+        one, wide = pass_floors_s(image_floors, tokens, window)
+        plan.speculative = {"window": window, "one_token_step_ms": one * 1e3, "pass_ms": wide * 1e3,
+                            "free_window": image_floors["bandwidth"] / image_floors["compute"]}
     if suggest and not plan.fits:
-        plan.suggestion = _suggest(model, d, target, precision, context, images, flow)
+        plan.suggestion = _suggest(model, d, target, precision, context, images, flow, window)
     return plan
 
 
@@ -330,9 +362,9 @@ def plan_model(name: str) -> tuple[ModelInfo, FlowSizes | None]:
 
 
 def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
-             flow: FlowSizes | None = None) -> str:
+             flow: FlowSizes | None = None, window: int | None = None) -> str:
     """The first change that fits, trying precision, then context, then images per request."""
-    fits = lambda scheme, ctx, n: make_plan(model, d, target, scheme, ctx, n, False, flow).fits  # noqa: E731
+    fits = lambda scheme, ctx, n: make_plan(model, d, target, scheme, ctx, n, False, flow, window).fits  # noqa: E731
     for candidate in ("fp16", "w8,fp16", "int8,w8,fp16", "w4,fp16", SMALLEST):
         if candidate != precision and fits(candidate, context, images):
             return f"--precision {candidate}"
@@ -346,10 +378,11 @@ def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: 
     return "nothing fits: choose a smaller model or a larger target"
 
 
-def plan_engines(engine_dir: str | Path, images: int, context: int) -> Plan:
+def plan_engines(engine_dir: str | Path, images: int, context: int, window: int | None = None) -> Plan:
     """The TensorRT backend's memory for `images` images and `context` tokens on the engines in `engine_dir`, from
     what `build` recorded (engine sizes, device memory) and the figures the backend allocates from; the fit is
-    judged against the target the engines were built for. `total_bytes` is the larger request kind's peak."""
+    judged against the target the engines were built for. `total_bytes` is the larger request kind's peak;
+    `window`: generation decodes speculatively with verify passes that wide."""
     from janus_edge.runtime.backends.engine_manifest import EngineManifest
     from janus_edge.runtime.backends.trt_memory import request_memory
     from janus_edge.runtime.manifest import load_manifest
@@ -361,8 +394,9 @@ def plan_engines(engine_dir: str | Path, images: int, context: int) -> Plan:
                            f"({manifest.limits.max_batch // 2} image(s), context {manifest.limits.max_context})",
                            f"rebuild them: janus-edge build {engines.export_dir} {engine_dir} --target "
                            f"{engines.target} --images {images} --context {context}")
+    check_window(window, str(engine_dir), manifest.flow is not None)
     target = TARGETS[engines.target]
-    requests = request_memory(manifest, engines, images, context)
+    requests = request_memory(manifest, engines, images, context, window)
     peak = max(requests.values(), key=lambda r: sum(r.values()))
     weights = {name: float(info.engine_bytes) for name, info in engines.engines.items()}
     total = float(sum(peak.values()))
@@ -404,6 +438,11 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"  image floor: {plan.image_floor_s:.2f} s per image for {plan.image_steps} steps, "
                      f"{plan.image_bound}-bound (bandwidth {floors['bandwidth']:.2f} s, compute "
                      f"{floors['compute']:.2f} s at datasheet peak rates)")
+    if plan.speculative:
+        s = plan.speculative
+        lines.append(f"  speculative verify pass ({s['window']} positions x {2 * plan.images} rows): floor "
+                     f"{s['pass_ms']:.2f} ms vs {s['one_token_step_ms']:.2f} ms for one token (a pass is free up to "
+                     f"a window of ~{s['free_window']:.0f}); memory above counts its buffers and logits")
     if plan.suggestion:
         lines.append(f"  would fit with: {plan.suggestion}")
     return "\n".join(lines)

@@ -3,11 +3,13 @@ manifest, a row count and a context. Pure shape arithmetic, shared by `janus-edg
 adds the target's limits) and ONNX Runtime's TensorRT execution provider (backends/ort_device.py).
 
 Decoder, text embedding: one profile for prefill (many positions) and one for decode (one position). The decoder
-reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Heads and
-the generation embedding see one position per row. The VQ decoder runs one image at a time (lowest memory), so its
-shape is fixed. Batch counts rows: up to the export's max batch, which is 2 x the images per generation request
-(CFG rows). The first profile of every graph covers every shape its later ones do (ONNX Runtime's TensorRT EP may
-run on profile 0 alone).
+reads a KV cache of `capacity` slots (up to the context) and its mask covers capacity + new positions. Where the
+model has image tokens the decoder gets a third profile for speculative decoding's verify pass (1 to `MAX_WINDOW`
+positions per row over the cache, opt `DEFAULT_WINDOW`), so a speculative request runs every pass on one profile
+tuned for it. The generation embedding and head see up to a window of positions per row (opt one), the lm_head
+one. The VQ decoder runs one image at a time (lowest memory), so its shape is fixed. Batch counts rows: up to the
+export's max batch, which is 2 x the images per generation request (CFG rows). The first profile of every graph
+covers every shape its later ones do (ONNX Runtime's TensorRT EP may run on profile 0 alone).
 
 Only the export's graphs get profiles, plus the sampler engines `build` adds: `sampler` always, `cfg_sampler` only
 where the model has image tokens (JanusFlow generates latents: no codebook, no CFG sampler).
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 from .kv import kv_input, request_capacity
 from .manifest import Manifest
-from .pipelines.speculative import MAX_WINDOW
+from .pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
@@ -65,6 +67,11 @@ def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, li
               "attention_mask": [[1, 2], [cfg_rows, image_slots + 1], [batch, context + 1]],
               "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
               **kv(1, image_slots, context, (1, cfg_rows, batch))}
+    window = min(MAX_WINDOW, context)  # a verify pass: up to a window of new positions on a cache of the context
+    verify = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, DEFAULT_WINDOW, hidden], [batch, window, hidden]],
+              "attention_mask": [[1, 2], [cfg_rows, image_slots + DEFAULT_WINDOW], [batch, context + window]],
+              "position_ids": [[1, 1], [cfg_rows, DEFAULT_WINDOW], [batch, window]],
+              **kv(1, image_slots, context, (1, cfg_rows, batch))}
     one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
     profiles = {
         "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
@@ -79,6 +86,7 @@ def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, li
         "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
     }
     if model.codebook_size:
+        profiles["decoder"].append(verify)
         profiles["cfg_sampler"] = [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
                                                [batch, model.codebook_size]], "cfg_weight": _same([1])}]
     if manifest.flow is not None:

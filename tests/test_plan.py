@@ -191,6 +191,49 @@ def test_janusflow_step_is_compute_bound_and_janus_pro_decode_bandwidth_bound_on
                                                                        FLOW_SIZES["janusflow-1.3b"])["decoder"]
 
 
+def test_a_speculative_window_counts_the_verify_pass_and_its_floor():
+    """`window` adds the verify pass's step buffers (W positions per row) and the head's logits for every position
+    (rows x W x codebook x 4) to the plain plan, nothing else; its pass floor is one step's while W x C stays under
+    B (the bandwidth floor) and W x C after (`pass_floors_s`, which bench models with); JanusFlow and a window
+    outside 1..MAX_WINDOW are refused."""
+    from janus_edge.export.tensorrt.targets import TARGETS as targets
+    from janus_edge.plan import FLOW_SIZES, format_plan, pass_floors_s
+    from janus_edge.runtime.backends.trt_decoder import step_io_bytes
+    from janus_edge.runtime.errors import RequestError
+    from janus_edge.runtime.pipelines.speculative import MAX_WINDOW
+
+    d, target = MODELS["janus-pro-1b"], targets["orin-nano-8gb"]
+    plain = make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1)
+    for window in (1, 16, MAX_WINDOW):
+        wide = make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1, window=window)
+        rows, capacity = 2, 1024
+        extra_io = sum(step_io_bytes(d, plain.kv_dtype, rows, capacity, window).values()) \
+            - sum(step_io_bytes(d, plain.kv_dtype, rows, capacity).values())
+        assert wide.runtime_buffers_bytes - plain.runtime_buffers_bytes == extra_io
+        assert wide.activation_bytes - plain.activation_bytes == rows * (window - 1) * d.codebook_size * 4
+        assert wide.total_bytes - plain.total_bytes == pytest.approx(extra_io + rows * (window - 1)
+                                                                      * d.codebook_size * 4)
+        assert wide.kv_cache_bytes == plain.kv_cache_bytes and wide.prefill_bytes == plain.prefill_bytes
+        s = wide.speculative
+        bandwidth, compute = (plain.image_floors_s[k] / d.num_image_tokens for k in ("bandwidth", "compute"))
+        assert s["one_token_step_ms"] == pytest.approx(max(bandwidth, compute) * 1e3)
+        assert s["pass_ms"] == pytest.approx(max(bandwidth, window * compute) * 1e3)
+        assert s["free_window"] == pytest.approx(bandwidth / compute)
+        assert (s["pass_ms"] == s["one_token_step_ms"]) == (window * compute <= bandwidth)
+        assert f"speculative verify pass ({window} positions x 2 rows)" in format_plan(wide)
+    assert plain.speculative == {} and "speculative" not in format_plan(plain)
+    assert 16 < make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1, window=16).speculative[
+        "free_window"] < MAX_WINDOW  # on the Orin Nano a 16-wide pass is free, a 64-wide one is not
+    assert pass_floors_s(plain.image_floors_s, d.num_image_tokens, 16)[1] * 1e3 == pytest.approx(
+        make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1, window=16).speculative["pass_ms"])
+    for bad in (0, MAX_WINDOW + 1):
+        with pytest.raises(RequestError, match=f"window of {bad}"):
+            make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1, window=bad)
+    with pytest.raises(RequestError, match="JanusFlow"):
+        make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 1024, 1,
+                  flow=FLOW_SIZES["janusflow-1.3b"], window=16)
+
+
 def test_plan_cli_knows_janusflow(tmp_path):
     result = run_cli("plan", "--model", "janusflow-1.3b", "--target", "orin-nano-8gb", "--precision", "fp16",
                      "--json", tmp_path / "plan.json", check_code=0)

@@ -72,6 +72,104 @@ def test_greedy_speculative_tokens_equal_the_plain_loop_on_the_tensorrt_standin(
         engines.close()
 
 
+def test_tensorrt_profiles_have_a_verify_pass_and_profile_0_covers_every_later_one(runtime):
+    """The decoder's third profile is the verify pass (rows 1..batch, 1..MAX_WINDOW positions, opt the default
+    window, a cache of up to the context); the generation embedding and head take a window; every graph's profile 0
+    covers its later profiles (ONNX Runtime's TensorRT EP may use profile 0 alone)."""
+    from janus_edge.runtime.profiles import graph_profiles
+
+    manifest = runtime.manifest
+    batch, context, hidden = manifest.limits.max_batch, manifest.limits.max_context, manifest.model.hidden_size
+    profiles = graph_profiles(manifest, batch, context)
+    prefill, decode, verify = profiles["decoder"]
+    assert verify["inputs_embeds"] == [[1, 1, hidden], [2, DEFAULT_WINDOW, hidden], [batch, MAX_WINDOW, hidden]]
+    assert verify["position_ids"][2] == [batch, MAX_WINDOW]
+    assert verify["attention_mask"][2] == [batch, context + MAX_WINDOW]
+    assert verify["past_key_values.0.key"][2][2] == context
+    assert profiles["generation_head"][0]["hidden_states"][2][1] == MAX_WINDOW
+    assert profiles["generation_embedding"][0]["image_ids"][2][1] == MAX_WINDOW
+    for graph, ranges in profiles.items():
+        first = ranges[0]
+        for later in ranges[1:]:
+            for name, (low, _, high) in later.items():
+                assert all(a <= b for a, b in zip(first[name][0], low)), (graph, name)
+                assert all(b <= a for a, b in zip(first[name][2], high)), (graph, name)
+
+
+def test_tensorrt_verify_passes_replay_one_graph_per_bucket_and_width(standin_engines, runtime):
+    """On the stand-in: verify passes (S > 1 positions after a prompt, rewound like the speculative loop) run on the
+    decoder's verify profile, in step buffers widened once, captured once per (bucket, S) and replayed after that
+    (the stand-in's graph launches); their hidden states equal ONNX Runtime's; a prefill of a few positions is never
+    captured; nothing is left after close."""
+    from janus_edge.runtime import kv
+
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(standin_engines) as gpu:
+            trt, ort = gpu.backend, runtime.backend
+            rng = np.random.default_rng(3)
+            ids = rng.integers(0, 100, (2, 40))
+            decoder, reference = trt.kv_decoder(2, 192), ort.kv_decoder(2, 192)
+            for each, backend in ((decoder, trt), (reference, ort)):
+                each.step(backend.embed("text_embedding", ids), np.ones((2, 40), np.int64),
+                          np.broadcast_to(np.arange(40), (2, 40)).copy(), last_only=True)
+            assert decoder.captures == decoder.replays == 0  # the prefill is never captured
+            launches, keys, passes = cudart.graph_launches(), [], 0
+            sizes = [4] * 14 + [3] * 4 + [4] * 2  # a width change in the middle: a second graph, then a third
+            for size in sizes:
+                cached = decoder.length
+                image_ids = rng.integers(0, runtime.manifest.model.codebook_size, (2, size))
+                mask = np.ones((2, cached + size), np.int64)
+                positions = np.broadcast_to(np.arange(cached, cached + size), (2, size)).copy()
+                hidden = decoder.step(trt.embed("generation_embedding", image_ids), mask, positions)
+                expected = reference.step(ort.embed("generation_embedding", image_ids), mask, positions)
+                np.testing.assert_allclose(hidden.download(trt.stream), expected, atol=1e-5)
+                assert trt.graph("decoder").profile == 2  # prefill, decode, verify
+                keys.append((kv.bucket(cached + size), size))
+                keep = 1 + passes % 3  # the accepted prefix plus the corrected token
+                for each in (decoder, reference):
+                    each.rewind(cached + keep)
+                passes += 1
+            assert len(set(keys)) > 2 and keys[0][0] != keys[-1][0]  # both buckets and widths changed
+            graphs = 1 + sum(a != b for a, b in zip(keys, keys[1:]))
+            assert (decoder.captures, decoder.replays) == (graphs, passes - graphs)
+            assert cudart.graph_launches() - launches == decoder.replays
+            assert decoder.step_width == 4
+            decoder.close()
+            reference.close()
+        assert cudart.live_allocations() == {} and not cudart.live_host_allocations()
+        assert not cudart.live_streams() and not cudart.live_graphs()
+
+
+def test_speculative_generation_on_tensorrt_replays_its_verify_graphs(standin_engines):
+    """A greedy speculative generation on the stand-in: every pass after the first of each (bucket, S) replays
+    the captured graph, and the decoder's profile switches once per phase (prefill, verify, a last one-position
+    pass), never per pass."""
+    with standin_imports():
+        from cuda.bindings import runtime as cudart
+
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(standin_engines) as engines:
+            seen = []
+            progress = lambda *_: seen.append((engines.backend.decoders[-1].captures,  # noqa: E731
+                                               engines.backend.decoders[-1].replays, cudart.graph_launches()))
+            launches = cudart.graph_launches()
+            cudart.reset_call_counts()
+            result = engines.generate_images(PROMPT, n=1, temperature=0, speculative="sjd", window=WINDOW,
+                                             progress=progress)
+            switches = cudart.call_counts().get("set_optimization_profile_async", 0)
+        captures, replays, launched = seen[-1]
+        passes = result.speculative["decoder_passes"]
+        assert captures + replays == passes and launched - launches == replays
+        steps = engines.manifest.generation.image_tokens
+        assert captures <= -(-steps // 64) + WINDOW and replays >= passes - captures > 0  # buckets + the tail's S
+        assert switches <= 2  # the decoder: prefill -> verify, and a last one-position pass -> decode
+
+
 def test_seeded_speculative_sampling_repeats_and_differs_across_seeds(runtime):
     def tokens(seed: int):
         return runtime.generate_images(PROMPT, n=1, seed=seed, temperature=1.0, top_k=50, speculative="sjd",

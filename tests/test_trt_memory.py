@@ -61,10 +61,13 @@ class Meter:
         self.peak = dict(self.live)
 
 
+SPECULATIVE_WINDOW = 16  # the default window: the step buffers and the head's logits are that wide
+
+
 def test_backend_allocates_what_plan_engines_states(engines, monkeypatch):
-    """Understanding and generation, each on a fresh backend with every engine loaded: the peak device memory the
-    stand-in saw equals `plan_engines`' figure for that request kind within 5 %, pinned staging too, and
-    `device_memory_bytes()` accounts for every live allocation."""
+    """Understanding, generation and speculative generation (window 16), each on a fresh backend with every engine
+    loaded: the peak device memory the stand-in saw equals `plan_engines`' figure for that request kind within 5 %,
+    pinned staging too, and `device_memory_bytes()` accounts for every live allocation."""
     from janus_edge.plan import plan_engines
     from janus_edge.runtime.backends.trt_memory import DEVICE
 
@@ -73,7 +76,7 @@ def test_backend_allocates_what_plan_engines_states(engines, monkeypatch):
 
         from janus_edge.runtime import JanusRuntime
 
-        for kind in ("understanding", "generation"):
+        for kind in ("understanding", "generation", "speculative"):
             meter = Meter(cudart, monkeypatch)
             with JanusRuntime.load(engines) as runtime:
                 backend = runtime.backend
@@ -85,22 +88,28 @@ def test_backend_allocates_what_plan_engines_states(engines, monkeypatch):
                     result = runtime.understand([IMAGE], "Describe this image. " * 20, max_new_tokens=1)
                     context = int(result.timings["prefill_tokens"]) + 1
                 else:
-                    runtime.generate_images("a red fox", n=1, temperature=0)
+                    options = {"speculative": "gumbel", "window": SPECULATIVE_WINDOW} if kind == "speculative" else {}
+                    runtime.generate_images("a red fox", n=1, temperature=0, **options)
                     context = len(runtime.prompts.generation("a red fox")) + runtime.manifest.model.num_image_tokens - 1
-                planned = plan_engines(engines, 1, context).requests[kind]
+                window = SPECULATIVE_WINDOW if kind == "speculative" else None
+                planned = plan_engines(engines, 1, context, window).requests[kind.replace("speculative", "generation")]
                 device = sum(planned[c] for c in DEVICE)
                 assert abs(meter.peak["device"] - base - device) <= 0.05 * device, (kind, meter.peak, planned)
                 assert abs(meter.peak["pinned"] - planned["staging"]) <= 0.05 * planned["staging"], (kind, planned)
                 held = backend.device_memory_bytes()
                 assert abs(sum(held[c] for c in DEVICE) - (meter.live["device"] - base)) <= 0.05 * meter.live["device"]
                 assert held["prefill_io"] == 0  # the request's prefill buffer went with its decoder
+                # the step buffers (a verify pass's width) exactly, the engines' IO (the window's logits) within 5 %
+                assert held["step_io"] == planned["step_io"], (kind, held, planned)
+                assert abs(held["io"] - planned["io"]) <= 0.05 * planned["io"], (kind, held, planned)
             monkeypatch.undo()
             assert cudart.live_allocations() == {}
 
 
 def _greedy_tokens(engines, capturable: bool, caplog):
-    """Greedy image and text tokens; with `capturable` False the stand-in refuses to capture the decoder engine, as
-    TensorRT does for some engines (weight streaming). Streams, graphs and memory must all be gone after close."""
+    """Greedy image tokens (plain and speculative: verify passes), and text tokens; with `capturable` False the
+    stand-in refuses to capture the decoder engine, as TensorRT does for some engines (weight streaming). Streams,
+    graphs and memory must all be gone after close."""
     machine = {} if capturable else {"JANUS_STANDIN_NOT_CAPTURABLE": "decoder"}
     with standin_imports(**machine):
         from cuda.bindings import runtime as cudart
@@ -110,6 +119,9 @@ def _greedy_tokens(engines, capturable: bool, caplog):
         with caplog.at_level(logging.WARNING, logger="janus_edge.runtime.backends.trt_decoder"):
             with JanusRuntime.load(engines) as runtime:
                 images = runtime.generate_images("a red fox", n=1, temperature=0).tokens
+                speculated = runtime.generate_images("a red fox", n=1, temperature=0, speculative="maximal",
+                                                     window=4).tokens
+                np.testing.assert_array_equal(speculated, images)
                 text = runtime.understand([IMAGE], "What is it?", max_new_tokens=8).token_ids
                 error = runtime.backend.graph("decoder").capture_error
         assert cudart.live_allocations() == {} and not cudart.live_host_allocations()

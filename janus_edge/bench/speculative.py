@@ -39,11 +39,11 @@ def speculative_rows(runtime, settings: Settings) -> list[dict]:
 def modelled_effect(manifest, passes: int, window: int) -> dict:
     """Per target, from `plan`'s per-image floors for this export's model and precision (one image, CFG rows): a
     one-token step takes t1 = max(B, C) (B: weights and KV cache over bandwidth; C: FLOPs over the datasheet peak),
-    a pass of w positions reads the weights once, t_w = max(B, w C); an image takes `passes` + 1 steps (the
-    first token comes with the prefill). Empty where `plan` cannot size the export (kv8, JanusFlow, older
-    manifests without the architecture)."""
+    a pass of w positions reads the weights once, t_w = max(B, w C) (`plan.pass_floors_s`); an image takes
+    `passes` + 1 steps (the first token comes with the prefill). Empty where `plan` cannot size the export (kv8,
+    JanusFlow, older manifests without the architecture)."""
     from janus_edge.export.tensorrt.targets import TARGETS
-    from janus_edge.plan import ARCHITECTURE, make_plan
+    from janus_edge.plan import ARCHITECTURE, make_plan, pass_floors_s
     from janus_edge.runtime.errors import JanusEdgeError
 
     model, tokens = manifest.model, manifest.model.num_image_tokens
@@ -57,8 +57,7 @@ def modelled_effect(manifest, passes: int, window: int) -> dict:
                              min(manifest.limits.max_context, target.max_context), 1, suggest=False)
         except JanusEdgeError:
             return {}
-        bandwidth, compute = (plan.image_floors_s[kind] / tokens for kind in ("bandwidth", "compute"))
-        one, wide = max(bandwidth, compute), max(bandwidth, window * compute)
+        one, wide = pass_floors_s(plan.image_floors_s, tokens, window)
         effect[name] = {"one_token_step_ms": one * 1e3, "pass_ms": wide * 1e3, "plain_s_per_image": tokens * one,
                         "s_per_image": (passes + 1) * wide, "speedup": tokens * one / ((passes + 1) * wide)}
     return effect

@@ -4,8 +4,8 @@
   plan is never held twice in memory (a Jetson's one DRAM).
 - One execution context per engine, created USER_MANAGED: the engines run one after another on one stream, so they
   share ONE scratch allocation of the largest `device_memory_size_v2` that `build` recorded (`SharedScratch`).
-  A context switches optimisation profile only when a call needs another (prefill <-> decode, once per request);
-  its bindings (shapes, addresses) are set only when they change.
+  A context switches optimisation profile only when a call needs another (prefill, decode, a verify pass: once per
+  request phase); its bindings (shapes, addresses) are set only when they change.
 - Every engine's inputs and outputs live in device buffers of the exact size a call needs, reused while they fit;
   host arrays go through pinned staging buffers (no synchronize), results come back through pinned memory.
 - `device_memory_bytes()` says what the backend holds, by category, in the categories `trt_memory` plans.

@@ -21,6 +21,12 @@
   deferred shape work then), then is captured into a CUDA graph that later steps replay. If capture fails (an
   engine TensorRT cannot capture), the step runs without a graph from then on: one warning, the error kept in
   `TrtGraph.capture_error`.
+- A verify pass of speculative decoding (`is_verify_pass`: 2 to `MAX_WINDOW` positions per row on a cache that
+  holds a prompt, every position's hidden state wanted) runs exactly like a decode step, S positions wide: in the
+  step buffers, which the first verify pass widens to its S (`step_io_bytes`; the speculative loop's first pass is
+  its widest), and in the step's CUDA graph, captured once per (bucket, S) and replayed while neither changes.
+  Prefill chunks (a first step on an empty cache, or `last_only`) and JanusFlow's 577-position flow steps are
+  never captured.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import numpy as np
 
 from .. import kv
 from ..manifest import Manifest, kv_input, kv_output
+from ..pipelines.speculative import MAX_WINDOW
 from .base import KVDecoder, check_step, step_mask
 from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows, upload_rows
 
@@ -56,6 +63,23 @@ def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: 
     return layout
 
 
+def step_io_bytes(model: kv.CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
+                  width: int = 1) -> dict[str, int]:
+    """The decoder graph's step buffers for steps of up to `width` positions per row at full `capacity`, by tensor:
+    `kv.decode_io_bytes` for one position; a verify pass's are a prefill chunk's tensors (`prefill_layout`) for
+    `width` positions on `capacity` slots. Reserved when a request opens (a verify pass: its first pass)."""
+    if width == 1:
+        return kv.decode_io_bytes(model, dtype, rows, capacity)
+    return prefill_layout([kv_output(n) for n in kv.kv_names(model.num_layers)], model.num_kv_heads, model.head_dim,
+                          model.hidden_size, dtype, rows, width, capacity)
+
+
+def is_verify_pass(positions: int, cached: int, last_only: bool) -> bool:
+    """A speculative verify pass: a window of positions (2 to `MAX_WINDOW`) fed after a prompt, every hidden state
+    wanted. Anything else with several positions is a prefill (first step, or `last_only`) or a flow step."""
+    return 1 < positions <= MAX_WINDOW and cached > 0 and not last_only
+
+
 class TrtKVDecoder(KVDecoder):
     def __init__(self, graph: "TrtGraph", manifest: Manifest, batch: int, capacity: int | None, pool: DevicePool,
                  registry: list):
@@ -73,7 +97,8 @@ class TrtKVDecoder(KVDecoder):
         self.step_graph: CudaGraph | None = None
         self.step_version: int | None = None
         self.mask_layout: tuple[int, ...] | None = None  # (slots, new positions, where) of the device mask
-        self.captures = self.replays = 0  # decode steps captured / replayed (tests and bench read them)
+        self.captures = self.replays = 0  # decode steps and verify passes captured / replayed (tests, bench)
+        self.step_width = 1  # positions per row the step buffers hold (a verify pass widens them)
         registry.append(self)
         self._reserve_step_io()
 
@@ -81,8 +106,9 @@ class TrtKVDecoder(KVDecoder):
         return kv.tensor_bytes(self.model, self.dtype, self.batch, slots)
 
     def _reserve_step_io(self) -> None:
-        """Grows the decoder graph's IO buffers for a decode step at full capacity now, not while decoding."""
-        sizes = kv.decode_io_bytes(self.model, self.dtype, self.batch, self.allocated)
+        """Grows the decoder graph's IO buffers for a step of `step_width` positions at full capacity now, not while
+        decoding."""
+        sizes = step_io_bytes(self.model, self.dtype, self.batch, self.allocated, self.step_width)
         for name, nbytes in sizes.items():
             self.graph.buffer(name, nbytes)
 
@@ -153,7 +179,10 @@ class TrtKVDecoder(KVDecoder):
         check_step(self, tuple(inputs_embeds.shape), attention_mask.shape, self.max_context)
         seq = inputs_embeds.shape[1]
         self._reserve(self.length + seq)
-        if seq == 1:
+        if seq == 1 or is_verify_pass(seq, self.length, last_only):
+            if seq > self.step_width:
+                self.step_width = seq
+                self._reserve_step_io()
             return self._decode(inputs_embeds, attention_mask, position_ids)
         chunk = PREFILL_CHUNK if last_only else seq  # every position's hidden state is wanted otherwise
         for start in range(0, seq, chunk):
@@ -209,22 +238,24 @@ class TrtKVDecoder(KVDecoder):
         return places
 
     def _decode(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray) -> DeviceTensor:
-        """One position per row: replays the step's CUDA graph, or binds, runs and captures it."""
-        graph = self.graph
+        """A decode step or verify pass (S positions per row, within the step buffers): replays the step's CUDA
+        graph, or binds, runs and captures it."""
+        graph, seq = self.graph, inputs_embeds.shape[1]
         places = {name: DeviceTensor(graph.buffers[name], (), np.dtype(np.int64))
                   for name in ("attention_mask", "position_ids", "inputs_embeds")}
-        inputs = {"attention_mask": self._mask(attention_mask, 1, places["attention_mask"]),
+        inputs = {"attention_mask": self._mask(attention_mask, seq, places["attention_mask"]),
                   "position_ids": self._upload("position_ids", places["position_ids"], position_ids),
                   # on the device already: bound where it lies (a stable address in the decode loop: no recapture)
                   "inputs_embeds": self._upload("inputs_embeds", places["inputs_embeds"], inputs_embeds)
                   if isinstance(inputs_embeds, np.ndarray) else inputs_embeds, **self._cache_inputs()}
         outputs = self._run_step(inputs)
-        self._write_new(outputs, 1)
-        self.length += 1
+        self._write_new(outputs, seq)
+        self.length += seq
         return outputs["hidden_states"]
 
     def _run_step(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
-        """Replays the decode step's CUDA graph, or binds, runs and captures it."""
+        """Replays the step's CUDA graph, or binds, runs and captures it (one graph: a new bucket, S or binding
+        replaces it)."""
         graph = self.graph
         outputs = graph.bind(inputs)  # no TensorRT call when nothing changed
         if self.step_graph is not None and self.step_version == graph.version:

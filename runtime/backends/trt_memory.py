@@ -1,16 +1,20 @@
 """The TensorRT backend's memory for a request, computed from the figures it allocates from.
 
-`request_memory(manifest, engines, images, context)` gives, for an understanding request (one row: `images`
-images and a question filling the context) and a generation request (2 x `images` CFG rows, a prompt filling the
-context with the image's tokens), what the backend holds at the request's peak, by the categories
-`TensorRTBackend.device_memory_bytes()` reports:
+`request_memory(manifest, engines, images, context, window)` gives, for an understanding request (one row:
+`images` images and a question filling the context) and a generation request (2 x `images` CFG rows, a prompt
+filling the context with the image's tokens; with `window`, speculative decoding's verify passes of that many
+positions), what the backend holds at the request's peak, by the categories `TensorRTBackend.device_memory_bytes()`
+reports:
 
 - engines: every engine's size as `build` recorded it (its weights on the device);
 - scratch: ONE allocation shared by every execution context: the largest `device_memory_size_v2` recorded;
-- kv_cache, kv_spare, step_io: `runtime.kv`'s figures for the request's rows and capacity;
+- kv_cache, kv_spare, step_io: `runtime.kv`'s figures for the request's rows and capacity, the step buffers for a
+  verify pass's width with a window (`trt_decoder.step_io_bytes`);
 - prefill_io: the prefill's buffer for its largest chunk (`trt_decoder.prefill_layout`), held until the request
   ends;
-- io: the other engines' input and output buffers at the shapes the pipelines call them with;
+- io: the other engines' input and output buffers at the shapes the pipelines call them with (a speculative
+  request: the window's image ids and embeddings, and the head's logits for every window position, rows x window x
+  codebook x 4 bytes; no sampler engine);
 - staging: pinned host buffers (host memory on a discrete GPU; the same DRAM as the GPU's on a Jetson).
 
 Every shape comes from the manifest's graph IO (symbolic dims `batch`, `sequence` filled in per call), the KV
@@ -24,7 +28,7 @@ import numpy as np
 from .. import kv
 from ..manifest import Manifest
 from .engine_manifest import EngineManifest
-from .trt_decoder import PREFILL_CHUNK, prefill_layout
+from .trt_decoder import PREFILL_CHUNK, prefill_layout, step_io_bytes
 
 CATEGORIES = ("engines", "scratch", "kv_cache", "kv_spare", "step_io", "prefill_io", "io", "staging")
 DEVICE = CATEGORIES[:-1]
@@ -37,15 +41,19 @@ def _bytes(manifest: Manifest, graph: str, tensor: str, dims: dict[str, int]) ->
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(found.dtype).itemsize
 
 
-def _calls(manifest: Manifest, kind: str, images: int, rows: int, prompt: int) -> list[tuple[str, dict, set[str]]]:
-    """(graph, dims, tensors with a buffer of their own: outputs and host-uploaded inputs) per call, in order."""
+def _calls(manifest: Manifest, kind: str, images: int, rows: int, prompt: int,
+           window: int) -> list[tuple[str, dict, set[str]]]:
+    """(graph, dims, tensors with a buffer of their own: outputs and host-uploaded inputs) per call, in order;
+    generation's token steps are `window` positions wide (1: the plain loop; the head's hidden states come up from
+    the host once, after the prefill, one position per row)."""
     if kind == "understanding":
         return [("vision_encoder", {"batch": images}, {"pixel_values", "image_embeds"}),
                 ("text_embedding", {"batch": 1, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
                 ("lm_head", {"batch": 1, "sequence": 1}, {"hidden_states", "logits"})]
     return [("text_embedding", {"batch": rows, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
-            ("generation_head", {"batch": rows, "sequence": 1}, {"hidden_states", "logits"}),
-            ("generation_embedding", {"batch": rows, "sequence": 1}, {"image_ids", "inputs_embeds"}),
+            ("generation_head", {"batch": rows, "sequence": 1}, {"hidden_states"}),
+            ("generation_head", {"batch": rows, "sequence": window}, {"logits"}),
+            ("generation_embedding", {"batch": rows, "sequence": window}, {"image_ids", "inputs_embeds"}),
             ("vq_decoder", {"batch": 1}, {"image_ids", "pixels"})]
 
 
@@ -56,8 +64,10 @@ def sampler_bytes(rows: int, vocab: int, cfg: bool) -> int:
     return n * 8 + (n * vocab * 4 + 4 if cfg else 0)
 
 
-def request_memory(manifest: Manifest, engines: EngineManifest, images: int, context: int) -> dict[str, dict[str, int]]:
-    """What the backend holds at the peak of each request kind, by category (see the module docstring)."""
+def request_memory(manifest: Manifest, engines: EngineManifest, images: int, context: int,
+                   window: int | None = None) -> dict[str, dict[str, int]]:
+    """What the backend holds at the peak of each request kind, by category (see the module docstring); `window`:
+    generation decodes speculatively, verify passes of that many positions (None: the plain loop)."""
     model, dtype = manifest.model, manifest.kv_dtype
     context = min(int(context), manifest.limits.max_context)
     fixed = {"engines": sum(e.engine_bytes for e in engines.engines.values()),
@@ -69,31 +79,36 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
         prompt = context - 1 if kind == "understanding" else context - manifest.model.num_image_tokens + 1
         capacity = kv.request_capacity(context, manifest.limits.max_context)
         slots = kv.grow_view(prompt, kv.first_view(capacity, context)[1], True, manifest.limits.max_context)[0]
-        step = kv.decode_io_bytes(model, dtype, rows, capacity)
+        width = (window or 1) if kind == "generation" else 1
+        step = step_io_bytes(model, dtype, rows, capacity, width)
         chunk = min(prompt, PREFILL_CHUNK)
         prefill = prefill_layout(kv_outputs, model.num_kv_heads, model.head_dim, model.hidden_size, dtype, rows,
                                  chunk, slots)
         io, staging = 0, {}
-        for graph, dims, owned in _calls(manifest, kind, images, rows, prompt):
+        for graph, dims, owned in _calls(manifest, kind, images, rows, prompt, width):
             for tensor in owned:
                 nbytes = _bytes(manifest, graph, tensor, dims)
                 io += nbytes
                 if tensor in {t.name for t in manifest.graphs[graph].inputs}:
                     staging[f"{graph}:{tensor}"] = nbytes
         cfg = kind == "generation"
-        io += sampler_bytes(rows, manifest.model.codebook_size if cfg else manifest.model.vocab_size, cfg)
+        speculative = cfg and window is not None  # the host samples from the head's logits: no sampler engine
+        if not speculative:
+            io += sampler_bytes(rows, manifest.model.codebook_size if cfg else manifest.model.vocab_size, cfg)
         downloads = [rows * model.hidden_size * 4, rows * 8]
         if kind == "understanding":  # the vision encoder's and text embedding's outputs are spliced on the host
             downloads += [_bytes(manifest, "vision_encoder", "image_embeds", {"batch": images}),
                           _bytes(manifest, "text_embedding", "inputs_embeds", {"batch": 1, "sequence": prompt})]
         else:
             downloads.append(_bytes(manifest, "vq_decoder", "pixels", {"batch": 1}))
+            if speculative:  # every window position's logits come down to the host
+                downloads.append(_bytes(manifest, "generation_head", "logits", {"batch": rows, "sequence": width}))
         staging.update({"download": max(downloads),
-                        "decoder:attention_mask": rows * max(slots + chunk, capacity + 1) * 8,
-                        "decoder:position_ids": rows * chunk * 8})
+                        "decoder:attention_mask": rows * max(slots + chunk, capacity + width) * 8,
+                        "decoder:position_ids": rows * max(chunk, width) * 8})
         if kind == "understanding":
             staging["decoder:inputs_embeds"] = rows * chunk * model.hidden_size * 4
-        else:
+        elif not speculative:
             staging["cfg_weight"] = 4
         result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
                         "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()),
