@@ -159,8 +159,8 @@ def test_tensorrt_execution_provider_gets_profiles_an_engine_cache_and_the_strea
                 ranges.append({})
             ranges[index][key] = [int(d) for d in dims.split("x")]
     assert set(parsed) == {t.name for t in manifest.graphs["decoder"].inputs}
-    assert all(len(ranges) == 2 for ranges in parsed.values())  # prefill and decode
-    prefill, decode = parsed["past_key_values.0.key"]
+    assert all(len(ranges) == 3 for ranges in parsed.values())  # prefill, decode, speculative decoding's verify
+    prefill, decode, _ = parsed["past_key_values.0.key"]
     assert prefill["max"] == [limits.max_batch, model.num_kv_heads, limits.max_context, model.head_dim]
     assert parsed["attention_mask"][0]["max"] == [limits.max_batch, 2 * limits.max_context]
     assert parsed["inputs_embeds"][1]["max"] == [limits.max_batch, 1, model.hidden_size]  # decode: one position

@@ -161,7 +161,7 @@ def test_engine_manifest_round_trips_and_refuses_foreign_engines(tmp_path):
 def test_profiles_cover_prefill_and_decode_within_the_target(export_hf):
     manifest = load_manifest(export_hf)
     profiles = engine_profiles(manifest, TARGETS["orin-nano-8gb"])
-    prefill, decode = profiles["decoder"]
+    prefill, decode, _ = profiles["decoder"]  # and speculative decoding's verify pass (test_speculative.py)
     # sized like `plan`: one image (2 CFG rows) and the target's context by default, not the export's max batch
     assert prefill["inputs_embeds"][2] == [2, 2048, manifest.model.hidden_size]
     assert engine_profiles(manifest, TARGETS["orin-nano-8gb"], images=3, context=1024)["decoder"][0][

@@ -1,5 +1,6 @@
 """`janus-edge plan --model janus-pro-1b|janus-pro-7b|janusflow-1.3b|MODEL_DIR --target T --precision P [--context N]
-[--images N]`, or `janus-edge plan --model ENGINE_DIR [--context N] [--images N]` (what `build` recorded)."""
+[--images N] [--speculative-window W]`, or `janus-edge plan --model ENGINE_DIR [--context N] [--images N]
+[--speculative-window W]` (what `build` recorded)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ def add_arguments(parser) -> None:
                         help="as export/calibrate make it: fp32, fp16, int8, w8, w4 or a combination (int8,w4,fp16)")
     parser.add_argument("--context", type=int, default=None, help="tokens per row (default: the target's limit)")
     parser.add_argument("--images", type=int, default=1, help="images per generation request (2 CFG rows each)")
+    parser.add_argument("--speculative-window", type=int, default=None, metavar="W",
+                        help="also count speculative decoding's verify pass of W positions (memory and its floor)")
     parser.add_argument("--json", default=None, help="also write the plan as JSON")
 
 
@@ -30,7 +33,7 @@ def run(args) -> int:
 
     if (Path(args.model) / ENGINE_MANIFEST).is_file():
         built = EngineManifest.read(Path(args.model)).build_options
-        plan = plan_engines(args.model, args.images, args.context or built["max_context"])
+        plan = plan_engines(args.model, args.images, args.context or built["max_context"], args.speculative_window)
     else:
         if args.target is None:
             raise RequestError("--target is needed to plan a model (it is read from an engine directory)",
@@ -38,7 +41,7 @@ def run(args) -> int:
         dims, flow = plan_model(args.model)
         chosen = target(args.target)
         plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images,
-                         flow=flow)
+                         flow=flow, window=args.speculative_window)
     print(format_plan(plan))
     if args.json:
         with open(args.json, "w") as f:

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, gpu_mismatch
-from janus_edge.runtime.backends.cuda import _cudart, check
+from janus_edge.runtime.backends.cuda import DRIVER_FIX, _cudart, first_call
 from janus_edge.runtime.backends.tensorrt import require_tensorrt
 from janus_edge.runtime.errors import BackendError
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # Jetson (L4T) only
 NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # discrete GPUs' kernel module
-INSTALL_FIX = "run `make gpu-install`, which installs the cuda-python that matches this driver (docs/jetson.md)"
 
 
 @dataclass
@@ -96,42 +95,24 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
-def _first_call(call: str, function: Any, *args: Any) -> Any:
-    """A CUDA call that may be the process's first: cuda-python raises (no libcuda) or returns an error status."""
-    try:
-        result = function(*args)
-    except RuntimeError as exc:  # cuda-python: "Failed to dlopen libcuda.so.1"
-        raise BackendError(f"no NVIDIA driver is loaded ({call}: {exc})",
-                           "install the NVIDIA driver (Jetson: JetPack), or run the container with --gpus all / "
-                           "--runtime nvidia") from None
-    status = getattr(result[0], "name", str(result[0])) if isinstance(result, tuple) else "cudaSuccess"
-    if status == "cudaErrorNoDevice":
-        raise BackendError("the NVIDIA driver sees no CUDA GPU",
-                           "check nvidia-smi (Jetson: tegrastats) and CUDA_VISIBLE_DEVICES")
-    if status == "cudaErrorInsufficientDriver":
-        raise BackendError(f"this NVIDIA driver is older than cuda-python {_distribution('cuda-python')} needs "
-                           f"({call} returned {status})", INSTALL_FIX)
-    return check(result, call)
-
-
 def probe_machine() -> Machine:
     """This machine's GPU and CUDA versions; raises `BackendError` (one line, with its fix) where it cannot run
     TensorRT engines."""
     require_tensorrt()
     cudart: Any = _cudart()
-    driver_code = _first_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion)
+    driver_code = first_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion)
     if driver_code == 0:
         raise BackendError("no NVIDIA driver is loaded (cudaDriverGetVersion reports 0)",
                            "install the NVIDIA driver (Jetson: JetPack) and reboot")
     driver = _cuda_version(driver_code)
-    runtime = _cuda_version(_first_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion))
+    runtime = _cuda_version(first_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion))
     if (_major(runtime) or 0) > (_major(driver) or 0):
         bindings = _distribution("cuda-python", "cuda-bindings") or "(version unknown)"
         raise BackendError(f"cuda-python {bindings} is built for CUDA {runtime} and needs a CUDA {_major(runtime)} "
                            f"driver; this driver supports CUDA {driver}",
-                           INSTALL_FIX + ", or pip install 'janus-edge[tensorrt]' (CUDA 12 drivers)")
-    device = _first_call("cudaGetDevice", cudart.cudaGetDevice)
-    props = _first_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties, device)
+                           DRIVER_FIX + ", or pip install 'janus-edge[tensorrt]' (CUDA 12 drivers)")
+    device = first_call("cudaGetDevice", cudart.cudaGetDevice)
+    props = first_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties, device)
     name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
     return Machine(name.strip("\x00 "), f"{props.major}.{props.minor}", int(props.totalGlobalMem),
                    bool(props.integrated), driver, runtime)

@@ -341,9 +341,31 @@ class CudaGraph:
             self.executable = None
 
 
+DRIVER_FIX = "run `make gpu-install`, which installs the cuda-python that matches this driver (docs/jetson.md)"
+
+
+def first_call(call: str, function: Callable[..., Any], *args: Any) -> Any:
+    """A CUDA call that may be the process's first, where a machine that cannot run CUDA shows: cuda-python raises
+    (no libcuda) or returns an error status. Each becomes one `BackendError` with its fix, not a traceback."""
+    try:
+        result = function(*args)
+    except RuntimeError as exc:  # cuda-python: "Failed to dlopen libcuda.so.1"
+        raise BackendError(f"no NVIDIA driver is loaded ({call}: {exc})",
+                           "install the NVIDIA driver (Jetson: JetPack), or run the container with --gpus all / "
+                           "--runtime nvidia") from None
+    status = getattr(result[0], "name", str(result[0])) if isinstance(result, tuple) else "cudaSuccess"
+    if status == "cudaErrorNoDevice":
+        raise BackendError("the NVIDIA driver sees no CUDA GPU",
+                           "check nvidia-smi (Jetson: tegrastats) and CUDA_VISIBLE_DEVICES")
+    if status == "cudaErrorInsufficientDriver":
+        raise BackendError(f"this NVIDIA driver is older than the CUDA cuda-python was built for ({call} returned "
+                           f"{status})", DRIVER_FIX)
+    return check(result, call)
+
+
 def device_name_and_capability() -> tuple[str, str]:
     cudart = _cudart()
-    device = check(cudart.cudaGetDevice(), "cudaGetDevice")
-    props = check(cudart.cudaGetDeviceProperties(device), "cudaGetDeviceProperties")
+    device = first_call("cudaGetDevice", cudart.cudaGetDevice)
+    props = first_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties, device)
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
     return name.strip("\x00"), f"{props.major}.{props.minor}"

@@ -49,6 +49,9 @@ def require_tensorrt() -> None:
     except ImportError:
         raise BackendError("TensorRT is not installed", "on Jetson it comes with JetPack; see docs/jetson.md") \
             from None
+    except OSError as exc:  # the bindings are there, their libraries (libnvinfer, CUDA) do not load
+        raise BackendError(f"TensorRT's libraries do not load ({exc})",
+                           "install the TensorRT build for this CUDA version (docs/jetson.md)") from None
     if not hasattr(tensorrt, "Runtime"):  # type stubs or an empty namespace package, not the library
         raise BackendError("`import tensorrt` found no TensorRT library (only stubs?)",
                            "install TensorRT's Python bindings for this machine")
