@@ -320,3 +320,27 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
                 assert sum(added.values()) == plan.kv_cache_bytes + plan.runtime_buffers_bytes
                 spare = kv.spare_bytes(model, manifest.kv_dtype, 4, context)
                 assert decoder.nbytes == plan.kv_cache_bytes + spare
+
+
+def test_a_step_after_rewinding_below_the_mirrored_mask_attends_only_to_kept_positions(standin_engines, export_hf):
+    """A chat turn can rewind the cache below positions the device mask already marks valid and then step with the
+    same layout; the rewound slots must not be attended to (same hidden states as ONNX Runtime's host cache)."""
+    with standin_imports():
+        from janus_edge.runtime import JanusRuntime
+
+        trt, cpu = JanusRuntime.load(standin_engines).backend, JanusRuntime.load(export_hf).backend
+        rows, ids = 1, np.random.default_rng(4).integers(0, 100, (1, 20))
+        with trt.kv_decoder(rows, 64) as decoder, cpu.kv_decoder(rows, 64) as reference:
+            outputs = []
+            for backend, cache in ((trt, decoder), (cpu, reference)):
+                cache.step(backend.embed("text_embedding", ids[:, :8]), np.ones((1, 8), np.int64),
+                           np.arange(8)[None], last_only=True)
+                for position in range(8, 14):  # decode steps: the device mask marks slots up to 13 valid
+                    cache.step(backend.embed("text_embedding", ids[:, position:position + 1]),
+                               np.ones((1, position + 1), np.int64), np.array([[position]]))
+                cache.rewind(10)
+                hidden = cache.step(backend.embed("text_embedding", ids[:, 15:16]), np.ones((1, 11), np.int64),
+                                    np.array([[10]]))
+                outputs.append(hidden if isinstance(hidden, np.ndarray) else hidden.download(trt.stream))
+            np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
+        trt.close()

@@ -167,6 +167,7 @@ class TrtKVDecoder(KVDecoder):
             changed = np.flatnonzero((mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
             first = int(changed[0]) if changed.size else cached
             mirror[:, first:cached] = attention_mask[:, first:cached]
+            mirror[:, cached:self.slots] = 0  # slots a `rewind` gave back may still say 1 here (uploaded below)
             mirror[:, self.slots:] = attention_mask[:, cached:]
         else:
             mirror[...] = step_mask(attention_mask, self.length, self.slots)
