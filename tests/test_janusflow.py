@@ -325,3 +325,16 @@ def test_bench_times_the_flow_step_and_30_step_images(flow_export, tmp_path):
     assert floor["compute_floor_ms"] > 0 and floor["bandwidth_floor_ms"] > 0 and report["machine"]["gemm_gflops"] > 0
     (images,) = row["throughput"]["images"]
     assert images["n"] == 1 and images["images_per_minute"] == pytest.approx(60 / images["seconds_per_image"]["median"])
+
+
+def test_plan_of_a_janusflow_engine_directory_states_its_understanding_request(flow_engines):
+    """`plan --model ENGINE_DIR` on JanusFlow engines: the understanding request from the recorded figures (the
+    flow request is planned from the preset), not a traceback over graphs JanusFlow does not have."""
+    from janus_edge.plan import plan_engines
+    from janus_edge.runtime.manifest import load_manifest
+
+    context = load_manifest(flow_engines, verify=False).limits.max_context
+    plan = plan_engines(flow_engines, 1, context)
+    assert set(plan.requests) == {"understanding"} and plan.kv_cache_bytes > 0 and plan.total_bytes > 0
+    result = run_cli("plan", "--model", flow_engines, check_code=0)
+    assert "KV cache" in result.stdout and "Traceback" not in result.stderr

@@ -74,7 +74,8 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
              "scratch": max(e.device_memory_bytes for e in engines.engines.values())}
     kv_outputs = [kv.kv_output(n) for n in kv.kv_names(model.num_layers)]
     result = {}
-    for kind in ("understanding", "generation"):
+    # JanusFlow's flow request is not modelled from engines yet: its engine directories plan understanding only
+    for kind in ("understanding", "generation") if "generation_head" in manifest.graphs else ("understanding",):
         rows = 1 if kind == "understanding" else 2 * images
         prompt = context - 1 if kind == "understanding" else context - manifest.model.num_image_tokens + 1
         capacity = kv.request_capacity(context, manifest.limits.max_context)
