@@ -344,3 +344,16 @@ def test_a_step_after_rewinding_below_the_mirrored_mask_attends_only_to_kept_pos
                 outputs.append(hidden if isinstance(hidden, np.ndarray) else hidden.download(trt.stream))
             np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5)
         trt.close()
+
+
+def test_the_kv_pool_keeps_one_request_kinds_cache_not_every_kinds(standin_engines):
+    """An understanding request (1 row) then a generation (2 CFG rows): the pool frees the set that does not fit
+    instead of keeping both, so the backend holds what plan counts (the larger request's), not their sum."""
+    with standin_imports():
+        from janus_edge.runtime import JanusRuntime
+
+        with JanusRuntime.load(standin_engines) as engines:
+            engines.understand([IMAGE], "What?", max_new_tokens=4)
+            assert len(engines.backend.pool.free) == 1
+            engines.generate_images("a red fox", n=1, temperature=0)
+            assert len(engines.backend.pool.free) == 1 and engines.backend.pool.free[0][0].nbytes > 0

@@ -262,11 +262,14 @@ class DevicePool:
         self.free: list[list[DeviceBuffer]] = []
 
     def take(self, sizes: list[int], stream: Stream) -> list[DeviceBuffer]:
-        """Buffers of at least `sizes` bytes: a returned set if one fits, else new zero-filled ones."""
+        """Buffers of at least `sizes` bytes: a returned set if one fits, else new zero-filled ones, after freeing
+        the returned sets (none fits this request; kept, they would add up across request kinds, e.g. a 1-row
+        understanding cache beside a CFG one, while `plan` counts the largest request's)."""
         fitting = [i for i, s in enumerate(self.free)
                    if len(s) == len(sizes) and all(b.nbytes >= n for b, n in zip(s, sizes))]
         if fitting:
             return self.free.pop(min(fitting, key=lambda i: sum(b.nbytes for b in self.free[i])))
+        self.clear()
         buffers = [DeviceBuffer(nbytes) for nbytes in sizes]
         for buffer in buffers:  # unused cache slots are read (masked): they must hold finite values
             buffer.zero(stream)
