@@ -5,7 +5,8 @@ allocates on the device (OrtValues, zero-filled once when allocated, reused by t
 bound to the decoder by address (IO binding), rebound only when it widens, and each step's new positions written
 into their slots by one strided copy per tensor. The graph writes those new positions into step buffers bound the
 same way (rebound only when the number of new positions changes). The copies are queued on the CUDA stream ONNX
-Runtime computes on (every session is given it as `user_compute_stream`), so no step waits for them. Embeddings
+Runtime computes on (every session is given it as `user_compute_stream`), so they run in order with the graphs
+(ONNX Runtime still synchronizes that stream at the end of each run by default). Embeddings
 and hidden states stay on the device from graph to graph (`OnDevice`): per decode step the token ids, the mask and
 the positions go up and the head's logits come back for the host sampler; nothing cache-sized crosses.
 

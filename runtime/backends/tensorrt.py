@@ -1,7 +1,8 @@
 """TensorRT backend: engines built by `janus-edge build`, device-resident buffers, one CUDA stream.
 
 - Engines are read from their files by an IStreamReader (TensorRT asks for each part as it deserialises), so the
-  plan is never held twice in memory (a Jetson's one DRAM).
+  backend never holds the whole plan as a Python object (whether TensorRT 10.3's version-1 reader asks for the
+  weights in one piece is not verified).
 - One execution context per engine, created USER_MANAGED: the engines run one after another on one stream, so they
   share ONE scratch allocation of the largest `device_memory_size_v2` that `build` recorded (`SharedScratch`).
   A context switches optimisation profile only when a call needs another (prefill, decode, a verify pass: once per
@@ -11,8 +12,8 @@
 - `device_memory_bytes()` says what the backend holds, by category, in the categories `trt_memory` plans.
 - The decoder's KV cache lives on the device in the export's KV dtype, sized per request, written in place, and
   its decode step replays a CUDA graph (`trt_decoder`).
-- Per greedy decode step only token ids cross between host and device: embeddings, hidden states and logits stay
-  on the device, and CFG mixing and argmax run in a small sampler engine. Sampling at a temperature downloads the
+- Per greedy decode step only token ids, the mask's changed columns and the position ids cross between host and
+  device: embeddings, hidden states and logits stay on the device, and CFG mixing and argmax run in a small sampler engine. Sampling at a temperature downloads the
   mixed logits and draws on the host (no CumSum on the device: slow before TensorRT 10.8).
 
 TensorRT and cuda-python are imported lazily: this module imports on machines that have neither.
