@@ -92,6 +92,7 @@ class TrtKVDecoder(KVDecoder):
         self.model = model
         self.slots, self.allocated = kv.first_view(capacity, self.max_context)
         self.buffers = pool.take([self._tensor_bytes(self.allocated)] * (len(self.names) + 1), self.stream)
+        self.cache_views: dict[str, DeviceTensor] | None = None
         self.nbytes = len(self.buffers) * self._tensor_bytes(self.allocated)  # with the spare for bucket crossings
         self.prefill: DeviceBuffer | None = None  # the prefill's outputs, sized by the request
         self.step_graph: CudaGraph | None = None
@@ -119,9 +120,12 @@ class TrtKVDecoder(KVDecoder):
                 "prefill_io": self.prefill.nbytes if self.prefill is not None else 0}
 
     def _cache_inputs(self) -> dict[str, DeviceTensor]:
-        shape = (self.batch, self.heads, self.slots, self.head_dim)
-        return {kv_input(name): DeviceTensor(buffer, shape, self.dtype)
-                for name, buffer in zip(self.names, self.buffers)}
+        """The cache tensors' [B,H,slots,hd] views, built once per layout (`_relayout` drops them), not per step."""
+        if self.cache_views is None:
+            shape = (self.batch, self.heads, self.slots, self.head_dim)
+            self.cache_views = {kv_input(name): DeviceTensor(buffer, shape, self.dtype)
+                                for name, buffer in zip(self.names, self.buffers)}
+        return self.cache_views
 
     def _relayout(self, slots: int, allocated: int) -> None:
         """Moves every tensor's valid positions into a [B,H,slots,hd] layout (a larger set if `allocated` grew)."""
@@ -141,7 +145,7 @@ class TrtKVDecoder(KVDecoder):
                 copy_rows(spare.ptr, new_pitch, self.buffers[index].ptr, old_pitch, valid, rows, self.stream)
                 spare, self.buffers[index] = self.buffers[index], spare
             self.buffers[-1] = spare
-        self.slots = slots
+        self.slots, self.cache_views = slots, None
 
     def _reserve(self, needed: int) -> None:
         if needed <= self.slots:
@@ -293,7 +297,7 @@ class TrtKVDecoder(KVDecoder):
         self.drop_step_graph()
         if self.buffers:
             self.pool.give(self.buffers)
-            self.buffers = []
+            self.buffers, self.cache_views = [], None
         if self.prefill is not None:
             self.stream.synchronize()
             self.prefill.free()
