@@ -14,10 +14,9 @@ import torch
 
 from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from janus_edge.runtime.manifest import Manifest, load_manifest
+from janus_edge.runtime.tensor_names import ATTENTION_MASK
 
-from .checkpoint import load_checkpoint
-from .configs import model_info
-from .graphs import graph_specs
+from .checkpoint import checkpoint_family
 
 # (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
 # L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4, a kv8 decoder) are reported but
@@ -26,7 +25,6 @@ from .graphs import graph_specs
 TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2)}
 CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
          {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
-HEAVY_GRAPHS = ("vision_encoder", "vq_decoder", "flow_encoder", "flow_decoder", "vae_decoder")  # batch only
 
 
 @dataclass
@@ -43,16 +41,11 @@ class Row:
 def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: str | Path | None = None) -> list[Row]:
     """`vae`: the SDXL VAE directory of a JanusFlow checkpoint."""
     manifest = load_manifest(export_dir)
-    checkpoint = load_checkpoint(model_dir, manifest.model.family, vae=vae)
+    family, config_json = checkpoint_family(model_dir)
+    checkpoint = family.load(Path(model_dir), config_json, prompt_family=manifest.model.family, vae=vae)
     backend = OnnxRuntimeBackend(Path(export_dir), manifest)
-    if manifest.model.family == "janusflow":  # JanusFlow's graphs wrap the checkpoint (model and VAE)
-        from .janusflow.graphs import FlowGeometry, flow_graph_specs, flow_model_info
-
-        info, target = flow_model_info(checkpoint), checkpoint
-        specs = flow_graph_specs(info, FlowGeometry.of(checkpoint))
-    else:
-        info, target = model_info(checkpoint.model.config), checkpoint.model
-        specs = graph_specs(info, form=manifest.kv_cache.form)
+    info = family.model_info(checkpoint)
+    specs = family.graph_specs(info, manifest.tokens, form=manifest.kv_cache.form)
     rows: list[Row] = []
     torch.manual_seed(seed)
     for spec in specs:
@@ -63,8 +56,8 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
         if spec.name == "decoder" and manifest.kv_dtype == "int8":  # random cache values say nothing of kv8
             precision = "kv8"
         rows += _structure(spec.name, backend, manifest)
-        module = spec.make_module(target).eval()
-        cases = CASES[:2] if spec.name in HEAVY_GRAPHS else CASES
+        module = spec.make_module(checkpoint).eval()
+        cases = CASES[:2] if spec.batch_only else CASES
         for case in cases:
             case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
             feeds = spec.sample(info, case)
@@ -76,8 +69,8 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
             label = ",".join(f"{k[0]}{v}" for k, v in case.items())
             for tensor, reference in zip(spec.outputs, expected):
                 actual, reference = got[tensor.name], reference.numpy()
-                if "attention_mask" in feeds:  # padded positions hold unused values that differ by precision
-                    actual, reference = _drop_padding(actual, reference, feeds["attention_mask"].numpy())
+                if ATTENTION_MASK in feeds:  # padded positions hold unused values that differ by precision
+                    actual, reference = _drop_padding(actual, reference, feeds[ATTENTION_MASK].numpy())
                 rows.append(_row(spec.name, label, tensor.name, actual, reference, precision))
     return rows
 

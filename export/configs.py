@@ -13,29 +13,35 @@ import dataclasses
 from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import ModelInfo
 
-# Every Janus model: SigLIP-L/16 at 384 x 384 and VQ-16, so 24 x 24 = 576 tokens per image.
-IMAGE_SIZE, PATCH_SIZE = 384, 16
-NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH_SIZE) ** 2
+from .components import LLM, LLM_1B, LLM_7B, SIGLIP_L16_384, VQ_16, VisionTower, VQModel
+
+TINY_LLM = LLM(hidden=64, intermediate=128, layers=2, heads=4, vocab=0, max_positions=4096)  # vocab: the tokenizer's
+TINY_SIGLIP = dataclasses.replace(SIGLIP_L16_384, width=32, layers=2, heads=2)
+TINY_VQ = dataclasses.replace(VQ_16, base_channels=32, latent_channels=32, res_blocks=1)
 
 
-def _preset(family: str, hidden: int, intermediate: int, layers: int, heads: int, vocab: int, vision_hidden: int,
-            vision_layers: int, vision_heads: int, vq_base_channels: int, vq_latent_channels: int, vq_res_blocks: int,
-            max_position_embeddings: int = 16384) -> ModelInfo:
-    return ModelInfo(family=family, source_format="hf", hidden_size=hidden, vocab_size=vocab, codebook_size=16384,
-                     num_layers=layers, num_kv_heads=heads, head_dim=hidden // heads, image_size=IMAGE_SIZE,
-                     num_image_tokens=NUM_IMAGE_TOKENS, max_position_embeddings=max_position_embeddings,
-                     intermediate_size=intermediate, num_heads=heads, vision_hidden_size=vision_hidden,
-                     vision_layers=vision_layers, vision_heads=vision_heads, vision_intermediate_size=4 * vision_hidden,
-                     codebook_dim=8, vq_base_channels=vq_base_channels, vq_channel_multiplier=[1, 1, 2, 2, 4],
-                     vq_latent_channels=vq_latent_channels, vq_res_blocks=vq_res_blocks)
+def preset_fields(llm: LLM, vision: VisionTower) -> dict:
+    """The `ModelInfo` fields of an LLM and a vision tower (every family's presets have both)."""
+    return dict(hidden_size=llm.hidden, vocab_size=llm.vocab, num_layers=llm.layers, num_kv_heads=llm.heads,
+                head_dim=llm.hidden // llm.heads, image_size=vision.image_size, num_image_tokens=vision.num_tokens,
+                max_position_embeddings=llm.max_positions, intermediate_size=llm.intermediate, num_heads=llm.heads,
+                vision_hidden_size=vision.width, vision_layers=vision.layers, vision_heads=vision.heads,
+                vision_intermediate_size=vision.mlp_ratio * vision.width)
+
+
+def _preset(family: str, llm: LLM, vision: VisionTower = SIGLIP_L16_384, vq: VQModel = VQ_16) -> ModelInfo:
+    return ModelInfo(family=family, source_format="hf", codebook_size=vq.codebook_size, **preset_fields(llm, vision),
+                     codebook_dim=vq.codebook_dim, vq_base_channels=vq.base_channels,
+                     vq_channel_multiplier=list(vq.channel_multiplier), vq_latent_channels=vq.latent_channels,
+                     vq_res_blocks=vq.res_blocks)
 
 
 PRESETS: dict[str, ModelInfo] = {
-    "janus-pro-1b": _preset("janus-pro", 2048, 5632, 24, 16, 102400, 1024, 24, 16, 128, 256, 2),
-    "janus-pro-7b": _preset("janus-pro", 4096, 11008, 30, 32, 102400, 1024, 24, 16, 128, 256, 2),
-    "janus-1.3b": _preset("janus", 2048, 5632, 24, 16, 102400, 1024, 24, 16, 128, 256, 2),
+    "janus-pro-1b": _preset("janus-pro", LLM_1B),
+    "janus-pro-7b": _preset("janus-pro", LLM_7B),
+    "janus-1.3b": _preset("janus", LLM_1B),
     # vocab_size is replaced by the tiny tokenizer's size (rounded up to a multiple of 64).
-    "tiny": _preset("janus-pro", 64, 128, 2, 4, 0, 32, 2, 2, 32, 32, 1, max_position_embeddings=4096),
+    "tiny": _preset("janus-pro", TINY_LLM, TINY_SIGLIP, TINY_VQ),
 }
 
 

@@ -1,4 +1,8 @@
-"""`janus-edge export`: checkpoint -> seven ONNX graphs + tokenizer + `janus_edge.json`, written atomically."""
+"""`janus-edge export`: checkpoint -> its family's ONNX graphs + tokenizer + `janus_edge.json`, written atomically.
+
+The family (export/families) says which graphs there are, which stay fp32, and what the manifest records besides
+them; this module runs torch.onnx over each and writes the files.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,15 @@ import torch
 
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
-from janus_edge.runtime.manifest import (FORM_SCHEMA_VERSIONS, MANIFEST_NAME, GenerationDefaults, Graph,
-                                         KVCacheFormat, Limits, Manifest, ModelInfo, SpecialTokens, Tensor,
-                                         sha256_file)
+from janus_edge.runtime.manifest import (FORM_SCHEMA_VERSIONS, MANIFEST_NAME, Graph, KVCacheFormat, Limits, Manifest,
+                                         ModelInfo, Tensor, sha256_file)
 
 from . import metadata
-from .checkpoint import Checkpoint, load_checkpoint
+from .checkpoint import checkpoint_family
+from .components import NUM_IMAGE_TOKENS
+from .families.base import Checkpoint, ManifestExtras
 from .fp16 import to_fp16
-from .configs import NUM_IMAGE_TOKENS, model_info
-from .graphs import GraphSpec, graph_specs
-from .janusflow.checkpoint import is_janusflow
+from .graphs import GraphSpec
 from .onnx_io import load_graph, save_graph
 from .precision import EXPORT_WORDS, parse_precision
 from .staging import check_replaceable, staged_directory
@@ -32,7 +35,8 @@ SAMPLE_SIZES = {"batch": 2, "sequence": 3, "past_sequence": 5, "capacity": 10}
 def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", max_batch: int = 8,
            max_context: int = 4096, family: str | None = None, log=print, vae: str | Path | None = None,
            kv_form: str = "in_place") -> Manifest:
-    """`vae`: the SDXL VAE directory a JanusFlow checkpoint needs (diffusers layout); unused for Janus-Pro.
+    """`family`: the prompt format of a Janus checkpoint ("janus-pro" or "janus"; default: what it names itself).
+    `vae`: the SDXL VAE directory a JanusFlow checkpoint needs (diffusers layout); unused for Janus-Pro.
     `kv_form`: the decoder's KV cache form (manifest `kv_cache.form`): "in_place" (plain ONNX, every backend) or
     "ort_gqa" (ONNX Runtime's fused GroupQueryAttention; ONNX Runtime only)."""
     if precision not in [",".join(words) for words in EXPORT_WORDS]:
@@ -43,26 +47,24 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         raise RequestError(f"--max-batch {max_batch} / --max-context {max_context} are too small",
                            f"use a batch >= 1 and a context >= {NUM_IMAGE_TOKENS + 16} ({NUM_IMAGE_TOKENS} image "
                            "tokens + prompt)")
-    janusflow = is_janusflow(model_dir)
-    kv.check_support(kv_form, precision_words=chosen.words, family="janusflow" if janusflow else family)
-    if janusflow:
-        from .janusflow.export import export_janusflow
-
-        return export_janusflow(model_dir, out_dir, vae, precision, Limits(max_batch, max_context), log)
+    found, config_json = checkpoint_family(model_dir)
+    kv.check_support(kv_form, precision_words=chosen.words, family=found.names[0])
     check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
-    checkpoint = load_checkpoint(model_dir, family)
-    info = model_info(checkpoint.model.config, checkpoint.family, checkpoint.source_format)
+    checkpoint = found.load(Path(model_dir), config_json, prompt_family=family, vae=vae)
+    info = found.model_info(checkpoint)
     limit = info.max_position_embeddings
     if max_context > limit:
         raise RequestError(f"--max-context {max_context} is over the model's {limit} positions",
                            f"use --max-context {limit} or less")
+    extras = found.manifest_extras(checkpoint, info)
     with staged_directory(out_dir, MANIFEST_NAME) as staging:
         graphs = {}
-        for spec in graph_specs(info, chosen.kv_dtype, kv_form):
-            log(f"exporting {spec.name} ({precision})")
-            graphs[spec.name] = _export_graph(checkpoint.model, spec, info, staging, precision)
+        for spec in found.graph_specs(info, extras.tokens, chosen.kv_dtype, kv_form):
+            graph_precision = found.graph_precision(spec.name, precision)
+            log(f"exporting {spec.name} ({graph_precision})")
+            graphs[spec.name] = export_graph(checkpoint, spec, info, staging, graph_precision)
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
-        manifest = _manifest(checkpoint, info, graphs, precision, Limits(max_batch, max_context), staging)
+        manifest = _manifest(checkpoint, info, extras, graphs, precision, Limits(max_batch, max_context), staging)
         manifest.kv_cache = KVCacheFormat(form=kv_form)
         manifest.schema_version = FORM_SCHEMA_VERSIONS[kv_form]
         manifest.write(staging)
@@ -79,8 +81,9 @@ def dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
     return axes
 
 
-def _export_graph(model, spec: GraphSpec, info: ModelInfo, directory: Path, precision: str) -> Graph:
-    module = spec.make_module(model).eval()
+def export_graph(checkpoint: Checkpoint, spec: GraphSpec, info: ModelInfo, directory: Path, precision: str) -> Graph:
+    """One graph: torch.onnx (TorchScript) at `SAMPLE_SIZES`, converted to fp16 if asked, saved in `directory`."""
+    module = spec.make_module(checkpoint).eval()
     sample = spec.sample(info, SAMPLE_SIZES)
     file = f"{spec.name}.onnx"
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,25 +101,19 @@ def _export_graph(model, spec: GraphSpec, info: ModelInfo, directory: Path, prec
                  outputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.outputs])
 
 
-def _manifest(checkpoint: Checkpoint, info: ModelInfo, graphs: dict[str, Graph], precision: str, limits: Limits,
-              directory: Path) -> Manifest:
+def _manifest(checkpoint: Checkpoint, info: ModelInfo, extras: ManifestExtras, graphs: dict[str, Graph],
+              precision: str, limits: Limits, directory: Path) -> Manifest:
     import onnx
     import transformers
 
-    config = checkpoint.model.config
-    text = config.text_config
-    vocab = metadata.tokenizer_vocab(checkpoint.tokenizer_file)
-    fmt = metadata.prompt_format(checkpoint.family, checkpoint.processor, vocab, text.eos_token_id)
-    tokens = SpecialTokens(bos=text.bos_token_id, eos=text.eos_token_id, pad=text.pad_token_id,
-                           image=config.image_token_id, image_start=metadata.token_id(vocab, fmt.image_start),
-                           image_end=metadata.token_id(vocab, fmt.image_end))
     files = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file()}
     producer = {"janus_edge": _version(), "torch": torch.__version__, "transformers": transformers.__version__,
-                "onnx": onnx.__version__, "opset": str(OPSET), "exporter": "torch.onnx (TorchScript)"}
-    return Manifest(model=info, precision=precision, limits=limits, graphs=graphs, tokens=tokens, prompt=fmt,
-                    preprocessing=metadata.preprocessing(checkpoint.processor),
-                    generation=GenerationDefaults(image_tokens=info.num_image_tokens),
-                    tokenizer_file="tokenizer.json", files=files, producer=producer)
+                "onnx": onnx.__version__, "opset": str(OPSET), "exporter": "torch.onnx (TorchScript)",
+                **extras.producer}
+    return Manifest(model=info, precision=precision, limits=limits, graphs=graphs, tokens=extras.tokens,
+                    prompt=extras.prompt, preprocessing=metadata.preprocessing(checkpoint.processor),
+                    generation=extras.generation, tokenizer_file="tokenizer.json", files=files, producer=producer,
+                    flow=extras.flow)
 
 
 def _version() -> str:

@@ -15,15 +15,18 @@ from torch import nn
 
 from janus_edge.runtime.kv import kv_form, kv_input
 from janus_edge.runtime.manifest import ModelInfo, Tensor
+from janus_edge.runtime.tensor_names import (ATTENTION_MASK, HIDDEN_STATES, IMAGE_EMBEDS, IMAGE_IDS, INPUT_IDS,
+                                             INPUTS_EMBEDS, LOGITS, PIXEL_VALUES, PIXELS, POSITION_IDS)
 
 
 @dataclass
 class GraphSpec:
     name: str
-    make_module: Callable[[nn.Module], nn.Module]
+    make_module: Callable[[object], nn.Module]  # the loaded `Checkpoint` -> the graph's module
     inputs: list[Tensor]
     outputs: list[Tensor]
     sample: Callable[[ModelInfo, dict[str, int]], dict[str, torch.Tensor]] = field(repr=False)
+    batch_only: bool = False  # a heavy graph, whose size is all in fixed dimensions: `compare` varies its batch only
 
 
 class VisionEncoder(nn.Module):
@@ -100,61 +103,69 @@ def _decoder_sample(m: ModelInfo, s: dict[str, int], form: str = "in_place") -> 
     if not kv_form(form).writes_cache:  # the in_place mask covers every slot
         mask = torch.zeros(b, capacity + seq, dtype=torch.int64)
         mask[:, :past], mask[:, capacity:] = valid[:, :past], valid[:, past:]
-    feeds = {"inputs_embeds": torch.randn(b, seq, m.hidden_size), "attention_mask": mask, "position_ids": position_ids}
+    feeds = {INPUTS_EMBEDS: torch.randn(b, seq, m.hidden_size), ATTENTION_MASK: mask, POSITION_IDS: position_ids}
     for name in m.kv_names:
         feeds[kv_input(name)] = torch.randn(b, m.num_kv_heads, capacity, m.head_dim)
     return feeds
 
 
-def decoder_spec(m: ModelInfo, kv_dtype: str = "float32", form: str = "in_place") -> GraphSpec:
-    """The KV-cache decoder's spec (Janus-Pro's and JanusFlow's alike); the cache in `kv_dtype`, updated as `form`
-    says (see llm_decoder)."""
+def decoder_spec(m: ModelInfo, make_module: Callable[[object], nn.Module], kv_dtype: str = "float32",
+                 form: str = "in_place") -> GraphSpec:
+    """The KV-cache decoder's spec (every family's: `make_module` wraps its LLM in a `llm_decoder.KVCacheDecoder`);
+    the cache in `kv_dtype`, updated as `form` says (see llm_decoder)."""
     hidden = ["batch", "sequence", m.hidden_size]
     cache = lambda name, length: Tensor(name, kv_dtype, ["batch", m.num_kv_heads, length, m.head_dim])  # noqa: E731
     written = kv_form(form)
     mask, outputs = written.mask_length, [cache(written.output(name), written.output_length) for name in m.kv_names]
-    return GraphSpec("decoder", lambda model: Decoder(model, form),
-                     [Tensor("inputs_embeds", "float32", hidden),
-                      Tensor("attention_mask", "int64", ["batch", mask]),
-                      Tensor("position_ids", "int64", ["batch", "sequence"])]
+    return GraphSpec("decoder", make_module,
+                     [Tensor(INPUTS_EMBEDS, "float32", hidden),
+                      Tensor(ATTENTION_MASK, "int64", ["batch", mask]),
+                      Tensor(POSITION_IDS, "int64", ["batch", "sequence"])]
                      + [cache(kv_input(name), "capacity") for name in m.kv_names],
-                     [Tensor("hidden_states", "float32", hidden)] + outputs,
+                     [Tensor(HIDDEN_STATES, "float32", hidden)] + outputs,
                      lambda m, s: _decoder_sample(m, s, form))
 
 
+def head_spec(name: str, head: Callable[[object], nn.Module], m: ModelInfo, width: int) -> GraphSpec:
+    """A head graph: hidden states -> logits over `width` entries (`head` finds the module in a checkpoint)."""
+    hidden = ["batch", "sequence", m.hidden_size]
+    return GraphSpec(name, lambda checkpoint: Submodule(head(checkpoint)), [Tensor(HIDDEN_STATES, "float32", hidden)],
+                     [Tensor(LOGITS, "float32", ["batch", "sequence", width])], _hidden_sample)
+
+
+def vision_spec(m: ModelInfo, make_module: Callable[[object], nn.Module]) -> GraphSpec:
+    """The vision encoder: images -> one LLM embedding per image token (every family's)."""
+    size = m.image_size
+    return GraphSpec("vision_encoder", make_module, [Tensor(PIXEL_VALUES, "float32", ["batch", 3, size, size])],
+                     [Tensor(IMAGE_EMBEDS, "float32", ["batch", m.num_image_tokens, m.hidden_size])],
+                     lambda m, s: {PIXEL_VALUES: torch.randn(s["batch"], 3, m.image_size, m.image_size)},
+                     batch_only=True)
+
+
 def graph_specs(m: ModelInfo, kv_dtype: str = "float32", form: str = "in_place") -> list[GraphSpec]:
-    """The specs of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`, its form
-    `form`."""
+    """The specs of every Janus-Pro graph, in the order the manifest lists them; the KV cache in `kv_dtype`, its
+    form `form`."""
     hidden = ["batch", "sequence", m.hidden_size]
     size, tokens = m.image_size, m.num_image_tokens
     return [
-        GraphSpec("vision_encoder", VisionEncoder,
-                  [Tensor("pixel_values", "float32", ["batch", 3, size, size])],
-                  [Tensor("image_embeds", "float32", ["batch", tokens, m.hidden_size])],
-                  lambda m, s: {"pixel_values": torch.randn(s["batch"], 3, m.image_size, m.image_size)}),
-        GraphSpec("text_embedding", lambda model: Submodule(model.model.language_model.embed_tokens),
-                  [Tensor("input_ids", "int64", ["batch", "sequence"])],
-                  [Tensor("inputs_embeds", "float32", hidden)],
-                  lambda m, s: {"input_ids": _ids(m.vocab_size, s["batch"], s["sequence"])}),
-        GraphSpec("generation_embedding", GenerationEmbedding,
-                  [Tensor("image_ids", "int64", ["batch", "sequence"])],
-                  [Tensor("inputs_embeds", "float32", hidden)],
-                  lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], s["sequence"])}),
-        decoder_spec(m, kv_dtype, form),
-        GraphSpec("lm_head", lambda model: Submodule(model.lm_head),
-                  [Tensor("hidden_states", "float32", hidden)],
-                  [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
-                  _hidden_sample),
-        GraphSpec("generation_head", lambda model: Submodule(model.model.generation_head),
-                  [Tensor("hidden_states", "float32", hidden)],
-                  [Tensor("logits", "float32", ["batch", "sequence", m.codebook_size])],
-                  _hidden_sample),
-        GraphSpec("vq_decoder", VQDecoder,
-                  [Tensor("image_ids", "int64", ["batch", tokens])],
-                  [Tensor("pixels", "float32", ["batch", 3, size, size])],
-                  lambda m, s: {"image_ids": _ids(m.codebook_size, s["batch"], m.num_image_tokens)}),
+        vision_spec(m, lambda checkpoint: VisionEncoder(checkpoint.model)),
+        GraphSpec("text_embedding", lambda checkpoint: Submodule(checkpoint.model.model.language_model.embed_tokens),
+                  [Tensor(INPUT_IDS, "int64", ["batch", "sequence"])],
+                  [Tensor(INPUTS_EMBEDS, "float32", hidden)],
+                  lambda m, s: {INPUT_IDS: _ids(m.vocab_size, s["batch"], s["sequence"])}),
+        GraphSpec("generation_embedding", lambda checkpoint: GenerationEmbedding(checkpoint.model),
+                  [Tensor(IMAGE_IDS, "int64", ["batch", "sequence"])],
+                  [Tensor(INPUTS_EMBEDS, "float32", hidden)],
+                  lambda m, s: {IMAGE_IDS: _ids(m.codebook_size, s["batch"], s["sequence"])}),
+        decoder_spec(m, lambda checkpoint: Decoder(checkpoint.model, form), kv_dtype, form),
+        head_spec("lm_head", lambda checkpoint: checkpoint.model.lm_head, m, m.vocab_size),
+        head_spec("generation_head", lambda checkpoint: checkpoint.model.model.generation_head, m, m.codebook_size),
+        GraphSpec("vq_decoder", lambda checkpoint: VQDecoder(checkpoint.model),
+                  [Tensor(IMAGE_IDS, "int64", ["batch", tokens])],
+                  [Tensor(PIXELS, "float32", ["batch", 3, size, size])],
+                  lambda m, s: {IMAGE_IDS: _ids(m.codebook_size, s["batch"], m.num_image_tokens)}, batch_only=True),
     ]
 
 
 def _hidden_sample(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
-    return {"hidden_states": torch.randn(s["batch"], s["sequence"], m.hidden_size)}
+    return {HIDDEN_STATES: torch.randn(s["batch"], s["sequence"], m.hidden_size)}

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from janus_edge.runtime.errors import CheckpointError
-from janus_edge.runtime.manifest import Preprocessing, PromptFormat
+from janus_edge.runtime.manifest import Preprocessing, PromptFormat, SpecialTokens
 
 # The system prompt of DeepSeek's VLChatProcessor and of transformers' JanusProcessor (use_default_system_prompt).
 DEFAULT_SYSTEM_PROMPT = ("You are a helpful language and vision assistant. You are able to understand the visual "
@@ -62,3 +62,11 @@ def preprocessing(processor: dict) -> Preprocessing:
                          background=[int(m * 255) for m in mean],
                          rescale_factor=float(processor.get("rescale_factor", 1 / 255)), image_mean=mean,
                          image_std=std)
+
+
+def special_tokens(text, vocab: dict[str, int], fmt: PromptFormat, image: int | None = None) -> SpecialTokens:
+    """The manifest's token ids: BOS/EOS/PAD from the LLM's config `text`, the image markers from the tokenizer
+    (`image`: the config's image token id where it has one)."""
+    return SpecialTokens(bos=text.bos_token_id, eos=text.eos_token_id, pad=text.pad_token_id,
+                         image=token_id(vocab, fmt.image_token) if image is None else image,
+                         image_start=token_id(vocab, fmt.image_start), image_end=token_id(vocab, fmt.image_end))

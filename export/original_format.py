@@ -19,9 +19,10 @@ import torch
 
 from janus_edge.runtime.errors import CheckpointError
 
-SIGLIP_PRESETS = {"siglip_large_patch16_384": {"width": 1024, "layers": 24, "heads": 16, "mlp_ratio": 4,
-                                               "patch_size": 16, "image_size": 384}}
-VQ_PRESETS = {"VQ-16": {"ch": 128, "ch_mult": [1, 1, 2, 2, 4], "z_channels": 256, "num_res_blocks": 2}}
+from .components import IMAGE_SIZE, NUM_IMAGE_TOKENS, SIGLIP_L16_384, VQ_16
+
+SIGLIP_PRESETS = {SIGLIP_L16_384.name: SIGLIP_L16_384.shape()}
+VQ_PRESETS = {VQ_16.name: VQ_16.shape()}
 # transformers 4.33's LlamaConfig defaults, which the original language_config relies on for unset keys.
 LLAMA_DEFAULTS = {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                   "num_attention_heads": 32, "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
@@ -143,18 +144,15 @@ def config_from_original(config_json: dict, directory: Path, state: dict[str, to
         gen_vision = config_json["gen_vision_config"]["params"]
         gen_aligner = config_json["gen_aligner_config"]["params"]
         gen_head = config_json["gen_head_config"]["params"]
-        vq_name = config_json["gen_vision_config"].get("cls", "VQ-16")
+        vq_name = config_json["gen_vision_config"].get("cls", VQ_16.name)
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{directory / 'config.json'} lacks {exc}, which the original Janus format has",
                               "download config.json again") from None
-    siglip = {**_preset(SIGLIP_PRESETS, vision_params.get("model_name", "siglip_large_patch16_384"), "vision"),
-              **{k: v for k, v in vision_params.items() if k in ("width", "layers", "heads", "mlp_ratio")}}
-    vq = {**_preset(VQ_PRESETS, vq_name, "VQ"),
+    siglip = vision_tower(vision_params)
+    vq = {**named_part(VQ_PRESETS, vq_name, "VQ"),
           **{k: v for k, v in gen_vision.items() if k in ("ch", "ch_mult", "z_channels", "num_res_blocks")}}
-    select_layer = int(vision_params.get("select_layer", -1))
-    depth = min(siglip["layers"], siglip["layers"] + select_layer + 1) if select_layer <= 0 else select_layer
     vocab = tokenizer_vocab(directory / "tokenizer.json")
-    special = _special_tokens(directory)
+    special = special_tokens(directory)
     text = LlamaConfig(
         vocab_size=language["vocab_size"], hidden_size=language["hidden_size"],
         intermediate_size=language["intermediate_size"], num_hidden_layers=language["num_hidden_layers"],
@@ -165,9 +163,9 @@ def config_from_original(config_json: dict, directory: Path, state: dict[str, to
         bos_token_id=token_id(vocab, special["bos_token"]), eos_token_id=token_id(vocab, special["eos_token"]),
         pad_token_id=token_id(vocab, special.get("pad_token") or "<\uff5c\u2581pad\u2581\uff5c>"),
         tie_word_embeddings="language_model.lm_head.weight" not in state)
-    vision = JanusVisionConfig(hidden_size=siglip["width"], num_hidden_layers=depth,
+    vision = JanusVisionConfig(hidden_size=siglip["width"], num_hidden_layers=siglip["layers"],
                                num_attention_heads=siglip["heads"], mlp_ratio=siglip["mlp_ratio"],
-                               image_size=int(vision_params.get("image_size", 384)), patch_size=siglip["patch_size"],
+                               image_size=siglip["image_size"], patch_size=siglip["patch_size"],
                                projection_dim=aligner["n_embed"], depth=aligner.get("depth", 2))
     vq_config = JanusVQVAEConfig(embed_dim=gen_vision["n_embed"], num_embeddings=gen_vision["image_token_size"],
                                  latent_channels=vq["z_channels"], base_channels=vq["ch"],
@@ -179,13 +177,26 @@ def config_from_original(config_json: dict, directory: Path, state: dict[str, to
                        tie_word_embeddings=text.tie_word_embeddings)
 
 
-def _preset(presets: dict, name: str, what: str) -> dict:
+def vision_tower(params: dict) -> dict:
+    """The SigLIP tower DeepSeek's vision params describe: the named model's shape (overridden by explicit shape
+    keys, as tiny checkpoints have), its depth cut at `select_layer`, and the image size."""
+    siglip = {**named_part(SIGLIP_PRESETS, params.get("model_name", SIGLIP_L16_384.name), "vision"),
+              **{k: v for k, v in params.items() if k in ("width", "layers", "heads", "mlp_ratio", "patch_size")}}
+    select_layer = int(params.get("select_layer", -1))
+    depth = siglip["layers"] + select_layer + 1 if select_layer <= 0 else select_layer
+    siglip.update(layers=min(siglip["layers"], depth), image_size=int(params.get("image_size", IMAGE_SIZE)))
+    return siglip
+
+
+def named_part(presets: dict, name: str, what: str) -> dict:
+    """The shape keys of a sub-model DeepSeek's config names (`SIGLIP_PRESETS`, `VQ_PRESETS`)."""
     if name not in presets:
         raise CheckpointError(f"unknown {what} model {name!r} in config.json", f"janus-edge knows {', '.join(presets)}")
     return dict(presets[name])
 
 
-def _special_tokens(directory: Path) -> dict:
+def special_tokens(directory: Path) -> dict:
+    """special_tokens_map.json's tokens by role (DeepSeek's BOS and EOS where the file is absent)."""
     path = directory / "special_tokens_map.json"
     if not path.is_file():
         return {"bos_token": "<\uff5cbegin\u2581of\u2581sentence\uff5c>",
@@ -201,7 +212,7 @@ def write_original(model, tokenizer, directory: Path, preset: str) -> None:
     config = model.config
     text, vision, vq = config.text_config, config.vision_config, config.vq_config
     hidden = text.hidden_size
-    vision_params = {"image_size": 384, "model_name": "siglip_large_patch16_384", "select_feature": "same",
+    vision_params = {"image_size": IMAGE_SIZE, "model_name": SIGLIP_L16_384.name, "select_feature": "same",
                      "select_layer": -1}
     gen_vision_params = {"image_token_size": vq.num_embeddings, "n_embed": vq.embed_dim}
     if preset == "tiny":  # janus-edge extension: the shapes a named preset would imply
@@ -220,7 +231,7 @@ def write_original(model, tokenizer, directory: Path, preset: str) -> None:
         "gen_head_config": {"cls": "vision_head", "model_type": "gen_head",
                             "params": {"image_token_embed": hidden, "image_token_size": vq.num_embeddings,
                                        "n_embed": hidden}},
-        "gen_vision_config": {"cls": "VQ-16", "model_type": "gen_vision", "params": gen_vision_params},
+        "gen_vision_config": {"cls": VQ_16.name, "model_type": "gen_vision", "params": gen_vision_params},
         "language_config": {"hidden_size": hidden, "intermediate_size": text.intermediate_size,
                             "max_position_embeddings": text.max_position_embeddings, "model_type": "llama",
                             "num_attention_heads": text.num_attention_heads,
@@ -236,10 +247,11 @@ def write_original(model, tokenizer, directory: Path, preset: str) -> None:
         "config.json": config_json,
         "preprocessor_config.json": {"background_color": [127, 127, 127], "do_normalize": True,
                                      "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "VLMImageProcessor",
-                                     "image_size": 384, "image_std": [0.5, 0.5, 0.5], "min_size": 14,
+                                     "image_size": IMAGE_SIZE, "image_std": [0.5, 0.5, 0.5], "min_size": 14,
                                      "processor_class": "VLChatProcessor", "rescale_factor": 1 / 255},
         "processor_config.json": {"add_special_token": False, "ignore_id": -100, "image_tag": "<image_placeholder>",
-                                  "mask_prompt": True, "num_image_tokens": 576, "processor_class": "VLChatProcessor",
+                                  "mask_prompt": True, "num_image_tokens": NUM_IMAGE_TOKENS,
+                                  "processor_class": "VLChatProcessor",
                                   "sft_format": "deepseek"},
         "special_tokens_map.json": {"additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in
                                                                   (BOS, EOS, PAD)],

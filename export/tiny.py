@@ -16,7 +16,7 @@ from . import original_format
 from .configs import PRESETS, janus_config
 from .staging import staged_directory
 from .tiny_tokenizer import (BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD, SPECIAL_TOKENS,
-                             build_tokenizer)
+                             build_tokenizer, padded_vocab_size)
 
 TINY_INIT_STD = 0.2
 
@@ -28,7 +28,7 @@ def build_model(preset: str = "tiny", seed: int = 0):
     tokenizer = build_tokenizer()
     ids = {"bos": tokenizer.token_to_id(BOS), "eos": tokenizer.token_to_id(EOS), "pad": tokenizer.token_to_id(PAD),
            "image": tokenizer.token_to_id(IMAGE_TOKEN)}
-    vocab = None if PRESETS[preset].vocab_size else -(-tokenizer.get_vocab_size() // 64) * 64
+    vocab = None if PRESETS[preset].vocab_size else padded_vocab_size(tokenizer)
     config = janus_config(preset, vocab, ids)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)

@@ -46,3 +46,8 @@ def build_tokenizer(vocab_size: int = 1000):
     tokenizer.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
                                                              special_tokens=[bos])
     return tokenizer
+
+
+def padded_vocab_size(tokenizer) -> int:
+    """The tiny models' vocabulary: the tokenizer's, rounded up to a multiple of 64."""
+    return -(-tokenizer.get_vocab_size() // 64) * 64

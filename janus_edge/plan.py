@@ -1,9 +1,9 @@
 """`janus-edge plan`: will a model fit a target at a precision, context and batch, and how fast can it be?
 
-All numbers are computed from the architecture's dimensions (parameter counts per graph, bytes per weight for each
-precision scheme, KV cache per token) and the target's memory, bandwidth and datasheet peak compute. Each step has
-two floors: the bytes it must read (weights, plus the KV cache) over bandwidth, and its FLOPs over the peak rate
-of the precision each graph computes in; the larger is the floor. Janus-Pro's token decode is memory-bound (one
+All numbers are computed from the model's `ModelInfo` (parameter counts per graph from its family in
+export/families, bytes per weight for each precision scheme, KV cache per token) and the target's memory, bandwidth
+and datasheet peak compute. Each step has two floors: the bytes it must read (weights, plus the KV cache) over
+bandwidth, and its FLOPs over the peak rate of the precision each graph computes in; the larger is the floor. Janus-Pro's token decode is memory-bound (one
 position per row); a JanusFlow step runs 577 positions per row and is compute-bound on most targets.
 Activation figures are estimates (documented in docs/BENCHMARKS.md); weights and KV are exact.
 
@@ -24,9 +24,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from janus_edge.export.configs import PRESETS
-from janus_edge.export.janusflow import presets as flow_presets
-from janus_edge.export.janusflow.presets import FlowSizes
+from janus_edge.export.families import MODELS, family_named, graph_parameters
+from janus_edge.export.families.parameters import llm_decoder
 from janus_edge.export.precision import Precision, parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_bytes
 from janus_edge.runtime import kv
@@ -36,115 +35,9 @@ from janus_edge.runtime.manifest import ModelInfo, kv_output
 from janus_edge.runtime.pipelines.speculative import MAX_WINDOW
 from janus_edge.runtime.profiles import TYPICAL_TEXT_PROMPT
 
-MODELS = {**{name: PRESETS[name] for name in ("janus-pro-1b", "janus-pro-7b")},
-          "janusflow-1.3b": flow_presets.model_info("janusflow-1.3b")}
-FLOW_SIZES = {"janusflow-1.3b": flow_presets.flow_sizes("janusflow-1.3b")}
 W4_BLOCK = 128
 SMALLEST = "int8,w4,fp16"  # every graph reduced: the last precision a suggestion tries
-ARCHITECTURE = ("intermediate_size", "num_heads", "vision_hidden_size", "vision_layers", "vision_intermediate_size",
-                "codebook_dim", "vq_base_channels", "vq_channel_multiplier", "vq_latent_channels", "vq_res_blocks")
-
-
-def _linear(n_in: int, n_out: int, bias: bool = True) -> int:
-    return n_in * n_out + (n_out if bias else 0)
-
-
-def _resblock(c_in: int, c_out: int) -> int:
-    conv = c_in * c_out * 9 + c_out + c_out * c_out * 9 + c_out
-    return 2 * c_in + 2 * c_out + conv + (_linear(c_in, c_out) if c_in != c_out else 0)
-
-
-def _attnblock(c: int) -> int:
-    return 2 * c + 4 * _linear(c, c)
-
-
-def _vision_tower(d: ModelInfo) -> int:
-    """SigLIP: patch embedding, position embedding, blocks and the final norm."""
-    w, mlp, patch = d.vision_hidden_size, d.vision_intermediate_size, d.patch_size
-    vision_layer = 4 * w + 3 * _linear(w, w) + _linear(w, w) + _linear(w, mlp) + _linear(mlp, w)
-    return 3 * patch * patch * w + w + d.num_image_tokens * w + d.vision_layers * vision_layer + 2 * w
-
-
-def _decoder(d: ModelInfo) -> int:
-    hidden, heads, kv_heads, head_dim = d.hidden_size, d.num_heads, d.num_kv_heads, d.head_dim
-    attention = _linear(hidden, heads * head_dim, False) + 2 * _linear(hidden, kv_heads * head_dim, False) \
-        + _linear(heads * head_dim, hidden, False)
-    return d.num_layers * (attention + 3 * d.intermediate_size * hidden + 2 * hidden) + hidden
-
-
-def graph_parameters(d: ModelInfo, flow: FlowSizes | None = None) -> dict[str, int]:
-    """Parameter count of each exported graph (JanusFlow's need the flow sizes as well)."""
-    missing = [name for name in ARCHITECTURE[:5] + (() if d.family == "janusflow" else ARCHITECTURE[5:])
-               if getattr(d, name) is None]
-    if missing or (d.family == "janusflow" and flow is None):
-        raise RequestError(f"the {d.family} model description lacks {', '.join(missing) or 'the flow sizes'}, "
-                           "which plan counts", f"plan a preset ({', '.join(MODELS)}) or a Janus checkpoint directory")
-    hidden = d.hidden_size
-    if d.family == "janusflow":
-        costs = flow_graph_costs(d, flow)
-        return {"vision_encoder": _vision_tower(d) + _linear(d.vision_hidden_size, hidden),
-                "text_embedding": d.vocab_size * hidden + hidden,  # + the begin-of-understanding vector
-                "decoder": _decoder(d), "lm_head": d.vocab_size * hidden,
-                **{name: params for name, (params, _) in costs.items()}}
-    channels = [d.vq_base_channels * m for m in d.vq_channel_multiplier]
-    c = channels[-1]
-    vq = d.codebook_size * d.codebook_dim + _linear(d.codebook_dim, d.vq_latent_channels) \
-        + d.vq_latent_channels * c * 9 + c
-    vq += 2 * _resblock(c, c) + _attnblock(c)
-    for level in reversed(range(len(channels))):
-        for _ in range(d.vq_res_blocks + 1):
-            vq += _resblock(c, channels[level]) + (_attnblock(channels[level]) if level == len(channels) - 1 else 0)
-            c = channels[level]
-        if level:
-            vq += c * c * 9 + c
-    vq += 2 * c + c * 3 * 9 + 3
-    return {
-        "vision_encoder": _vision_tower(d) + _linear(d.vision_hidden_size, hidden) + _linear(hidden, hidden),
-        "text_embedding": d.vocab_size * hidden,
-        "generation_embedding": d.codebook_size * d.codebook_dim + _linear(d.codebook_dim, hidden)
-        + _linear(hidden, hidden),
-        "decoder": _decoder(d),
-        "lm_head": d.vocab_size * hidden,
-        "generation_head": _linear(hidden, hidden) + _linear(hidden, d.codebook_size),
-        "vq_decoder": vq,
-    }
-
-
-def _convnext(c: int, cond: int) -> tuple[int, int]:
-    """A ConvNeXt block's parameters used at every position, and its time-conditioning ones (used once per row)."""
-    return c * 49 + c + c + _linear(c, 4 * c) + 8 * c + _linear(4 * c, c), _linear(cond, 2 * c)
-
-
-def flow_graph_costs(d: ModelInfo, f: FlowSizes) -> dict[str, tuple[int, float]]:
-    """(parameters, FLOPs) of JanusFlow's flow encoder and decoder (FLOPs per row: 2 per parameter per position
-    where it is used, once per row for the time embedding and its conditioning) and of the VAE decoder (per image)."""
-    hidden, c, positions, blocks = d.hidden_size, f.channels, d.num_image_tokens, f.layers_in_middle
-    block, cond = _convnext(c, hidden)
-    encoder = f.latent_channels * c * f.stride ** 2 + c + blocks * block + _linear(c, hidden)  # conv, mid, aligner
-    encoder_row = _linear(c, hidden) + _linear(hidden, hidden) + blocks * cond  # time embedding, conditioning
-    wide, wide_cond = _convnext(2 * c, hidden)  # the decoder's mid block sees [tokens; skip] channels
-    decoder = hidden + _linear(hidden, c) + c + blocks * wide + 2 * c + _linear(2 * c, f.latent_channels * 4)
-    return {"flow_encoder": (encoder + encoder_row, 2.0 * (encoder * positions + encoder_row)),
-            "flow_decoder": (decoder + blocks * wide_cond, 2.0 * (decoder * positions + blocks * wide_cond)),
-            "vae_decoder": _vae_decoder(f, d.image_size)}
-
-
-def _vae_decoder(f: FlowSizes, image_size: int) -> tuple[int, float]:
-    """diffusers AutoencoderKL's decode path (post_quant_conv + Decoder): parameters, FLOPs for one image."""
-    widths, latent = f.vae_widths, f.latent_channels
-    side, c = image_size // 2 ** (len(widths) - 1), widths[-1]
-    parts = [(latent * latent + latent, side), (latent * c * 9 + c, side),
-             (2 * _resblock(c, c) + (_attnblock(c) if f.vae_attention else 0), side)]
-    attention = 4.0 * side ** 4 * c if f.vae_attention else 0.0  # QK^T and AV over side^2 positions
-    for level, width in enumerate(reversed(widths)):
-        for _ in range(f.vae_blocks + 1):
-            parts.append((_resblock(c, width), side))
-            c = width
-        if level < len(widths) - 1:
-            side *= 2
-            parts.append((c * c * 9 + c, side))  # the upsampler's conv
-    parts.append((2 * c + c * 3 * 9 + 3, side))
-    return sum(p for p, _ in parts), attention + sum(2.0 * p * s * s for p, s in parts)
+ARCHITECTURE = family_named("janus-pro").required  # the fields a Janus-Pro description needs to be planned
 
 
 def bytes_per_weight(scheme: str) -> float:
@@ -238,7 +131,7 @@ def _attention_flops(d: ModelInfo, positions: int, keys: int) -> float:
 def decoder_flops(d: ModelInfo, rows: int, positions: int, past: int) -> float:
     """The LLM decoder's FLOPs for `positions` new positions per row on `past` cached ones: 2 per weight per
     position, plus attention."""
-    return rows * (2.0 * _decoder(d) * positions + _attention_flops(d, positions, past + positions))
+    return rows * (2.0 * llm_decoder(d) * positions + _attention_flops(d, positions, past + positions))
 
 
 def check_window(window: int | None, model: str, flow: bool) -> None:
@@ -249,17 +142,19 @@ def check_window(window: int | None, model: str, flow: bool) -> None:
 
 
 def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
-              suggest: bool = True, flow: FlowSizes | None = None, window: int | None = None) -> Plan:
+              suggest: bool = True, window: int | None = None) -> Plan:
     """`window`: generation decodes speculatively, verify passes of that many positions (None: the plain loop)."""
     tokens = d.num_image_tokens
     if context < tokens + 16 or images < 1:
         raise RequestError(f"context {context} / images {images} cannot hold one request",
                            f"use a context >= {tokens + 16} and at least 1 image")
-    check_window(window, model, flow is not None)
+    family = family_named(d.family)
+    flow = family.generation == "flow"
+    check_window(window, model, flow)
     chosen = parse_precision(precision)
     kv.check_support(precision_words=chosen.words, backend=kv.TENSORRT, family=d.family)
-    params = graph_parameters(d, flow)
-    pinned = lambda g: g in flow_presets.FP32_ONLY and flow is not None  # noqa: E731  JanusFlow's fp32-only graphs
+    params = graph_parameters(d)
+    pinned = lambda g: g in family.fp32_graphs  # noqa: E731  graphs the family exports fp32 whatever is asked
     schemes = {g: "fp32" if pinned(g) else chosen.graph(g) for g in params}
     kinds = {g: "fp32" if pinned(g) else compute_kind(chosen, g) for g in params}
     itemsize = {g: 2 if kinds[g] == "fp16" else 4 for g in params}  # activations
@@ -274,7 +169,7 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         * itemsize["vision_encoder"]
     mean_length = context // 2
     floors = {"understanding_b1": (weights["decoder"] + weights["lm_head"] + kv_token * mean_length) / bandwidth * 1e3}
-    if flow is None:
+    if not flow:
         kv_bytes = kv_cache_bytes(d, chosen.kv_dtype, rows, context)
         buffers = runtime_buffers_bytes(d, chosen.kv_dtype, rows, context, width=window or 1)
         # two full-resolution VQ feature maps and a temporary, per image
@@ -291,17 +186,17 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
                         "compute": tokens * sum(seconds(f, g) for g, f in step_flops.items())}
         steps, flow_plan = tokens, {}
     else:
-        flow_plan = _flow_plan(d, flow, chosen.kv_dtype, rows, context, weights, seconds, bandwidth)
+        flow_plan = _flow_plan(d, family.graph_flops(d), chosen.kv_dtype, rows, context, weights, seconds, bandwidth)
         kv_bytes = max(flow_plan["kv_cache_bytes"], kv_cache_bytes(d, chosen.kv_dtype, 1, context))
         buffers = flow_plan["runtime_buffers_bytes"] if kv_bytes == flow_plan["kv_cache_bytes"] else \
             runtime_buffers_bytes(d, chosen.kv_dtype, 1, context)
         flow_step = rows * flow_plan["flow_tokens"] * (per_position + kv_token)  # the step's MLP and new K/V
-        vae = 3 * flow.vae_widths[0] * d.image_size ** 2 * itemsize["vae_decoder"]  # one image
+        vae = 3 * d.vae_widths[0] * d.image_size ** 2 * itemsize["vae_decoder"]  # one image
         activations = max(context * per_position, flow_step, vae, vision) + d.vocab_size * 4
         image_floors = {kind: flow_plan[f"{kind}_floor_s"] / images for kind in ("bandwidth", "compute")}
         steps = flow_plan["steps"]
     prefill = max(prefill_bytes(d, chosen.kv_dtype, 1, context - 1, context),  # understanding, then generation
-                  prefill_bytes(d, chosen.kv_dtype, rows, context - tokens + 1, context) if flow is None else
+                  prefill_bytes(d, chosen.kv_dtype, rows, context - tokens + 1, context) if not flow else
                   prefill_bytes(d, chosen.kv_dtype, rows, flow_plan["flow_tokens"], context, chunked=False))
     total = sum(weights.values()) + kv_bytes + buffers + activations + prefill
     bound = max(image_floors, key=image_floors.get)
@@ -315,56 +210,51 @@ def make_plan(model: str, d: ModelInfo, target: Target, precision: str, context:
         plan.speculative = {"window": window, "one_token_step_ms": one * 1e3, "pass_ms": wide * 1e3,
                             "free_window": image_floors["bandwidth"] / image_floors["compute"]}
     if suggest and not plan.fits:
-        plan.suggestion = _suggest(model, d, target, precision, context, images, flow, window)
+        plan.suggestion = _suggest(model, d, target, precision, context, images, window)
     return plan
 
 
-def _flow_plan(d: ModelInfo, f: FlowSizes, kv_dtype: str, rows: int, context: int, weights: dict, seconds,
+def _flow_plan(d: ModelInfo, flops: dict[str, float], kv_dtype: str, rows: int, context: int, weights: dict, seconds,
                bandwidth: float, steps: int = 30) -> dict:
-    """JanusFlow's generation request: a text prompt's cache plus the 577 flow positions for `rows` rows; each of
-    `steps` Euler steps reads the decoder's and the flow graphs' weights and the cache once, and computes every
-    row's 577 positions; the VAE decodes each image once. Floors for the whole request (all its images)."""
+    """A flow family's generation request: a text prompt's cache plus the 577 flow positions for `rows` rows; each
+    of `steps` Euler steps reads the decoder's and the flow graphs' weights and the cache once, and computes every
+    row's 577 positions (`flops`: the flow graphs' per row, the VAE decoder's per image); the VAE decodes each image
+    once. Floors for the whole request (all its images)."""
     prompt, flow_tokens = TYPICAL_TEXT_PROMPT, d.num_image_tokens + 1
     if context < prompt + flow_tokens:
         raise RequestError(f"context {context} cannot hold a {prompt}-token prompt and {flow_tokens} flow positions",
                            f"use a context >= {prompt + flow_tokens}")
     capacity = kv.request_capacity(prompt + flow_tokens, context)
     kv_token = kv.bytes_per_position(d, kv_dtype)
-    costs = flow_graph_costs(d, f)
     images = rows // 2
     step_bytes = weights["decoder"] + weights["flow_encoder"] + weights["flow_decoder"] \
         + kv_token * rows * (prompt + flow_tokens)
     step_flops = {"decoder": decoder_flops(d, rows, flow_tokens, prompt),
-                  "flow_encoder": rows * costs["flow_encoder"][1], "flow_decoder": rows * costs["flow_decoder"][1]}
+                  "flow_encoder": rows * flops["flow_encoder"], "flow_decoder": rows * flops["flow_decoder"]}
     step_bandwidth, step_compute = step_bytes / bandwidth, sum(seconds(v, g) for g, v in step_flops.items())
     return {"prompt_tokens": prompt, "flow_tokens": flow_tokens, "rows": rows, "steps": steps, "capacity": capacity,
             "kv_cache_bytes": kv_cache_bytes(d, kv_dtype, rows, context, capacity),
             "runtime_buffers_bytes": runtime_buffers_bytes(d, kv_dtype, rows, context, capacity),
             "step_bytes": step_bytes, "step_flops": sum(step_flops.values()),
             "step_bandwidth_floor_ms": step_bandwidth * 1e3, "step_compute_floor_ms": step_compute * 1e3,
-            "vae_flops_per_image": costs["vae_decoder"][1],
+            "vae_flops_per_image": flops["vae_decoder"],
             "bandwidth_floor_s": steps * step_bandwidth + images * weights["vae_decoder"] / bandwidth,
-            "compute_floor_s": steps * step_compute + images * seconds(costs["vae_decoder"][1], "vae_decoder")}
+            "compute_floor_s": steps * step_compute + images * seconds(flops["vae_decoder"], "vae_decoder")}
 
 
-def plan_model(name: str) -> tuple[ModelInfo, FlowSizes | None]:
-    """A preset's description (and JanusFlow's flow sizes), or a Janus checkpoint directory's."""
+def plan_model(name: str) -> ModelInfo:
+    """A preset's description (any registered family's), or a checkpoint directory's (read by its family)."""
     if name in MODELS:
-        return MODELS[name], FLOW_SIZES.get(name)
+        return MODELS[name]
     from janus_edge.export.checkpoint import load_config
-    from janus_edge.export.configs import model_info
-    from janus_edge.export.janusflow.checkpoint import is_janusflow
 
-    if is_janusflow(name):
-        raise RequestError(f"{name} is a JanusFlow checkpoint; plan counts JanusFlow by its preset",
-                           "use --model janusflow-1.3b")
-    return model_info(load_config(name)), None
+    return load_config(name)
 
 
 def _suggest(model: str, d: ModelInfo, target: Target, precision: str, context: int, images: int,
-             flow: FlowSizes | None = None, window: int | None = None) -> str:
+             window: int | None = None) -> str:
     """The first change that fits, trying precision, then context, then images per request."""
-    fits = lambda scheme, ctx, n: make_plan(model, d, target, scheme, ctx, n, False, flow, window).fits  # noqa: E731
+    fits = lambda scheme, ctx, n: make_plan(model, d, target, scheme, ctx, n, False, window).fits  # noqa: E731
     for candidate in ("fp16", "w8,fp16", "int8,w8,fp16", "w4,fp16", SMALLEST):
         if candidate != precision and fits(candidate, context, images):
             return f"--precision {candidate}"

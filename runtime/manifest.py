@@ -68,7 +68,7 @@ class KVCacheFormat:
 class ModelInfo:
     """The model's architecture: the one description of its sizes that export, `plan` and the runtime share.
 
-    Export builds it from the checkpoint's config (`export.configs.model_info`), `plan` from a preset or a config;
+    Export builds it from the checkpoint (its family's `model_info`), `plan` from a preset or a config;
     the runtime reads the first fields. The later ones let `plan` count every graph's parameters; they are None
     where the model has no such part (JanusFlow has no VQ model) or in exports written before they were recorded.
     """
@@ -95,11 +95,24 @@ class ModelInfo:
     vq_channel_multiplier: list[int] | None = None
     vq_latent_channels: int | None = None
     vq_res_blocks: int | None = None
+    # JanusFlow's rectified flow (None for models without one, and in exports written before they were recorded)
+    latent_channels: int | None = None  # channels of the VAE latent the flow moves
+    flow_channels: int | None = None  # width of the flow encoder and decoder (and of the skip features)
+    flow_stride: int | None = None  # the flow encoder's patchifying conv: latent side per image-token grid side
+    flow_layers_in_middle: int | None = None  # ConvNeXt blocks in each of their mid blocks
+    vae_widths: list[int] | None = None  # the VAE decoder's block_out_channels
+    vae_blocks: int | None = None  # its layers_per_block
+    vae_attention: bool | None = None  # whether its mid block has attention
 
     @property
     def patch_size(self) -> int:
         """Pixels per side of one image token."""
         return self.image_size // math.isqrt(self.num_image_tokens)
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the flow's latent: the image-token grid times the flow encoder's stride (flow models only)."""
+        return math.isqrt(self.num_image_tokens) * self.flow_stride
 
     @property
     def kv_names(self) -> list[str]:

@@ -16,9 +16,10 @@ import torch
 
 from janus_edge.runtime.errors import CheckpointError
 
-from ..checkpoint import ORIGINAL_WEIGHTS, Checkpoint, _load_weights, check_shapes, read_json
+from ..families.base import Checkpoint
 from ..metadata import token_id, tokenizer_vocab
-from ..original_format import LLAMA_DEFAULTS, SIGLIP_PRESETS, _preset
+from ..original_format import LLAMA_DEFAULTS, special_tokens, vision_tower
+from ..weights import ORIGINAL_WEIGHTS, check_shapes, load_weights, processor_settings, read_json, tokenizer_file
 from .model import DECODER_DEFAULTS, ENCODER_DEFAULTS, FlowConfig, JanusFlowModel
 
 SUB_CONFIGS = ("vision_und_enc_config", "vision_gen_enc_config", "vision_gen_dec_config", "language_config")
@@ -34,17 +35,8 @@ class FlowCheckpoint(Checkpoint):
     vae_directory: Path | None = None
 
 
-def is_janusflow(directory: str | Path) -> bool:
-    try:
-        return "vision_gen_enc_config" in read_json(Path(directory) / "config.json", "model configuration")
-    except CheckpointError:
-        return False
-
-
 def flow_config(config_json: dict, directory: Path) -> FlowConfig:
     from transformers import LlamaConfig
-
-    from ..original_format import _special_tokens
 
     missing = [name for name in SUB_CONFIGS if not isinstance(config_json.get(name), dict)]
     if missing:
@@ -52,14 +44,9 @@ def flow_config(config_json: dict, directory: Path) -> FlowConfig:
                               "download config.json of deepseek-ai/JanusFlow-1.3B again")
     params = {name: dict(config_json[name].get("params", {})) for name in SUB_CONFIGS[:3]}
     vision = params["vision_und_enc_config"]
-    siglip = {**_preset(SIGLIP_PRESETS, vision.get("model_name", "siglip_large_patch16_384"), "vision"),
-              **{k: v for k, v in vision.items() if k in ("width", "layers", "heads", "mlp_ratio", "patch_size")}}
-    select_layer = int(vision.get("select_layer", -1))
-    depth = siglip["layers"] + select_layer + 1 if select_layer <= 0 else select_layer
-    siglip.update(layers=min(siglip["layers"], depth), image_size=int(vision.get("image_size", 384)),
-                  pixel_mean=vision.get("pixel_mean"), pixel_std=vision.get("pixel_std"))
+    siglip = {**vision_tower(vision), "pixel_mean": vision.get("pixel_mean"), "pixel_std": vision.get("pixel_std")}
     language = {**LLAMA_DEFAULTS, **config_json["language_config"]}
-    vocab, special = tokenizer_vocab(directory / "tokenizer.json"), _special_tokens(directory)
+    vocab, special = tokenizer_vocab(directory / "tokenizer.json"), special_tokens(directory)
     ids = {f"{name}_token_id": token_id(vocab, special.get(f"{name}_token") or default)
            for name, default in (("bos", ""), ("eos", ""), ("pad", "<\uff5c\u2581pad\u2581\uff5c>"))}
     text = LlamaConfig(**{k: language[k] for k in LLAMA_KEYS}, **ids,
@@ -83,13 +70,10 @@ def load_janusflow(directory: Path, config_json: dict, vae: str | Path | None) -
     if vae is None:
         raise CheckpointError(f"{directory} is a JanusFlow checkpoint, which needs the SDXL VAE to make images",
                               "pass --vae DIR with a diffusers AutoencoderKL directory (stabilityai/sdxl-vae)")
-    tokenizer_file = directory / "tokenizer.json"
-    if not tokenizer_file.is_file():
-        raise CheckpointError(f"{tokenizer_file} is missing: it should hold the text tokenizer",
-                              "copy tokenizer.json from the checkpoint's download")
+    tokenizer = tokenizer_file(directory)
     config = flow_config(config_json, directory)
     vae_config = _check_vae(Path(vae), config)
-    state = _load_weights(directory, ORIGINAL_WEIGHTS)
+    state = load_weights(directory, ORIGINAL_WEIGHTS)
     state = {k: v for k, v in state.items() if not k.startswith(UNUSED_PREFIXES)}
     with torch.device("meta"):
         expected = {k: v.shape for k, v in JanusFlowModel(config).state_dict().items()}
@@ -102,14 +86,10 @@ def load_janusflow(directory: Path, config_json: dict, vae: str | Path | None) -
     model = JanusFlowModel(config)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     model.eval()
-    vocab = tokenizer_vocab(tokenizer_file)
-    processor = {}
-    for name in ("preprocessor_config.json", "processor_config.json"):
-        if (directory / name).is_file():
-            processor.update(read_json(directory / name, "image preprocessing settings"))
-    model.begin_of_image_id = token_id(vocab, processor.get("image_start_tag", "<begin_of_image>"))
+    processor = processor_settings(directory)
+    model.begin_of_image_id = token_id(tokenizer_vocab(tokenizer), processor.get("image_start_tag", "<begin_of_image>"))
     return FlowCheckpoint(model=model, directory=directory, source_format="original", family="janusflow",
-                          tokenizer_file=tokenizer_file, processor=processor, vae=_load_vae(Path(vae), vae_config),
+                          tokenizer_file=tokenizer, processor=processor, vae=_load_vae(Path(vae), vae_config),
                           vae_directory=Path(vae))
 
 

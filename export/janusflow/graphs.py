@@ -14,51 +14,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 import torch
 from torch import nn
 
 from janus_edge.runtime.manifest import ModelInfo, Tensor
+from janus_edge.runtime.tensor_names import (HIDDEN_STATES, INPUT_IDS, INPUTS_EMBEDS, LATENTS, PIXELS, SKIP,
+                                             TIME_EMBEDDING, TIMESTEPS, VELOCITY)
 
-from ..configs import llm_fields
-from ..graphs import GraphSpec, Submodule, decoder_spec
+from ..graphs import GraphSpec, decoder_spec, head_spec, vision_spec
 from ..llm_decoder import KVCacheDecoder
-from .checkpoint import latent_size
-from .presets import FP32_ONLY
-
-
-def flow_model_info(checkpoint) -> ModelInfo:
-    """The `ModelInfo` of a loaded JanusFlow checkpoint (no VQ model: codebook_size 0)."""
-    config = checkpoint.model.config
-    vision = config.vision
-    size = vision["image_size"]
-    return ModelInfo(family="janusflow", source_format="original", codebook_size=0, image_size=size,
-                     num_image_tokens=(size // vision["patch_size"]) ** 2, **llm_fields(config.language),
-                     vision_hidden_size=vision["width"], vision_layers=vision["layers"], vision_heads=vision["heads"],
-                     vision_intermediate_size=int(vision["width"] * vision["mlp_ratio"]))
-
-
-def flow_tokens(m: ModelInfo) -> int:
-    """Positions of one flow step: the time embedding, then the latent's tokens (one per image token)."""
-    return m.num_image_tokens + 1
-
-
-@dataclass
-class FlowGeometry:
-    """What JanusFlow's flow graphs add to the model description: the latent and the skip features' shapes."""
-
-    latent_channels: int
-    latent_size: int
-    skip_channels: int
-    begin_of_image_id: int
-
-    @classmethod
-    def of(cls, checkpoint) -> "FlowGeometry":
-        config = checkpoint.model.config
-        return cls(latent_channels=config.encoder["input_channels"], latent_size=latent_size(config),
-                   skip_channels=config.encoder["block_out_channels"][-1],
-                   begin_of_image_id=checkpoint.model.begin_of_image_id)
+from .presets import flow_tokens
 
 
 class VisionEncoder(nn.Module):
@@ -110,48 +75,42 @@ class VaeDecoder(nn.Module):
         return self.vae.decode(latents / self.scaling).sample
 
 
-def flow_graph_specs(m: ModelInfo, g: FlowGeometry, kv_dtype: str = "float32") -> list[GraphSpec]:
-    """The specs of every JanusFlow graph, in the order the manifest lists them; the KV cache in `kv_dtype`."""
+def flow_graph_specs(m: ModelInfo, begin_of_image_id: int, kv_dtype: str = "float32") -> list[GraphSpec]:
+    """The specs of every JanusFlow graph, in the order the manifest lists them; the KV cache in `kv_dtype`. The
+    text embedding's samples hold `begin_of_image_id`, which it embeds as the begin-of-understanding vector."""
     hidden, tokens, size = ["batch", "sequence", m.hidden_size], flow_tokens(m), m.image_size
-    latent = ["batch", g.latent_channels, g.latent_size, g.latent_size]
-    grid = g.latent_size // 2
-    skip = ["batch", g.skip_channels, grid, grid]
-    decoder = replace(decoder_spec(m, kv_dtype), make_module=lambda checkpoint: KVCacheDecoder(
-        checkpoint.model.language_model.model))
+    side, channels = m.latent_size, m.latent_channels
+    latent = ["batch", channels, side, side]
+    grid = side // m.flow_stride
+    skip = ["batch", m.flow_channels, grid, grid]
 
     def text(m: ModelInfo, s: dict[str, int]) -> dict[str, torch.Tensor]:
         ids = torch.randint(0, m.vocab_size, (s["batch"], s["sequence"]))
-        ids[0, 0] = g.begin_of_image_id
-        return {"input_ids": ids}
+        ids[0, 0] = begin_of_image_id
+        return {INPUT_IDS: ids}
 
     def latents(s: dict[str, int]) -> torch.Tensor:
-        return torch.randn(s["batch"], g.latent_channels, g.latent_size, g.latent_size)
+        return torch.randn(s["batch"], channels, side, side)
 
     return [
-        GraphSpec("vision_encoder", VisionEncoder,
-                  [Tensor("pixel_values", "float32", ["batch", 3, size, size])],
-                  [Tensor("image_embeds", "float32", ["batch", m.num_image_tokens, m.hidden_size])],
-                  lambda m, s: {"pixel_values": torch.randn(s["batch"], 3, m.image_size, m.image_size)}),
-        GraphSpec("text_embedding", TextEmbedding, [Tensor("input_ids", "int64", ["batch", "sequence"])],
-                  [Tensor("inputs_embeds", "float32", hidden)], text),
-        decoder,
-        GraphSpec("lm_head", lambda checkpoint: Submodule(checkpoint.model.language_model.lm_head),
-                  [Tensor("hidden_states", "float32", hidden)],
-                  [Tensor("logits", "float32", ["batch", "sequence", m.vocab_size])],
-                  lambda m, s: {"hidden_states": torch.randn(s["batch"], s["sequence"], m.hidden_size)}),
+        vision_spec(m, VisionEncoder),
+        GraphSpec("text_embedding", TextEmbedding, [Tensor(INPUT_IDS, "int64", ["batch", "sequence"])],
+                  [Tensor(INPUTS_EMBEDS, "float32", hidden)], text),
+        decoder_spec(m, lambda checkpoint: KVCacheDecoder(checkpoint.model.language_model.model), kv_dtype),
+        head_spec("lm_head", lambda checkpoint: checkpoint.model.language_model.lm_head, m, m.vocab_size),
         GraphSpec("flow_encoder", FlowEncoder,
-                  [Tensor("latents", "float32", latent), Tensor("timesteps", "float32", ["batch"])],
-                  [Tensor("inputs_embeds", "float32", ["batch", tokens, m.hidden_size]),
-                   Tensor("skip", "float32", skip), Tensor("time_embedding", "float32", ["batch", m.hidden_size])],
-                  lambda m, s: {"latents": latents(s), "timesteps": torch.rand(s["batch"]) * 1000}),
+                  [Tensor(LATENTS, "float32", latent), Tensor(TIMESTEPS, "float32", ["batch"])],
+                  [Tensor(INPUTS_EMBEDS, "float32", ["batch", tokens, m.hidden_size]),
+                   Tensor(SKIP, "float32", skip), Tensor(TIME_EMBEDDING, "float32", ["batch", m.hidden_size])],
+                  lambda m, s: {LATENTS: latents(s), TIMESTEPS: torch.rand(s["batch"]) * 1000}, batch_only=True),
         GraphSpec("flow_decoder", FlowDecoder,
-                  [Tensor("hidden_states", "float32", ["batch", tokens, m.hidden_size]),
-                   Tensor("skip", "float32", skip), Tensor("time_embedding", "float32", ["batch", m.hidden_size])],
-                  [Tensor("velocity", "float32", latent)],
-                  lambda m, s: {"hidden_states": torch.randn(s["batch"], tokens, m.hidden_size),
-                                "skip": torch.randn(s["batch"], g.skip_channels, grid, grid),
-                                "time_embedding": torch.randn(s["batch"], m.hidden_size)}),
-        GraphSpec("vae_decoder", VaeDecoder, [Tensor("latents", "float32", latent)],
-                  [Tensor("pixels", "float32", ["batch", 3, size, size])],
-                  lambda m, s: {"latents": latents(s)}),
+                  [Tensor(HIDDEN_STATES, "float32", ["batch", tokens, m.hidden_size]),
+                   Tensor(SKIP, "float32", skip), Tensor(TIME_EMBEDDING, "float32", ["batch", m.hidden_size])],
+                  [Tensor(VELOCITY, "float32", latent)],
+                  lambda m, s: {HIDDEN_STATES: torch.randn(s["batch"], tokens, m.hidden_size),
+                                SKIP: torch.randn(s["batch"], m.flow_channels, grid, grid),
+                                TIME_EMBEDDING: torch.randn(s["batch"], m.hidden_size)}, batch_only=True),
+        GraphSpec("vae_decoder", VaeDecoder, [Tensor(LATENTS, "float32", latent)],
+                  [Tensor(PIXELS, "float32", ["batch", 3, size, size])],
+                  lambda m, s: {LATENTS: latents(s)}, batch_only=True),
     ]

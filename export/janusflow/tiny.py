@@ -14,9 +14,10 @@ import torch
 
 from ..staging import staged_directory
 from ..tiny import TINY_INIT_STD
-from ..tiny_tokenizer import BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD, SPECIAL_TOKENS, build_tokenizer
+from ..tiny_tokenizer import (BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD, SPECIAL_TOKENS, build_tokenizer,
+                              padded_vocab_size)
 from .model import FlowConfig, JanusFlowModel
-from .presets import FULL_SIZE_VOCAB, config_json, vae_config
+from .presets import PRESETS, config_json, vae_config
 
 
 def write_janusflow(out_dir: str | Path, seed: int = 0, preset: str = "tiny") -> Path:
@@ -27,15 +28,17 @@ def write_janusflow(out_dir: str | Path, seed: int = 0, preset: str = "tiny") ->
     from .checkpoint import flow_config
 
     tokenizer = build_tokenizer()
-    vocab = -(-tokenizer.get_vocab_size() // 64) * 64 if preset == "tiny" else FULL_SIZE_VOCAB
+    p = PRESETS[preset]
+    vocab = p.llm.vocab or padded_vocab_size(tokenizer)
     files = {
         "config.json": config_json(preset, vocab),
         "preprocessor_config.json": {"background_color": [127, 127, 127], "do_normalize": True,
-                                     "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "image_size": 384,
+                                     "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "image_size": p.vision.image_size,
                                      "image_processor_type": "VLMImageProcessor", "min_size": 14,
                                      "processor_class": "VLChatProcessor", "rescale_factor": 1 / 255},
         "processor_config.json": {"image_tag": IMAGE_TOKEN, "image_start_tag": IMAGE_START,
-                                  "image_end_tag": IMAGE_END, "num_image_tokens": 576, "sft_format": "deepseek",
+                                  "image_end_tag": IMAGE_END, "num_image_tokens": p.vision.num_tokens,
+                                  "sft_format": "deepseek",
                                   "add_special_token": False, "processor_class": "VLChatProcessor"},
         "special_tokens_map.json": {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
                                     "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in

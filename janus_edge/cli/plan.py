@@ -38,10 +38,10 @@ def run(args) -> int:
         if args.target is None:
             raise RequestError("--target is needed to plan a model (it is read from an engine directory)",
                                "add --target orin-nano-8gb (or another target)")
-        dims, flow = plan_model(args.model)
+        dims = plan_model(args.model)
         chosen = target(args.target)
         plan = make_plan(args.model, dims, chosen, args.precision, args.context or chosen.max_context, args.images,
-                         flow=flow, window=args.speculative_window)
+                         window=args.speculative_window)
     print(format_plan(plan))
     if args.json:
         with open(args.json, "w") as f:

@@ -5,34 +5,27 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
+    from janus_edge.export.families import FAMILIES
+
+    families = sorted(FAMILIES, key=lambda f: f.name)
     parser.add_argument("out_dir", help="directory to write the checkpoint into")
-    parser.add_argument("--family", choices=["janus-pro", "janusflow"], default="janus-pro",
+    parser.add_argument("--family", choices=[f.name for f in families], default="janus-pro",
                         help="janusflow writes DeepSeek's JanusFlow layout and a diffusers VAE in OUT_DIR/vae")
     parser.add_argument("--format", choices=["hf", "original"], default="hf",
                         help="Hugging Face (safetensors) or original DeepSeek (pytorch_model.bin) layout")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
-    parser.add_argument("--config", default="tiny", choices=["tiny", "janus-pro-1b", "janus-pro-7b", "janusflow-1.3b"],
+    parser.add_argument("--config", default="tiny", choices=["tiny"] + [name for f in families for name in f.published],
                         help="tiny (default) or a full-size config with random weights, for benchmarks")
     parser.add_argument("--max-shard-size", default=None, help="shard the HF safetensors, e.g. 2GB")
 
 
 def run(args) -> int:
+    from janus_edge.export.families import family_named
     from janus_edge.runtime.errors import RequestError
 
-    flow_configs = ("tiny", "janusflow-1.3b")
-    if (args.family == "janusflow") != (args.config in flow_configs) and args.config != "tiny":
+    family = family_named(args.family)
+    if args.config not in ("tiny",) + family.published:
         raise RequestError(f"--config {args.config} is not a {args.family} model",
-                           "use --config tiny or janusflow-1.3b with --family janusflow, and a Janus-Pro config "
-                           "without it")
-    if args.family == "janusflow":
-        from janus_edge.export.janusflow.tiny import write_janusflow
-
-        path = write_janusflow(args.out_dir, args.seed, args.config)
-        print(f"wrote a {args.config} JanusFlow checkpoint (DeepSeek layout, seed {args.seed}) to {path}, "
-              f"its VAE to {path / 'vae'}")
-        return 0
-    from janus_edge.export.tiny import write_checkpoint
-
-    path = write_checkpoint(args.out_dir, args.format, args.seed, args.config, args.max_shard_size)
-    print(f"wrote a {args.config} Janus-Pro checkpoint ({args.format} format, seed {args.seed}) to {path}")
+                           f"use --config {' or '.join(('tiny',) + family.published)} with --family {args.family}")
+    print(family.write_tiny(args.out_dir, args.format, args.seed, args.config, args.max_shard_size))
     return 0
