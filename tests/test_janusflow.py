@@ -282,14 +282,13 @@ def test_plan_counts_the_flow_request_the_backends_allocate(flow_engines, flow_r
     holds for that request, and with its runtime buffers what the TensorRT backend allocates on the stand-in."""
     from standin_env import standin_imports
 
-    from janus_edge.export.janusflow.presets import flow_sizes
     from janus_edge.export.tensorrt.targets import TARGETS
     from janus_edge.plan import make_plan
 
     manifest = flow_runtime.manifest
     target = TARGETS[target_name]
     context = min(target.max_context, manifest.limits.max_context)
-    plan = make_plan("tiny", manifest.model, target, "fp32", context, images=1, flow=flow_sizes("tiny")).flow
+    plan = make_plan("tiny", manifest.model, target, "fp32", context, images=1).flow
     assert plan["capacity"] < context  # sized for the flow request, not the whole context
     with flow_runtime.backend.kv_decoder(plan["rows"], plan["capacity"]) as decoder:
         assert decoder.nbytes == plan["kv_cache_bytes"] == manifest.kv_cache_bytes(plan["rows"], plan["capacity"])

@@ -7,9 +7,10 @@ import torch
 
 from conftest import SCHEMES, run_cli
 from janus_edge.export.configs import janus_config
+from janus_edge.export.families import graph_parameters
 from janus_edge.export.precision import parse_precision
 from janus_edge.export.tensorrt.targets import GIB, TARGETS
-from janus_edge.plan import MODELS, bytes_per_weight, graph_parameters, make_plan
+from janus_edge.plan import MODELS, bytes_per_weight, make_plan
 from janus_edge.runtime.kv import bytes_per_position
 
 
@@ -149,7 +150,7 @@ def test_janusflow_parameter_counts_equal_the_modules(preset, tmp_path):
 
     from janus_edge.export.janusflow.checkpoint import flow_config
     from janus_edge.export.janusflow.model import JanusFlowModel
-    from janus_edge.export.janusflow.presets import config_json, flow_sizes, model_info, vae_config
+    from janus_edge.export.janusflow.presets import config_json, model_info, vae_config
     from janus_edge.export.tiny_tokenizer import build_tokenizer
 
     build_tokenizer().save(str(tmp_path / "tokenizer.json"))
@@ -166,17 +167,16 @@ def test_janusflow_parameter_counts_equal_the_modules(preset, tmp_path):
                 "flow_decoder": count(model.vision_gen_dec_model, model.vision_gen_dec_aligner_norm,
                                       model.vision_gen_dec_aligner),
                 "vae_decoder": count(vae.decoder, vae.post_quant_conv)}
-    assert graph_parameters(model_info(preset, vocab), flow_sizes(preset)) == expected
+    assert graph_parameters(model_info(preset, vocab)) == expected
 
 
 def test_janusflow_step_is_compute_bound_and_janus_pro_decode_bandwidth_bound_on_a_datacenter_gpu():
     """The floor is the larger of bytes / bandwidth and FLOPs / datasheet peak: a JanusFlow step (577 positions x 2
     rows) is compute-bound on an H100-class target, Janus-Pro's one-position decode memory-bound."""
-    from janus_edge.plan import FLOW_SIZES, graph_parameters as params
+    from janus_edge.export.families import graph_parameters as params
 
     target = TARGETS["datacenter"]
-    flow = make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 4096, 1,
-                     flow=FLOW_SIZES["janusflow-1.3b"])
+    flow = make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 4096, 1)
     pro = make_plan("janus-pro-1b", MODELS["janus-pro-1b"], target, "fp16", 4096, 1)
     assert flow.image_bound == "compute" and pro.image_bound == "bandwidth"
     for plan in (flow, pro):
@@ -184,11 +184,10 @@ def test_janusflow_step_is_compute_bound_and_janus_pro_decode_bandwidth_bound_on
     f = flow.flow
     assert f["flow_tokens"] == 577 and f["rows"] == 2 and flow.image_steps == 30
     assert f["step_compute_floor_ms"] > f["step_bandwidth_floor_ms"]
-    llm = 2 * params(MODELS["janusflow-1.3b"], FLOW_SIZES["janusflow-1.3b"])["decoder"] * 577 * 2
+    llm = 2 * params(MODELS["janusflow-1.3b"])["decoder"] * 577 * 2
     assert llm < f["step_flops"] < 1.3 * llm  # "about 2 x params x 577 x 2", plus attention and the flow graphs
     assert f["step_compute_floor_ms"] >= llm / 989.5e12 * 1e3
-    assert f["step_bandwidth_floor_ms"] * 1e-3 * 3350e9 >= 2 * params(MODELS["janusflow-1.3b"],
-                                                                       FLOW_SIZES["janusflow-1.3b"])["decoder"]
+    assert f["step_bandwidth_floor_ms"] * 1e-3 * 3350e9 >= 2 * params(MODELS["janusflow-1.3b"])["decoder"]
 
 
 def test_a_speculative_window_counts_the_verify_pass_and_its_floor():
@@ -197,7 +196,7 @@ def test_a_speculative_window_counts_the_verify_pass_and_its_floor():
     B (the bandwidth floor) and W x C after (`pass_floors_s`, which bench models with); JanusFlow and a window
     outside 1..MAX_WINDOW are refused."""
     from janus_edge.export.tensorrt.targets import TARGETS as targets
-    from janus_edge.plan import FLOW_SIZES, format_plan, pass_floors_s
+    from janus_edge.plan import format_plan, pass_floors_s
     from janus_edge.runtime.backends.trt_decoder import step_io_bytes
     from janus_edge.runtime.errors import RequestError
     from janus_edge.runtime.pipelines.speculative import MAX_WINDOW
@@ -230,8 +229,7 @@ def test_a_speculative_window_counts_the_verify_pass_and_its_floor():
         with pytest.raises(RequestError, match=f"window of {bad}"):
             make_plan("janus-pro-1b", d, target, "int8,w4,fp16", 1024, 1, window=bad)
     with pytest.raises(RequestError, match="JanusFlow"):
-        make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 1024, 1,
-                  flow=FLOW_SIZES["janusflow-1.3b"], window=16)
+        make_plan("janusflow-1.3b", MODELS["janusflow-1.3b"], target, "fp16", 1024, 1, window=16)
 
 
 def test_plan_cli_knows_janusflow(tmp_path):

@@ -206,7 +206,7 @@ def test_plan_states_memory_parts_for_1b_int8_w4_fp16_on_orin_nano():
     from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK
     from janus_edge.runtime.kv import bytes_per_position
 
-    dims, _ = plan_model("janus-pro-1b")
+    dims = plan_model("janus-pro-1b")
     plan = make_plan("janus-pro-1b", dims, TARGETS["orin-nano-8gb"], "int8,w4,fp16", 2048, 1)
     text = format_plan(plan)
     for line in ("engines (weights) total", "contexts (shared scratch)", "KV cache", "KV spare + step buffers",
