@@ -205,21 +205,25 @@ def special_tokens(directory: Path) -> dict:
     return {k: (v["content"] if isinstance(v, dict) else v) for k, v in data.items()}
 
 
-def write_original(model, tokenizer, directory: Path, preset: str) -> None:
+def write_original(model, tokenizer, directory: Path) -> None:
     """Writes `model` in the original layout: config.json, pytorch_model.bin and the processor/tokenizer files."""
     from .tiny_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 
     config = model.config
     text, vision, vq = config.text_config, config.vision_config, config.vq_config
     hidden = text.hidden_size
-    vision_params = {"image_size": IMAGE_SIZE, "model_name": SIGLIP_L16_384.name, "select_feature": "same",
+    vision_params = {"image_size": vision.image_size, "model_name": SIGLIP_L16_384.name, "select_feature": "same",
                      "select_layer": -1}
     gen_vision_params = {"image_token_size": vq.num_embeddings, "n_embed": vq.embed_dim}
-    if preset == "tiny":  # janus-edge extension: the shapes a named preset would imply
-        vision_params.update(width=vision.hidden_size, layers=vision.num_hidden_layers,
-                             heads=vision.num_attention_heads, mlp_ratio=vision.mlp_ratio)
-        gen_vision_params.update(ch=vq.base_channels, ch_mult=list(vq.channel_multiplier),
-                                 z_channels=vq.latent_channels, num_res_blocks=vq.num_res_blocks)
+    vision_shape = {"width": vision.hidden_size, "layers": vision.num_hidden_layers,
+                    "heads": vision.num_attention_heads, "mlp_ratio": vision.mlp_ratio}
+    vq_shape = {"ch": vq.base_channels, "ch_mult": list(vq.channel_multiplier), "z_channels": vq.latent_channels,
+                "num_res_blocks": vq.num_res_blocks}
+    if any(SIGLIP_PRESETS[SIGLIP_L16_384.name][k] != v for k, v in vision_shape.items()) \
+            or any(VQ_PRESETS[VQ_16.name][k] != v for k, v in vq_shape.items()):
+        # janus-edge extension: shapes other than the named models' (tiny checkpoints)
+        vision_params.update(vision_shape)
+        gen_vision_params.update(vq_shape)
     config_json = {
         "aligner_config": {"cls": "MlpProjector", "model_type": "aligner",
                            "params": {"depth": 2, "input_dim": vision.hidden_size, "n_embed": hidden,
@@ -247,7 +251,7 @@ def write_original(model, tokenizer, directory: Path, preset: str) -> None:
         "config.json": config_json,
         "preprocessor_config.json": {"background_color": [127, 127, 127], "do_normalize": True,
                                      "image_mean": [0.5, 0.5, 0.5], "image_processor_type": "VLMImageProcessor",
-                                     "image_size": IMAGE_SIZE, "image_std": [0.5, 0.5, 0.5], "min_size": 14,
+                                     "image_size": vision.image_size, "image_std": [0.5, 0.5, 0.5], "min_size": 14,
                                      "processor_class": "VLChatProcessor", "rescale_factor": 1 / 255},
         "processor_config.json": {"add_special_token": False, "ignore_id": -100, "image_tag": "<image_placeholder>",
                                   "mask_prompt": True, "num_image_tokens": NUM_IMAGE_TOKENS,

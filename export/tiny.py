@@ -7,13 +7,15 @@ varied tokens; with the default init a random model repeats one token forever an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
-from . import original_format
-from .configs import PRESETS, janus_config
+from janus_edge.runtime.manifest import ModelInfo
+
+from . import configs, original_format
 from .staging import staged_directory
 from .tiny_tokenizer import (BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD, SPECIAL_TOKENS,
                              build_tokenizer, padded_vocab_size)
@@ -21,19 +23,21 @@ from .tiny_tokenizer import (BOS, EOS, IMAGE_END, IMAGE_START, IMAGE_TOKEN, PAD,
 TINY_INIT_STD = 0.2
 
 
-def build_model(preset: str = "tiny", seed: int = 0):
-    """Returns (model, tokenizer) for a preset, with reproducible random weights."""
+def build_model(info: ModelInfo, seed: int = 0, widen: bool = True):
+    """Returns (model, tokenizer) for a description (vocab_size 0: the tiny tokenizer's), with reproducible random
+    weights; `widen`: std 0.2 instead of 0.02 on every matrix outside the VQ model (see above)."""
     from transformers import JanusForConditionalGeneration
 
     tokenizer = build_tokenizer()
     ids = {"bos": tokenizer.token_to_id(BOS), "eos": tokenizer.token_to_id(EOS), "pad": tokenizer.token_to_id(PAD),
            "image": tokenizer.token_to_id(IMAGE_TOKEN)}
-    vocab = None if PRESETS[preset].vocab_size else padded_vocab_size(tokenizer)
-    config = janus_config(preset, vocab, ids)
+    if not info.vocab_size:
+        info = dataclasses.replace(info, vocab_size=padded_vocab_size(tokenizer))
+    config = configs.config_of(info, ids)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = JanusForConditionalGeneration(config).eval()
-    if preset == "tiny":
+    if widen:
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, param in model.named_parameters():
@@ -49,13 +53,19 @@ def build_model(preset: str = "tiny", seed: int = 0):
 
 def write_checkpoint(out_dir: str | Path, fmt: str = "hf", seed: int = 0, preset: str = "tiny",
                      max_shard_size: str | None = None) -> Path:
-    """Writes a complete checkpoint directory; returns its path."""
-    model, tokenizer = build_model(preset, seed)
+    """Writes a complete checkpoint directory of a preset (export/configs.py); returns its path."""
+    return write_model(out_dir, configs.preset(preset), fmt, seed, preset == "tiny", max_shard_size)
+
+
+def write_model(out_dir: str | Path, info: ModelInfo, fmt: str = "hf", seed: int = 0, widen: bool = True,
+                max_shard_size: str | None = None) -> Path:
+    """Writes a complete checkpoint directory of the model `info` describes; returns its path."""
+    model, tokenizer = build_model(info, seed, widen)
     with staged_directory(out_dir, "config.json") as staging:
         if fmt == "hf":
             _write_hf(model, tokenizer, staging, max_shard_size)
         elif fmt == "original":
-            original_format.write_original(model, tokenizer, staging, preset)
+            original_format.write_original(model, tokenizer, staging)
         else:
             raise ValueError(f"unknown checkpoint format {fmt!r}")
     return Path(out_dir)

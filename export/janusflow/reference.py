@@ -20,7 +20,8 @@ def generate(model, vae, prompt_ids: list[int], pad_id: int, latents: torch.Tens
     tokens = torch.tensor([prompt_ids] * (2 * n))
     tokens[n:, 1:] = pad_id
     prompt = model.language_model.get_input_embeddings()(tokens)[:, :-1]
-    mask = torch.ones(2 * n, prompt.shape[1] + 577, dtype=torch.int64)
+    latent_tokens = (latents.shape[-1] // model.config.encoder["stride"]) ** 2  # one per image token
+    mask = torch.ones(2 * n, prompt.shape[1] + 1 + latent_tokens, dtype=torch.int64)  # + the time embedding
     mask[n:, 1:prompt.shape[1]] = 0
     dt = torch.zeros_like(latents).to(torch.bfloat16) + 1.0 / steps
     z = latents.clone()
@@ -29,7 +30,7 @@ def generate(model, vae, prompt_ids: list[int], pad_id: int, latents: torch.Tens
         inputs, skip, t_emb = model.encode_latents(torch.cat([z, z]), t)
         hidden = model.language_model.model(inputs_embeds=torch.cat([prompt, inputs], dim=1),
                                             attention_mask=mask).last_hidden_state
-        v = model.velocity(hidden[:, -576:], skip, t_emb)
+        v = model.velocity(hidden[:, -latent_tokens:], skip, t_emb)
         v_cond, v_uncond = torch.chunk(v, 2)
         z = z + dt * (cfg_weight * v_cond - (cfg_weight - 1.0) * v_uncond)
     return z, vae.decode(z / vae.config.scaling_factor).sample
