@@ -9,6 +9,8 @@ from pathlib import Path
 from janus_edge.runtime.errors import CheckpointError
 from janus_edge.runtime.manifest import Preprocessing, PromptFormat, SpecialTokens
 
+from .components import IMAGE_SIZE
+
 # The system prompt of DeepSeek's VLChatProcessor and of transformers' JanusProcessor (use_default_system_prompt).
 DEFAULT_SYSTEM_PROMPT = ("You are a helpful language and vision assistant. You are able to understand the visual "
                          "content that the user provides, and assist the user with a variety of tasks using natural "
@@ -54,7 +56,7 @@ def prompt_format(family: str, processor: dict, vocab: dict[str, int], eos_id: i
 
 def preprocessing(processor: dict) -> Preprocessing:
     size = processor.get("size", {}).get("height") if isinstance(processor.get("size"), dict) else None
-    size = size or processor.get("image_size", 384)
+    size = size or processor.get("image_size", IMAGE_SIZE)
     mean = list(processor.get("image_mean", [0.5, 0.5, 0.5]))
     std = list(processor.get("image_std", [0.5, 0.5, 0.5]))
     return Preprocessing(image_size=int(size), min_size=int(processor.get("min_size", 14)),
