@@ -1,6 +1,6 @@
 """The model families janus-edge exports, one object each (base.py says what a family is).
 
-A new family is one module with a `Family` subclass and one `register` call (or a line in `FAMILIES` below).
+A new family is one module with a `Family` subclass and one `register` call (built-in ones: at the bottom here).
 Torch-free: `plan` and `gpu-check` import the registry, presets and parameter counts without torch.
 """
 

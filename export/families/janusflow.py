@@ -28,7 +28,7 @@ class JanusFlowFamily(Family):
     required = LLM_AND_VISION + FLOW_FIELDS
 
     def detect(self, config_json: dict) -> bool:
-        return config_json.get("model_type") == "multi_modality" and "vision_gen_enc_config" in config_json
+        return "vision_gen_enc_config" in config_json  # model_type "multi_modality", as original Janus checkpoints
 
     def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None) -> Checkpoint:
         from ..janusflow.checkpoint import load_janusflow

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 def add_arguments(parser) -> None:
+    from janus_edge.export.metadata import ROLES
     from janus_edge.export.precision import EXPORT_WORDS
     from janus_edge.runtime.kv import KV_FORMS
 
@@ -15,7 +16,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-batch", type=int, default=8,
                         help="largest batch of rows (generation uses 2 rows per image for CFG; default 8)")
     parser.add_argument("--max-context", type=int, default=4096, help="largest total sequence (default 4096)")
-    parser.add_argument("--family", choices=["janus-pro", "janus"], default=None,
+    parser.add_argument("--family", choices=list(ROLES), default=None,
                         help="prompt format (default: from the checkpoint; janus = Janus-1.3B roles)")
     parser.add_argument("--vae", default=None,
                         help="JanusFlow only: the SDXL VAE directory in diffusers' layout (stabilityai/sdxl-vae)")
