@@ -69,12 +69,14 @@ class Family:
         raise NotImplementedError
 
     def manifest_extras(self, checkpoint: Checkpoint, info: ModelInfo) -> ManifestExtras:
+        """Token ids, prompt format, generation defaults and the rest the manifest records for a checkpoint."""
         raise NotImplementedError
 
     def graph_specs(self, info: ModelInfo, tokens: SpecialTokens, kv_dtype: str = "float32",
                     form: str = "in_place") -> list:
         """The `GraphSpec`s of every graph, in the order the manifest lists them; the KV cache in `kv_dtype`, its
-        form `form`. Each spec's `make_module` takes the loaded `Checkpoint`."""
+        form `form`; `tokens`: the manifest's token ids (for samples that need one). Each spec's `make_module` takes
+        the loaded `Checkpoint`."""
         raise NotImplementedError
 
     def graph_precision(self, graph: str, precision: str) -> str:
