@@ -122,6 +122,7 @@ class StreamedGraph:
         self.proto = proto
         self.directory = Path(directory)
         self._made: dict[str, Chunks] = {}
+        self._from_side_file: set[str] = set()  # written tensors that were read from a side file
 
     @classmethod
     def load(cls, path: str | Path, before_weights: Callable | None = None) -> StreamedGraph:
@@ -162,16 +163,19 @@ class StreamedGraph:
                    for t in self.proto.graph.initializer)
 
     def save(self, path: Path) -> None:
-        """Writes and checks the graph laid out as `save_graph` lays it out: weights inline up to 1 GiB (then the
-        proto holds them all, as it must to be written), else one tensor at a time into one side file."""
-        if self.stored_bytes() > EXTERNAL_DATA_THRESHOLD:
-            self.save_with_side_file(path)
-        else:
-            save_graph(self.loaded(), path)
+        """Writes and checks the graph laid out as `save_graph` lays it out (the same bytes): weights inline up to
+        1 GiB, else in one side file. Either way one chunk of one tensor at a time: an inline graph is written and
+        checked with a side file first, then its weights are spliced into the proto's bytes (`_inline_side_file`)."""
+        inline = self.stored_bytes() <= EXTERNAL_DATA_THRESHOLD
+        self.save_with_side_file(path)
+        if inline:
+            _inline_side_file(self.proto, Path(path), self._from_side_file)
 
     def save_with_side_file(self, path: Path) -> None:
         """Writes every initializer read or made into `<path>.data`, one tensor at a time, each on an ALIGNMENT
         boundary (those the proto holds itself stay inline), then the structure to `path`, and checks both."""
+        from onnx.external_data_helper import uses_external_data
+
         path = Path(path)
         side = Path(f"{path}.data")
         if side.exists() and side.parent.resolve() == self.directory.resolve():
@@ -182,6 +186,8 @@ class StreamedGraph:
                 chunks = self._stored_chunks(tensor)
                 if chunks is None:
                     continue
+                if uses_external_data(tensor):
+                    self._from_side_file.add(tensor.name)
                 out.write(b"\0" * (-out.tell() % ALIGNMENT))
                 offset = out.tell()
                 for chunk in chunks:
@@ -289,6 +295,84 @@ def _point_at(tensor, location: str, offset: int, length: int) -> None:
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
         entry = tensor.external_data.add()
         entry.key, entry.value = key, value
+
+
+def _inline_side_file(proto, path: Path, from_side_file: set[str]) -> None:
+    """Rewrites the graph at `path` (`proto`, whose written weights are in `<path>.data`) with its weights inline,
+    byte for byte what `onnx.save_model` writes for the proto holding them, copying each a chunk at a time; then
+    removes the side file. Protobuf writes a message's fields in field-number order, so the bytes are the fields
+    before the weights, each weight (its fields before raw_data, raw_data, the fields after), and the fields after.
+    A weight read from a side file says DEFAULT where it was, as `attach_weights` leaves it; a made one says
+    nothing."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import uses_external_data
+
+    side = Path(f"{path}.data")
+    pieces: list = []  # bytes, a tensor the proto holds, or (offset, length) in the side file
+    for tensor in proto.graph.initializer:
+        if not uses_external_data(tensor):
+            pieces += [_field_key(_INITIALIZER, tensor.ByteSize()), tensor]
+            continue
+        _, offset, length = _external_range(tensor, path.parent)
+        inline = TensorProto()
+        inline.CopyFrom(tensor)
+        _clear_data(inline)
+        if tensor.name not in from_side_file:
+            inline.ClearField("data_location")
+        before, after = _fields_around(inline, _RAW_DATA)
+        key = _field_key(_RAW_DATA, length)
+        pieces += [_field_key(_INITIALIZER, len(before) + len(key) + length + len(after)), before, key,
+                   (offset, length), after]
+    graph_before, graph_after = _fields_around(proto.graph, _INITIALIZER)
+    graph_size = len(graph_before) + len(graph_after) + sum(
+        p[1] if isinstance(p, tuple) else len(p) if isinstance(p, bytes) else p.ByteSize() for p in pieces)
+    model_before, model_after = _fields_around(proto, _GRAPH)
+    inlined = Path(f"{path}.inline")
+    with open(side, "rb") as data, open(inlined, "wb") as out:
+        out.write(model_before + _field_key(_GRAPH, graph_size) + graph_before)
+        for piece in pieces:
+            if isinstance(piece, tuple):
+                data.seek(piece[0])
+                for start in range(0, piece[1], CHUNK_BYTES):
+                    out.write(data.read(min(CHUNK_BYTES, piece[1] - start)))
+            else:
+                out.write(piece if isinstance(piece, bytes) else piece.SerializeToString())
+        out.write(graph_after + model_after)
+    inlined.replace(path)
+    side.unlink()
+
+
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
+
+
+def _fields_around(message, number: int) -> tuple[bytes, bytes]:
+    """The serialized fields of `message` numbered below `number`, and above it (copying only those)."""
+    below, above = type(message)(), type(message)()
+    for field, value in message.ListFields():
+        if field.number == number:
+            continue
+        part = below if field.number < number else above
+        if hasattr(value, "extend"):  # a repeated field
+            getattr(part, field.name).extend(value)
+        elif hasattr(value, "CopyFrom"):  # a message
+            getattr(part, field.name).CopyFrom(value)
+        else:
+            setattr(part, field.name, value)
+    return below.SerializeToString(), above.SerializeToString()
+
+
+def _field_key(number: int, length: int) -> bytes:
+    """A length-delimited field's tag and length."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def _remove_stale(path: Path) -> None:
