@@ -87,7 +87,7 @@ def read_chunks(tensor, directory: str | Path, rows: int = 1) -> Iterator[np.nda
         step = _chunk_rows(values[:1].nbytes, rows)
         yield from (values[start:start + step] for start in range(0, len(values), step))
         return
-    if tensor.data_type in _PACKED_4BIT:
+    if _is_4bit(tensor.data_type):
         raise InternalError(f"{tensor.name}: 4-bit weights are copied, not read as values")
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     shape = tuple(tensor.dims)
@@ -114,7 +114,7 @@ class StreamedGraph:
 
     Initializers kept in the proto's own data (small graphs, small tensors) stay there; those in the source's side
     file are read from `directory`; those a pass replaced (`remake`, `replace`) come from the pass's `Chunks`,
-    computed from the values before them (`values`, `source`). `save` writes each exactly once: a StreamedGraph is
+    computed from the values before them (`source`). `save` writes each exactly once: a StreamedGraph is
     saved once.
     """
 
@@ -139,10 +139,6 @@ class StreamedGraph:
         kept = TensorProto()
         kept.CopyFrom(tensor)  # for a tensor in the side file: its name, dtype, dims and place, no data
         return lambda rows: read_chunks(kept, self.directory, rows)
-
-    def values(self, tensor, rows: int = 1) -> Iterator[np.ndarray]:
-        """`tensor`'s current values in chunks (see `Chunks`)."""
-        return self.source(tensor)(rows)
 
     def remake(self, tensor, made: Chunks) -> None:
         """`tensor` (its dtype and dims already those of what `made` yields) takes its values from `made`."""
@@ -217,7 +213,11 @@ class StreamedGraph:
         return None
 
 
-_PACKED_4BIT = (22, 21, 26)  # TensorProto.INT4, UINT4, FLOAT4E2M1: two values a byte
+def _is_4bit(data_type: int) -> bool:
+    """Whether ONNX stores two values of this dtype in a byte."""
+    from onnx import TensorProto
+
+    return data_type in (TensorProto.INT4, TensorProto.UINT4, TensorProto.FLOAT4E2M1)
 
 
 def _chunk_rows(row_bytes: int, rows: int) -> int:
@@ -256,7 +256,7 @@ def _packed(tensor, chunks: Iterable[np.ndarray]) -> Iterator[bytes]:
     from onnx import numpy_helper
 
     for chunk in chunks:
-        if tensor.data_type in _PACKED_4BIT and chunk.size % 2:
+        if _is_4bit(tensor.data_type) and chunk.size % 2:
             raise InternalError(f"{tensor.name}: a chunk of {chunk.size} 4-bit values splits a byte")
         yield numpy_helper.from_array(np.ascontiguousarray(chunk)).raw_data
 
@@ -266,7 +266,7 @@ def _planned_bytes(tensor) -> int:
     from onnx import helper
 
     count = math.prod(tensor.dims)
-    if tensor.data_type in _PACKED_4BIT:
+    if _is_4bit(tensor.data_type):
         return (count + 1) // 2
     return count * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
 
