@@ -86,7 +86,7 @@ class _Quantized:
         if self._scales is None:  # asked before the integers: they make the scales
             for _ in self.blocks(rows):
                 pass
-        scales, self._scales = self._scales, None
+        scales, self._scales = self._scales or [], None
         yield np.concatenate(scales).astype(self.scale_dtype)
 
 

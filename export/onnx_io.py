@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -144,7 +144,7 @@ class StreamedGraph:
         """`tensor` (its dtype and dims already those of what `made` yields) takes its values from `made`."""
         self._made[tensor.name] = made
 
-    def replace(self, old, new: list[tuple[object, Chunks]]) -> None:
+    def replace(self, old, new: list[tuple[Any, Chunks]]) -> None:
         """Swaps initializer `old` for new ones, each a tensor (name, dtype, dims; no data) and what makes it."""
         self._made.pop(old.name, None)
         replace_initializer(self.proto.graph, old, [tensor for tensor, _ in new])
