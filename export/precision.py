@@ -11,7 +11,8 @@
 
 A graph no word covers stays fp32 ("w4" alone leaves the vision encoder fp32; "w4,fp16" makes it fp16). With fp16,
 the weight-only graphs compute in fp16 too ("fp16,w4": INT4 weights, fp16 activations). `export` makes fp32 and fp16
-alone; `calibrate` makes the others from an fp32 export (fp16 too, alone or combined). The KV cache follows the
+alone; `calibrate` makes the others from an fp32 export (fp16 too, alone or combined), and w8, w4 and fp16 from an fp16
+export as well ("w4" from fp16 makes "fp16,w4"). The KV cache follows the
 decoder's activations: fp16 whenever the decoder computes in fp16 (fp16, fp16,w4, ...: what GPU and TensorRT
 deployments want), int8 with kv8, fp32 otherwise.
 """

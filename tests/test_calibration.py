@@ -121,4 +121,4 @@ def test_bad_schemes_and_sources(tmp_path, export_hf, calibrated):
     with pytest.raises(RequestError, match="w8 and w4 exclude"):
         calibrate(export_hf, tmp_path / "x", "w8,w4")
     with pytest.raises(RequestError, match="calibration starts from fp32"):
-        calibrate(calibrated["fp16"], tmp_path / "y", "w4")
+        calibrate(calibrated["fp16"], tmp_path / "y", "int8")
