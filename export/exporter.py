@@ -24,6 +24,7 @@ from .components import NUM_IMAGE_TOKENS
 from .families.base import Checkpoint, ManifestExtras
 from .fp16 import to_fp16
 from .graphs import GraphSpec
+from .memory import peak_memory_line
 from .onnx_io import load_graph, save_graph
 from .precision import EXPORT_WORDS, parse_precision
 from .staging import check_replaceable, staged_directory
@@ -68,7 +69,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
         manifest.kv_cache = KVCacheFormat(form=kv_form)
         manifest.schema_version = FORM_SCHEMA_VERSIONS[kv_form]
         manifest.write(staging)
-    log(f"wrote {len(graphs)} graphs and {MANIFEST_NAME} to {out_dir}")
+    log(f"wrote {len(graphs)} graphs and {MANIFEST_NAME} to {out_dir}; {peak_memory_line()}")
     return manifest
 
 
