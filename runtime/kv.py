@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from .errors import InternalError, RequestError
+from .tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
 
 # --- names --------------------------------------------------------------------------------------------------------
 
@@ -190,9 +191,9 @@ def decode_io_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity
     """The TensorRT decoder's step buffers, reserved for full capacity when a request opens so decoding allocates
     nothing: mask [rows, capacity+1] and position ids (int64), embeddings and hidden states (fp32), and one new
     position's keys/values for each in_place output (`kv_output`, in the KV dtype)."""
-    sizes = {"attention_mask": int(rows) * (int(capacity) + 1) * 8, "position_ids": int(rows) * 8,
-             "inputs_embeds": int(rows) * int(model.hidden_size) * 4,
-             "hidden_states": int(rows) * int(model.hidden_size) * 4}
+    sizes = {ATTENTION_MASK: int(rows) * (int(capacity) + 1) * 8, POSITION_IDS: int(rows) * 8,
+             INPUTS_EMBEDS: int(rows) * int(model.hidden_size) * 4,
+             HIDDEN_STATES: int(rows) * int(model.hidden_size) * 4}
     sizes.update({kv_output(name): tensor_bytes(model, dtype, rows, 1) for name in kv_names(model.num_layers)})
     return sizes
 

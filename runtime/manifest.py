@@ -152,9 +152,9 @@ class Preprocessing:
 
 @dataclass
 class GenerationDefaults:
+    image_tokens: int  # positions a generated image takes: `ModelInfo.num_image_tokens` (JanusFlow: its flow tokens)
     cfg_weight: float = 5.0
     temperature: float = 1.0
-    image_tokens: int = 576
     understanding_max_new_tokens: int = 512
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -42,6 +42,21 @@ class GraphSession(ABC):
         """Runs the graph; returns every output by name."""
 
 
+class KVCache(Protocol):
+    """What a decoder keeps its cache in (kv_host.HostKVCache, device_cache.DeviceKVCache): both follow `kv`'s growth
+    policy and size themselves by its formula."""
+
+    slots: int  # the width of the view the graph reads now (`kv.bucket`)
+    allocated: int  # the slots its buffers hold
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def reserve(self, needed: int, length: int) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class KVDecoder(Closeable, ABC):
     """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions.
 
@@ -51,7 +66,12 @@ class KVDecoder(Closeable, ABC):
     batch: int
     length: int
     capacity: int | None  # the positions its cache was sized for (None: grows as needed)
-    nbytes: int  # bytes its KV cache holds now
+    cache: KVCache
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its KV cache holds now."""
+        return self.cache.nbytes
 
     @abstractmethod
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
@@ -114,16 +134,22 @@ class Backend(Closeable, ABC):
         """Frees the loaded graphs and pooled buffers; graphs load again if the backend is used afterwards."""
         self._sessions.clear()
 
+    def apply(self, graph: str, value):
+        """Runs a graph of one input (an embedding, a head, the vision encoder, an image decoder) on `value`;
+        returns its first output. Both names are the manifest's."""
+        spec = self.manifest.graphs[graph]
+        return self.run(graph, **{spec.inputs[0].name: value})[spec.outputs[0].name]
+
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
-        return self.run(graph, **{self.manifest.graphs[graph].inputs[0].name: ids})["inputs_embeds"]
+        return self.apply(graph, ids)
 
     def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
         """Next tokens [N] from last hidden states [R,1,D]: head -> CFG mix (rows [cond; uncond]) -> sampler.
 
         Only token ids come back to the host; backends with device memory keep the logits there.
         """
-        logits = self.run(head, hidden_states=hidden)["logits"][:, -1]
+        logits = self.apply(head, hidden)[:, -1]
         if cfg_weight is not None:
             n = logits.shape[0] // 2
             logits = logits[n:] + cfg_weight * (logits[:n] - logits[n:])

@@ -1,4 +1,5 @@
-"""A KV cache in device buffers addressed by pointer: what a backend that runs the decoder on a GPU keeps.
+"""A KV cache in device buffers addressed by pointer: what ONNX Runtime's GPU providers (ort_device.py) and TensorRT
+(trt_decoder.py) keep.
 
 - One flat buffer per cache tensor plus one spare, from the backend's pool (`kv_host.BufferPool`: zero-filled once
   when allocated, reused by the next request), sized for the request's capacity (`kv.first_view`, `kv.grow_view`).

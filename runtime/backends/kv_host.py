@@ -18,11 +18,19 @@ from .. import kv
 
 
 class BufferPool:
-    """Sets of flat buffers (one per cache tensor) that decoders borrow and return. A buffer is anything with a
-    `dtype` and a `size` in elements: numpy arrays by default, device buffers with another `allocate`."""
+    """Sets of flat buffers (one per cache tensor, and a device cache's spare) that decoders borrow and return. A
+    buffer is anything with a `dtype` and a `size` in elements: numpy arrays by default, device buffers with another
+    `allocate` (and `release`, which frees one when the pool lets it go).
 
-    def __init__(self, allocate: Callable[[int, np.dtype], Any] = np.zeros) -> None:
+    `keep_unfitting`: whether returned sets that do not fit a request stay pooled beside the new one (host memory;
+    ONNX Runtime's device cache, whose step buffers share the pool) or are freed first (TensorRT: kept, they would
+    add up across request kinds, e.g. a 1-row understanding cache beside a CFG one, while `plan` counts the largest
+    request's)."""
+
+    def __init__(self, allocate: Callable[[int, np.dtype], Any] = np.zeros,
+                 release: Callable[[Any], None] | None = None, keep_unfitting: bool = True) -> None:
         self.allocate = allocate  # (elements, dtype) -> a zero-filled buffer: unused slots must hold finite values
+        self.release, self.keep_unfitting = release, keep_unfitting
         self.free: list[list[Any]] = []
 
     def take(self, count: int, size: int, dtype: np.dtype) -> list[Any]:
@@ -31,34 +39,42 @@ class BufferPool:
         fitting = [i for i, s in enumerate(self.free) if s[0].dtype == dtype and s[0].size >= size and len(s) == count]
         if fitting:
             return self.free.pop(min(fitting, key=lambda i: self.free[i][0].size))
+        if not self.keep_unfitting:
+            self.clear()
         return [self.allocate(size, dtype) for _ in range(count)]
 
     def give(self, buffers: list[Any]) -> None:
         self.free.append(buffers)
 
     def clear(self) -> None:
+        """Lets every returned set go (freed by `release`, where buffers need it)."""
+        if self.release is not None:
+            for buffers in self.free:
+                for buffer in buffers:
+                    self.release(buffer)
         self.free.clear()
 
 
 class HostKVCache:
     """Keys and values for `batch` rows in flat host buffers of `capacity` slots (None: grows as needed)."""
 
-    def __init__(self, pool: BufferPool, names: list[str], batch: int, heads: int, head_dim: int, dtype: str,
-                 capacity: int | None, max_context: int):
-        self.pool, self.names, self.batch = pool, names, batch
-        self.heads, self.head_dim, self.dtype = heads, head_dim, np.dtype(dtype)
+    def __init__(self, pool: BufferPool, model: kv.CacheDims, dtype: str, batch: int, capacity: int | None,
+                 max_context: int):
+        self.pool, self.model, self.batch, self.dtype = pool, model, batch, np.dtype(dtype)
+        self.names = kv.kv_names(model.num_layers)
+        self.heads, self.head_dim = model.num_kv_heads, model.head_dim
         self.max_context, self.fixed = max_context, capacity is not None
         self.slots, self.allocated = kv.first_view(capacity, max_context)  # slots: the width the graph reads
-        self.buffers = pool.take(len(names), self._elements(self.allocated), self.dtype)
+        self.buffers = pool.take(len(self.names), self._elements(self.allocated), self.dtype)
         self._views: dict[str, np.ndarray] | None = None
 
     def _elements(self, slots: int) -> int:
-        return self.batch * self.heads * slots * self.head_dim
+        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots) // self.dtype.itemsize
 
     @property
     def nbytes(self) -> int:
         """Bytes this cache holds (the allocation, not the current view)."""
-        return len(self.names) * self._elements(self.allocated) * self.dtype.itemsize
+        return kv.cache_bytes(self.model, self.dtype, self.batch, self.allocated)
 
     def views(self) -> dict[str, np.ndarray]:
         """[B,H,slots,hd] views of the buffers' starts, built when the layout changes, not every step."""
