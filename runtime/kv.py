@@ -166,9 +166,34 @@ class CacheDims(Protocol):
     def hidden_size(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class CacheSizes:
+    """`CacheDims` for a model known by its sizes alone (e.g. the PyTorch reference `bench` times)."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+
+
+def tensor_shape(model: CacheDims, rows: int, slots: int) -> list[int]:
+    """One cache tensor's layout, [rows, kv_heads, slots, head_dim]: the manifest's `KVCacheFormat.layout`."""
+    return [int(rows), int(model.num_kv_heads), int(slots), int(model.head_dim)]
+
+
+def slot_rows(model: CacheDims, rows: int) -> int:
+    """A cache tensor of `rows` rows seen as rows of slots (what a pitched copy moves): rows x kv_heads."""
+    return int(rows) * int(model.num_kv_heads)
+
+
+def slot_bytes(model: CacheDims, dtype: str | np.dtype) -> int:
+    """One slot of one such row: head_dim values."""
+    return int(model.head_dim) * np.dtype(dtype).itemsize
+
+
 def tensor_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, slots: int) -> int:
-    """One cache tensor [rows, kv_heads, slots, head_dim]: the one formula every size below is made of."""
-    return int(rows) * int(model.num_kv_heads) * int(slots) * int(model.head_dim) * np.dtype(dtype).itemsize
+    """One cache tensor (`tensor_shape`): the one formula every size below is made of."""
+    return slot_rows(model, rows) * int(slots) * slot_bytes(model, dtype)
 
 
 def bytes_per_position(model: CacheDims, dtype: str | np.dtype) -> int:

@@ -22,7 +22,7 @@ at a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 
 
 from __future__ import annotations
 
-from .kv import kv_input, request_capacity
+from .kv import kv_input, request_capacity, tensor_shape
 from .manifest import Manifest
 from .pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW
 from .tensor_names import (ATTENTION_MASK, CFG_SAMPLER, CFG_WEIGHT, HIDDEN_STATES, IMAGE_IDS, INPUT_IDS, INPUTS_EMBEDS,
@@ -51,12 +51,12 @@ def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, li
     positions (both within the export's limits)."""
     model = manifest.model
     images = max(1, batch // 2)
-    hidden, heads, head_dim = model.hidden_size, model.num_kv_heads, model.head_dim
+    hidden = model.hidden_size
     prompt = min(TYPICAL_PROMPT, context)
     size = model.image_size
 
     def kv(lo: int, opt: int, hi: int, batches=(1, 1, batch)) -> dict[str, list[Shape]]:
-        shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
+        shapes = [tensor_shape(model, b, t) for b, t in zip(batches, (lo, opt, hi))]
         return {kv_input(name): shapes for name in model.kv_names}
 
     prompt_slots = request_capacity(prompt, context)
@@ -113,8 +113,7 @@ def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, lis
         return [[rows, *shape], [rows, *shape], [batch, *shape]]
 
     slots = request_capacity(past + tokens, context)  # the capacity the pipeline allocates for such a prompt
-    kv = [[rows, model.num_kv_heads, 1, model.head_dim], [rows, model.num_kv_heads, slots, model.head_dim],
-          [batch, model.num_kv_heads, context, model.head_dim]]
+    kv = [tensor_shape(model, rows, 1), tensor_shape(model, rows, slots), tensor_shape(model, batch, context)]
     step = {INPUTS_EMBEDS: rows_of(tokens, hidden),
             ATTENTION_MASK: [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
             POSITION_IDS: rows_of(tokens),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class Stream:
         self.handle: Any = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._native = self._native_handle()
         self.synchronizations = 0
-        self.staging = HostStaging(self)
+        self.staging: KeyedBuffers[PinnedBuffer] = KeyedBuffers(self, lambda nbytes: PinnedBuffer(nbytes, self))
 
     @property
     def ptr(self) -> int:
@@ -154,22 +154,35 @@ def staging_key(graph: str, tensor: str) -> str:
     return f"{graph}:{tensor}"
 
 
-class HostStaging:
-    """The stream's pinned buffers, one per key (an engine input, a download), grown to the largest transfer of
-    that key and reused: sized once per request shape, never per step."""
+class SizedBuffer(Protocol):
+    nbytes: int
 
-    def __init__(self, stream: Stream):
-        self.stream = stream
-        self.buffers: dict[str, PinnedBuffer] = {}
+    def free(self) -> None: ...
 
-    def buffer(self, key: str, nbytes: int) -> PinnedBuffer:
+
+BufferT = TypeVar("BufferT", bound=SizedBuffer)
+
+
+class KeyedBuffers(Generic[BufferT]):
+    """Buffers by key (an engine's input or output; the stream's pinned staging: an engine input, a download), each
+    grown to the largest size asked of its key and reused: sized once per request shape, never per step. An
+    outgrown buffer is freed once the stream's queued work, which may still use it, is done."""
+
+    def __init__(self, stream: Stream, allocate: Callable[[int], BufferT]):
+        self.stream, self.allocate = stream, allocate
+        self.buffers: dict[str, BufferT] = {}
+
+    def buffer(self, key: str, nbytes: int) -> BufferT:
         found = self.buffers.get(key)
         if found is None or found.nbytes < nbytes:
             if found is not None:
-                self.stream.synchronize()  # a queued copy may still read it
+                self.stream.synchronize()
                 found.free()
-            found = self.buffers[key] = PinnedBuffer(nbytes, self.stream)
+            found = self.buffers[key] = self.allocate(nbytes)
         return found
+
+    def __getitem__(self, key: str) -> BufferT:
+        return self.buffers[key]
 
     @property
     def nbytes(self) -> int:

@@ -51,7 +51,7 @@ class DeviceKVCache:
     @property
     def shape(self) -> list[int]:
         """The [B,H,slots,hd] view the graph reads."""
-        return [self.batch, self.model.num_kv_heads, self.slots, self.model.head_dim]
+        return kv.tensor_shape(self.model, self.batch, self.slots)
 
     def views(self) -> dict[str, int]:
         """Cache tensor name -> the address of its view (the buffer's start; shape `shape`)."""
@@ -62,9 +62,8 @@ class DeviceKVCache:
         if needed <= self.slots:
             return False
         slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
-        width = self.model.head_dim * self.dtype.itemsize
+        width, rows = kv.slot_bytes(self.model, self.dtype), kv.slot_rows(self.model, self.batch)
         old_pitch, new_pitch, valid = self.slots * width, slots * width, length * width
-        rows = self.batch * self.model.num_kv_heads
         if allocated > self.allocated:
             targets = self.pool.take(len(self.buffers), self._elements(allocated), self.dtype)
             for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare holds nothing to keep
@@ -84,9 +83,8 @@ class DeviceKVCache:
     def write(self, new: dict[str, int], start: int, positions: int) -> None:
         """Copies the new positions' keys/values ([B,H,positions,hd] at addresses `new`, by cache tensor name)
         into slots start..start+positions-1."""
-        width = self.model.head_dim * self.dtype.itemsize
+        width, rows = kv.slot_bytes(self.model, self.dtype), kv.slot_rows(self.model, self.batch)
         row, pitch, offset = positions * width, self.slots * width, start * width
-        rows = self.batch * self.model.num_kv_heads
         for name, buffer in zip(self.names, self.buffers):
             self.copy_rows(buffer.ptr + offset, pitch, new[name], row, row, rows)
 

@@ -62,7 +62,6 @@ class HostKVCache:
                  max_context: int):
         self.pool, self.model, self.batch, self.dtype = pool, model, batch, np.dtype(dtype)
         self.names = kv.kv_names(model.num_layers)
-        self.heads, self.head_dim = model.num_kv_heads, model.head_dim
         self.max_context, self.fixed = max_context, capacity is not None
         self.slots, self.allocated = kv.first_view(capacity, max_context)  # slots: the width the graph reads
         self.buffers = pool.take(len(self.names), self._elements(self.allocated), self.dtype)
@@ -79,7 +78,7 @@ class HostKVCache:
     def views(self) -> dict[str, np.ndarray]:
         """[B,H,slots,hd] views of the buffers' starts, built when the layout changes, not every step."""
         if self._views is None:
-            shape = (self.batch, self.heads, self.slots, self.head_dim)
+            shape = kv.tensor_shape(self.model, self.batch, self.slots)
             self._views = {name: buf[:self._elements(self.slots)].reshape(shape)
                            for name, buf in zip(self.names, self.buffers)}
         return self._views
@@ -91,7 +90,8 @@ class HostKVCache:
         slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
         if allocated > self.allocated:
             self._reallocate(allocated, length)
-        rows, width, keep = self.batch * self.heads, self.head_dim, length * self.head_dim
+        rows, width = kv.slot_rows(self.model, self.batch), kv.slot_bytes(self.model, self.dtype) // self.dtype.itemsize
+        keep = length * width  # elements: the valid slots of a row
         for buf in self.buffers:
             old = buf[:rows * self.slots * width].reshape(rows, self.slots * width)
             new = buf[:rows * slots * width].reshape(rows, slots * width)
@@ -104,7 +104,7 @@ class HostKVCache:
         old_views = self.views()
         self.allocated = slots
         buffers = self.pool.take(len(self.names), self._elements(slots), self.dtype)
-        shape = (self.batch, self.heads, self.slots, self.head_dim)
+        shape = kv.tensor_shape(self.model, self.batch, self.slots)
         for name, buf in zip(self.names, buffers):
             buf[:self._elements(self.slots)].reshape(shape)[:, :, :length] = old_views[name][:, :, :length]
         self.pool.give(self.buffers)

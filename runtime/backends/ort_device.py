@@ -203,7 +203,7 @@ class DeviceKVDecoder(KVDecoder):
             if self.new:
                 self.pool.give(self.new)
             self.new = self.pool.take(len(self.names), elements, self.dtype)
-        shape = [self.batch, self.model.num_kv_heads, seq, self.model.head_dim]
+        shape = kv.tensor_shape(self.model, self.batch, seq)
         for name, buffer in zip(self.names, self.new):
             self._bind(self.binding.bind_output, self.output(name), buffer.ptr, shape)
         self.new_positions = seq

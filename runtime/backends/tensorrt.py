@@ -31,8 +31,8 @@ from ..manifest import Manifest
 from ..sampling import Sampler
 from ..tensor_names import CFG_SAMPLER, CFG_WEIGHT, GREEDY, LOGITS, MIXED, SAMPLER
 from .base import Backend, GraphSession
-from .cuda import (ALIGNMENT, DeviceArray, DeviceBuffer, DeviceTensor, Stream, device_name_and_capability,
-                   staging_key)
+from .cuda import (ALIGNMENT, DeviceArray, DeviceBuffer, DeviceTensor, KeyedBuffers, Stream,
+                   device_name_and_capability, staging_key)
 from .engine_manifest import EngineManifest, check_compatible
 from .kv_host import BufferPool
 from .trt_decoder import TrtKVDecoder
@@ -128,7 +128,7 @@ class TrtGraph(GraphSession):
         self.version = 0
         self.bound_key: tuple | None = None
         self.bound: dict[str, DeviceTensor] = {}
-        self.buffers: dict[str, DeviceBuffer] = {}
+        self.buffers: KeyedBuffers[DeviceBuffer] = KeyedBuffers(stream, DeviceBuffer)
         self.capture_error: BaseException | None = None  # set once if this engine cannot be captured
         self.mask_owner: object = None  # the decoder whose mask the attention mask's buffer holds
 
@@ -143,12 +143,9 @@ class TrtGraph(GraphSession):
 
     def buffer(self, key: str, nbytes: int) -> DeviceBuffer:
         """This graph's IO buffer `key`, of at least `nbytes` (exactly that when it must grow)."""
-        buffer = self.buffers.get(key)
-        if buffer is None or buffer.nbytes < nbytes:
-            if buffer is not None:
-                self.stream.synchronize()  # queued work may still use it
-                buffer.free()
-            buffer = self.buffers[key] = DeviceBuffer(nbytes)
+        before = self.buffers.buffers.get(key)
+        buffer = self.buffers.buffer(key, nbytes)
+        if buffer is not before:  # a new address: bind again
             self.bound_key = None
         return buffer
 
@@ -215,12 +212,10 @@ class TrtGraph(GraphSession):
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values())
+        return self.buffers.nbytes
 
     def close(self) -> None:
-        for buffer in self.buffers.values():
-            buffer.free()
-        self.buffers.clear()
+        self.buffers.free()
         self.bound_key, self.bound = None, {}
         self.context = None  # TensorRT frees the context, then the engine's weights
         self.engine = None  # type: ignore[assignment]
