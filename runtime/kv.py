@@ -63,9 +63,10 @@ class KVForm:
     writes_cache: bool  # the graph writes the new positions into the bound cache itself (else the runtime does)
 
 
+IN_PLACE, ORT_GQA = "in_place", "ort_gqa"
 FORMS = {
-    "in_place": KVForm("in_place", kv_output, "sequence", "capacity_and_sequence", writes_cache=False),
-    "ort_gqa": KVForm("ort_gqa", kv_present, "capacity", "past_and_sequence", writes_cache=True),
+    IN_PLACE: KVForm(IN_PLACE, kv_output, "sequence", "capacity_and_sequence", writes_cache=False),
+    ORT_GQA: KVForm(ORT_GQA, kv_present, "capacity", "past_and_sequence", writes_cache=True),
 }
 KV_FORMS = tuple(FORMS)
 
@@ -113,25 +114,25 @@ class Rule:
 RULES = (
     Rule("unknown_form", lambda a: a.form is not None and a.form not in FORMS, "unknown KV cache form {form!r}",
          f"use one of {', '.join(FORMS)} (--kv-form)"),
-    Rule("family_form", lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, "in_place"),
+    Rule("family_form", lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, IN_PLACE),
          "{family} exports have the in_place KV cache form only", "leave out --kv-form"),
     Rule("family_kv8", lambda a: a.kv8 and a.family in IN_PLACE_ONLY_FAMILIES,
          "kv8 is not available for {family} exports (they have the in_place KV form only)", "leave kv8 out"),
     Rule("kv8_fp16", lambda a: a.kv8 and a.half, "kv8 (an INT8 cache for ONNX Runtime's CPU provider) excludes fp16",
          "leave out fp16 (w4,kv8 is the CPU's combination) or kv8"),
-    Rule("kv8_in_place", lambda a: a.kv8 and a.form == "in_place",
+    Rule("kv8_in_place", lambda a: a.kv8 and a.form == IN_PLACE,
          "kv8 needs an export whose decoder has the ort_gqa KV form; this one has in_place",
          "export with `janus-edge export ... --kv-form ort_gqa`, then calibrate that"),
     Rule("kv8_tensorrt", lambda a: a.kv8 and a.backend == TENSORRT,
          "kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not on TensorRT",
          "leave kv8 out (of --precision / --scheme), or run the kv8 export on ONNX Runtime's CPU provider"),
-    Rule("gqa_fp16", lambda a: a.form == "ort_gqa" and a.half,
+    Rule("gqa_fp16", lambda a: a.form == ORT_GQA and a.half,
          "the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
          "leave fp16 out (export fp32, then calibrate w4 and/or kv8), or use the in_place form (--kv-form in_place)"),
-    Rule("gqa_gpu", lambda a: a.form == "ort_gqa" and a.backend == ORT_GPU,
+    Rule("gqa_gpu", lambda a: a.form == ORT_GQA and a.backend == ORT_GPU,
          "this export's decoder has the ort_gqa KV form, which janus-edge runs on ONNX Runtime's CPU provider only",
          "run it on the CPU, or export with --kv-form in_place for GPU providers"),
-    Rule("gqa_tensorrt", lambda a: a.form == "ort_gqa" and a.backend == TENSORRT,
+    Rule("gqa_tensorrt", lambda a: a.form == ORT_GQA and a.backend == TENSORRT,
          "this export's decoder has the ort_gqa KV form (an ONNX Runtime operator), which TensorRT cannot build",
          "export again with --kv-form in_place"),
 )
