@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import InternalError, RequestError
 from ..manifest import Manifest
 from ..sampling import Sampler
+from .kv_host import PooledKVCache
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at run time (3.10 on JetPack 6.2)
@@ -42,21 +43,6 @@ class GraphSession(ABC):
         """Runs the graph; returns every output by name."""
 
 
-class KVCache(Protocol):
-    """What a decoder keeps its cache in (kv_host.HostKVCache, device_cache.DeviceKVCache): both follow `kv`'s growth
-    policy and size themselves by its formula."""
-
-    slots: int  # the width of the view the graph reads now (`kv.bucket`)
-    allocated: int  # the slots its buffers hold
-
-    @property
-    def nbytes(self) -> int: ...
-
-    def reserve(self, needed: int, length: int) -> bool: ...
-
-    def release(self) -> None: ...
-
-
 class KVDecoder(Closeable, ABC):
     """The LLM decoder with its KV cache for one batch of rows; `length` is the number of cached positions.
 
@@ -66,7 +52,7 @@ class KVDecoder(Closeable, ABC):
     batch: int
     length: int
     capacity: int | None  # the positions its cache was sized for (None: grows as needed)
-    cache: KVCache
+    cache: PooledKVCache  # kv_host.HostKVCache or device_cache.DeviceKVCache
 
     @property
     def nbytes(self) -> int:

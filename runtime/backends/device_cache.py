@@ -17,36 +17,24 @@ stream, or a host copy on ONNX Runtime's CPU provider, which runs this same code
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from .. import kv
-from .kv_host import BufferPool
+from .kv_host import BufferPool, PooledKVCache
 
 CopyRows = Callable[[int, int, int, int, int, int], None]
 
 
-class DeviceKVCache:
-    """Keys and values for `batch` rows in device buffers (each with a `ptr`) of `capacity` slots (None: grows)."""
+class DeviceKVCache(PooledKVCache):
+    """Keys and values for `batch` rows in device buffers (each with a `ptr`) of `capacity` slots (None: grows), and
+    the spare."""
 
     def __init__(self, pool: BufferPool, copy_rows: CopyRows, model: kv.CacheDims, dtype: str, batch: int,
                  capacity: int | None, max_context: int):
-        self.pool, self.copy_rows, self.batch = pool, copy_rows, batch
-        self.model, self.dtype = model, np.dtype(dtype)
-        self.names = kv.kv_names(model.num_layers)
-        self.max_context, self.fixed = max_context, capacity is not None
-        self.slots, self.allocated = kv.first_view(capacity, max_context)
-        self.buffers: list[Any] = pool.take(len(self.names) + 1, self._elements(self.allocated), self.dtype)
-
-    def _elements(self, slots: int) -> int:
-        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots) // self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this cache holds: its allocation and the spare."""
-        return kv.cache_bytes(self.model, self.dtype, self.batch, self.allocated) \
-            + kv.spare_bytes(self.model, self.dtype, self.batch, self.allocated)
+        super().__init__(pool, model, dtype, batch, capacity, max_context, spares=1)
+        self.copy_rows = copy_rows
 
     @property
     def shape(self) -> list[int]:
@@ -59,10 +47,11 @@ class DeviceKVCache:
 
     def reserve(self, needed: int, length: int) -> bool:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
-        if needed <= self.slots:
+        grown = self._grow(needed)
+        if grown is None:
             return False
-        slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
-        width, rows = kv.slot_bytes(self.model, self.dtype), kv.slot_rows(self.model, self.batch)
+        slots, allocated = grown
+        width, rows = self.width, self.rows
         old_pitch, new_pitch, valid = self.slots * width, slots * width, length * width
         if allocated > self.allocated:
             targets = self.pool.take(len(self.buffers), self._elements(allocated), self.dtype)
@@ -83,12 +72,7 @@ class DeviceKVCache:
     def write(self, new: dict[str, int], start: int, positions: int) -> None:
         """Copies the new positions' keys/values ([B,H,positions,hd] at addresses `new`, by cache tensor name)
         into slots start..start+positions-1."""
-        width, rows = kv.slot_bytes(self.model, self.dtype), kv.slot_rows(self.model, self.batch)
+        width, rows = self.width, self.rows
         row, pitch, offset = positions * width, self.slots * width, start * width
         for name, buffer in zip(self.names, self.buffers):
             self.copy_rows(buffer.ptr + offset, pitch, new[name], row, row, rows)
-
-    def release(self) -> None:
-        if self.buffers:
-            self.pool.give(self.buffers)
-            self.buffers = []
