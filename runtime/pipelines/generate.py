@@ -28,9 +28,9 @@ from .speculative import SpeculativeDecoder
 
 @dataclass
 class GeneratedImages:
-    images: list  # PIL images, 384x384 RGB
-    tokens: np.ndarray  # [n, 576] image token ids (row-major 24x24 grid)
-    pixels: np.ndarray  # [n, 3, 384, 384] VQ decoder output in [-1, 1]
+    images: list  # PIL images, RGB, `ModelInfo.image_size` square
+    tokens: np.ndarray  # [n, num_image_tokens] image token ids (a row-major square grid)
+    pixels: np.ndarray  # [n, 3, image_size, image_size] VQ decoder output in [-1, 1]
     timings: dict[str, float] = field(default_factory=dict)
     speculative: dict | None = None  # with speculative decoding: passes and tokens per pass (SpeculativeStats)
 
