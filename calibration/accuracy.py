@@ -8,7 +8,7 @@
   answer may end earlier at EOS); each export then runs the prompt and that answer end to end (its own embeddings,
   vision encoder and decoder), the answer reading the KV cache the prompt wrote, and we report over every answer
   token how often their next-token argmax agrees and the mean KL(fp32 || candidate).
-- Generation, under teacher forcing: the fp32 export samples an image; both exports score its 576 tokens with CFG
+- Generation, under teacher forcing: the fp32 export samples an image; both exports score its image tokens with CFG
   the same way, and we report the argmax agreement per step and the PSNR of the candidate's VQ decoding.
 
 Only the runtime's public surface is used: `JanusRuntime`, `backend.run`, `backend.apply`, `backend.kv_decoder`,
