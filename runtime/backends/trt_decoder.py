@@ -37,10 +37,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import kv
-from ..manifest import Manifest, kv_input, kv_output
+from ..kv import kv_input, kv_output
+from ..manifest import Manifest
 from ..pipelines.speculative import MAX_WINDOW
-from .base import KVDecoder, check_step, step_mask
 from ..tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
+from .base import KVDecoder, check_step, step_mask
 from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DeviceTensor, aligned, copy_rows, staging_key, upload_rows
 from .device_cache import DeviceKVCache
 from .kv_host import BufferPool
@@ -92,8 +93,8 @@ class TrtKVDecoder(KVDecoder):
         self.model, self.dtype = model, np.dtype(manifest.kv_dtype)
         self.cache = DeviceKVCache(pool, partial(copy_rows, stream=self.stream), model, manifest.kv_dtype, batch,
                                    capacity, self.max_context)
-        self.new_outputs = [(name, kv_output(name)) for name in self.cache.names]  # where each step's new
-        # positions of each cache tensor come out (the in_place form)
+        output = kv.kv_form(manifest.kv_cache.form).output  # the in_place form (`build` refuses the others)
+        self.new_outputs = [(name, output(name)) for name in self.cache.names]  # (cache tensor, its new positions)
         self.cache_views: dict[str, DeviceTensor] | None = None
         self.prefill: DeviceBuffer | None = None  # the prefill's outputs, sized by the request
         self.step_graph: CudaGraph | None = None
