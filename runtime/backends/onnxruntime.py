@@ -66,10 +66,12 @@ class HostKVDecoder(KVDecoder):
                  binding: bool = False):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
-        self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
+        self.max_context = manifest.limits.max_context
         self.form = kv.kv_form(manifest.kv_cache.form)
         self.writes_cache = self.form.writes_cache  # the graph writes the new positions itself (ort_gqa)
         self.cache = HostKVCache(pool, model, manifest.kv_dtype, batch, capacity, self.max_context)
+        # (cache tensor, the decoder output that writes it: its new positions, or itself in the ort_gqa form)
+        self.new_outputs = [(name, self.form.output(name)) for name in self.cache.names]
         self.binding = graph.session.io_binding() if binding or self.writes_cache else None
         # the outputs that come back to the host each step: everything but the cache itself
         self.step_outputs = [n for n in graph.output_names if n == HIDDEN_STATES or not self.writes_cache]
@@ -109,7 +111,7 @@ class HostKVDecoder(KVDecoder):
             values = self.binding.get_outputs()[:len(self.step_outputs)]  # not the bound cache: never copied
             outputs = {name: value.numpy() for name, value in zip(self.step_outputs, values)}
         if not self.writes_cache:
-            self.cache.write({name: outputs[self.form.output(name)] for name in self.names}, self.length)
+            self.cache.write({name: outputs[output] for name, output in self.new_outputs}, self.length)
         self.length += seq
         hidden = outputs[HIDDEN_STATES]
         return hidden[:, -1:] if last_only else hidden

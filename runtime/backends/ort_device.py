@@ -174,7 +174,7 @@ class DeviceKVDecoder(KVDecoder):
         kv.check_support(manifest.kv_cache.form, backend=kv.ORT_GPU)
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
-        self.max_context, self.names = manifest.limits.max_context, model.kv_names
+        self.max_context = manifest.limits.max_context
         self.device, self.device_id, self.dtype = device, device_id, np.dtype(manifest.kv_dtype)
         self.pool, self.model = pool, model
         self.cache = DeviceKVCache(pool, copy_rows, model, manifest.kv_dtype, batch, capacity, self.max_context)
@@ -202,9 +202,9 @@ class DeviceKVDecoder(KVDecoder):
         if not self.new or self.new[0].size < elements:
             if self.new:
                 self.pool.give(self.new)
-            self.new = self.pool.take(len(self.names), elements, self.dtype)
+            self.new = self.pool.take(len(self.cache.names), elements, self.dtype)
         shape = kv.tensor_shape(self.model, self.batch, seq)
-        for name, buffer in zip(self.names, self.new):
+        for name, buffer in zip(self.cache.names, self.new):
             self._bind(self.binding.bind_output, self.output(name), buffer.ptr, shape)
         self.new_positions = seq
 
@@ -227,7 +227,7 @@ class DeviceKVDecoder(KVDecoder):
         host = last_only and seq > 1
         binding.bind_output(HIDDEN_STATES, "cpu" if host else self.device, self.device_id)
         self.graph.session.run_with_iobinding(binding)
-        self.cache.write({name: buffer.ptr for name, buffer in zip(self.names, self.new)}, self.length, seq)
+        self.cache.write({name: buffer.ptr for name, buffer in zip(self.cache.names, self.new)}, self.length, seq)
         self.length += seq
         hidden = binding.get_outputs()[0]
         return hidden.numpy()[:, -1:] if host else OnDevice(hidden)
