@@ -213,15 +213,19 @@ def spare_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: in
     return tensor_bytes(model, dtype, rows, capacity)
 
 
-def decode_io_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: int) -> dict[str, int]:
-    """The TensorRT decoder's step buffers, reserved for full capacity when a request opens so decoding allocates
-    nothing: mask [rows, capacity+1] and position ids (int64), embeddings and hidden states (fp32), and one new
-    position's keys/values for each in_place output (`kv_output`, in the KV dtype)."""
-    sizes = {ATTENTION_MASK: int(rows) * (int(capacity) + 1) * 8, POSITION_IDS: int(rows) * 8,
-             INPUTS_EMBEDS: int(rows) * int(model.hidden_size) * 4,
-             HIDDEN_STATES: int(rows) * int(model.hidden_size) * 4}
-    sizes.update({kv_output(name): tensor_bytes(model, dtype, rows, 1) for name in kv_names(model.num_layers)})
-    return sizes
+def decode_io_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
+                    positions: int = 1) -> dict[str, int]:
+    """The in_place decoder's inputs and outputs for a step of `positions` new positions per row on `capacity`
+    slots, by tensor: hidden states (fp32), each KV output's new positions (`kv_output`, in the KV dtype), the mask
+    [rows, capacity + positions] and position ids (int64), and the embeddings (fp32). TensorRT reserves them for one
+    position at full capacity when a request opens, so decoding allocates nothing; a prefill chunk's and a verify
+    pass's buffer holds them for their positions (`trt_decoder.prefill_layout`)."""
+    rows, positions = int(rows), int(positions)
+    hidden = rows * positions * int(model.hidden_size) * 4
+    new = tensor_bytes(model, dtype, rows, positions)
+    return {HIDDEN_STATES: hidden, **{kv_output(name): new for name in kv_names(model.num_layers)},
+            ATTENTION_MASK: rows * (int(capacity) + positions) * 8, POSITION_IDS: rows * positions * 8,
+            INPUTS_EMBEDS: hidden}
 
 
 # --- growth -------------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .. import kv
-from ..kv import kv_input, kv_output
+from ..kv import kv_input
 from ..manifest import Manifest
 from ..pipelines.speculative import MAX_WINDOW
 from ..tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
@@ -53,16 +53,13 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_CHUNK = 512  # positions per prefill pass: bounds the prefill's new keys/values (1B, 2 rows: 192 MiB)
+
+
 def prefill_layout(model: kv.CacheDims, dtype: str | np.dtype, rows: int, positions: int,
                    slots: int) -> dict[str, int]:
-    """A prefill chunk's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
-    [rows, positions, hidden] (fp32), each KV output's new positions [rows, H, positions, hd], the mask
-    [rows, slots + positions] and position ids (int64), and the embeddings [rows, positions, hidden] (fp32)."""
-    new = aligned(kv.tensor_bytes(model, dtype, rows, positions))
-    hidden = aligned(int(rows) * int(positions) * int(model.hidden_size) * 4)
-    return {HIDDEN_STATES: hidden, **{kv_output(name): new for name in kv.kv_names(model.num_layers)},
-            ATTENTION_MASK: aligned(int(rows) * (int(slots) + int(positions)) * 8),
-            POSITION_IDS: aligned(int(rows) * int(positions) * 8), INPUTS_EMBEDS: hidden}
+    """A prefill chunk's buffer, tensor by tensor, each at a 256-byte aligned offset in this order: the decoder's
+    inputs and outputs for `positions` new positions on `slots` (`kv.decode_io_bytes`)."""
+    return {name: aligned(nbytes) for name, nbytes in kv.decode_io_bytes(model, dtype, rows, slots, positions).items()}
 
 
 def step_io_bytes(model: kv.CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
