@@ -111,11 +111,13 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
             downloads.append(_output_bytes(manifest, "vq_decoder", {"batch": 1}))
             if speculative:  # every window position's logits come down to the host
                 downloads.append(_output_bytes(manifest, "generation_head", {"batch": rows, "sequence": width}))
-        staging.update({DOWNLOAD: max(downloads),
-                        staging_key("decoder", ATTENTION_MASK): rows * max(slots + chunk, capacity + width) * 8,
-                        staging_key("decoder", POSITION_IDS): rows * max(chunk, width) * 8})
-        if kind == "understanding":
-            staging[staging_key("decoder", INPUTS_EMBEDS)] = rows * chunk * model.hidden_size * 4
+        staging[DOWNLOAD] = max(downloads)
+        chunk_inputs = kv.decode_io_bytes(model, dtype, rows, slots, chunk)
+        step_inputs = kv.decode_io_bytes(model, dtype, rows, capacity, width)
+        for name in (ATTENTION_MASK, POSITION_IDS):  # one staging buffer each: a prefill chunk's or a step's
+            staging[staging_key("decoder", name)] = max(chunk_inputs[name], step_inputs[name])
+        if kind == "understanding":  # the prompt's embeddings go up too (a generation's stay on the device)
+            staging[staging_key("decoder", INPUTS_EMBEDS)] = chunk_inputs[INPUTS_EMBEDS]
         elif not speculative:
             staging[staging_key(CFG_SAMPLER, CFG_WEIGHT)] = 4
         result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
