@@ -155,6 +155,8 @@ def staging_key(graph: str, tensor: str) -> str:
 
 
 class SizedBuffer(Protocol):
+    """A pinned or device buffer: its size, and `free()`."""
+
     nbytes: int
 
     def free(self) -> None: ...
