@@ -8,11 +8,11 @@
   answer may end earlier at EOS); each export then runs the prompt and that answer end to end (its own embeddings,
   vision encoder and decoder), the answer reading the KV cache the prompt wrote, and we report over every answer
   token how often their next-token argmax agrees and the mean KL(fp32 || candidate).
-- Generation, under teacher forcing: the fp32 export samples an image; both exports score its 576 tokens with CFG
+- Generation, under teacher forcing: the fp32 export samples an image; both exports score its image tokens with CFG
   the same way, and we report the argmax agreement per step and the PSNR of the candidate's VQ decoding.
 
-Only the runtime's public surface is used: `JanusRuntime`, `backend.run`, `backend.kv_decoder`, `manifest`,
-`prompts`.
+Only the runtime's public surface is used: `JanusRuntime`, `backend.run`, `backend.apply`, `backend.kv_decoder`,
+`manifest`, `prompts`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from janus_edge.runtime import JanusRuntime, Turn
 from janus_edge.runtime.images import preprocess, to_uint8
 from janus_edge.runtime.pipelines.understand import image_slots
 from janus_edge.runtime.kv import kv_form, request_capacity
+from janus_edge.runtime.tensor_names import ATTENTION_MASK, INPUTS_EMBEDS, POSITION_IDS
 
 from . import data
 
@@ -60,6 +61,12 @@ class _Pair:
                 self.scores[name].setdefault(output, []).append(_similarity(value, got[output]))
         return expected, got
 
+    def apply(self, name: str, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`run` for a graph of one input and one output (both named by the manifest): both exports' outputs."""
+        spec = self.ref.manifest.graphs[name]
+        expected, got = self.run(name, **{spec.inputs[0].name: value})
+        return expected[spec.outputs[0].name], got[spec.outputs[0].name]
+
     def report(self) -> dict:
         graphs = {}
         for name, outputs in self.scores.items():
@@ -84,7 +91,7 @@ def _empty_cache(runtime: JanusRuntime, name: str, feeds: dict[str, np.ndarray])
     no slot in the in_place form, room for the new positions in the ort_gqa form (its operator writes them)."""
     if name != "decoder":
         return {}
-    batch, seq = feeds["inputs_embeds"].shape[:2]
+    batch, seq = feeds[INPUTS_EMBEDS].shape[:2]
     sizes = {"batch": batch, "capacity": seq if kv_form(runtime.manifest.kv_cache.form).writes_cache else 0}
     return {t.name: np.zeros([sizes.get(d, d) for d in t.shape], t.dtype)
             for t in runtime.manifest.graphs["decoder"].inputs if "capacity" in t.shape}
@@ -116,15 +123,14 @@ def _score_understanding(pair: _Pair, image, question: str, answer_tokens: int) 
     answer = ref.understand([image], question, max_new_tokens=answer_tokens)
     prompt = ref.prompts.understanding([Turn(question, [image])])
     ids = np.array([prompt + answer.token_ids])
-    vision = pair.run("vision_encoder", pixel_values=preprocess(image, ref.manifest.preprocessing)[None])
-    text = pair.run("text_embedding", input_ids=ids)
-    embeds = [_with_images(rt, ids, t["inputs_embeds"], v["image_embeds"]) for rt, t, v in
-              zip((ref, cand), text, vision)]
-    pair.run("decoder", inputs_embeds=embeds[0], attention_mask=np.ones_like(ids),
-             position_ids=np.arange(ids.size)[None])
+    vision = pair.apply("vision_encoder", preprocess(image, ref.manifest.preprocessing)[None])
+    text = pair.apply("text_embedding", ids)
+    embeds = [_with_images(rt, ids, t, v) for rt, t, v in zip((ref, cand), text, vision)]
+    pair.run("decoder", **{INPUTS_EMBEDS: embeds[0], ATTENTION_MASK: np.ones_like(ids),
+                           POSITION_IDS: np.arange(ids.size)[None]})
     hidden = [_teacher_forced_hidden(rt, e, len(prompt)) for rt, e in zip((ref, cand), embeds)]
-    reference_logits = pair.run("lm_head", hidden_states=hidden[0])[0]["logits"][0]
-    candidate_logits = cand.backend.run("lm_head", hidden_states=hidden[1])["logits"][0]
+    reference_logits = pair.apply("lm_head", hidden[0])[0][0]
+    candidate_logits = cand.backend.apply("lm_head", hidden[1])[0]
     p, q = _log_softmax(reference_logits), _log_softmax(candidate_logits)
     return {"question": question, "tokens": len(answer.token_ids), "finish_reason": answer.finish_reason,
             "agreeing": int((reference_logits.argmax(-1) == candidate_logits.argmax(-1)).sum()),
@@ -137,16 +143,16 @@ def _score_generation(pair: _Pair, prompt: str, seed: int) -> dict:
     tokens = generated.tokens[0]
     ids = ref.prompts.generation(prompt)
     rows = np.array([ids, ref.prompts.unconditional(ids)], np.int64)
-    text = pair.run("text_embedding", input_ids=rows)
-    image = pair.run("generation_embedding", image_ids=np.stack([tokens[:-1]] * 2))
-    embeds = [np.concatenate([t["inputs_embeds"], i["inputs_embeds"]], axis=1) for t, i in zip(text, image)]
+    text = pair.apply("text_embedding", rows)
+    image = pair.apply("generation_embedding", np.stack([tokens[:-1]] * 2))
+    embeds = [np.concatenate([t, i], axis=1) for t, i in zip(text, image)]
     hidden = [_teacher_forced_hidden(rt, e, len(ids)) for rt, e in zip((ref, cand), embeds)]
     cfg = ref.manifest.generation.cfg_weight
     mix = lambda logits: logits[1] + cfg * (logits[0] - logits[1])  # noqa: E731  rows [cond, uncond]
-    reference_logits = mix(pair.run("generation_head", hidden_states=hidden[0])[0]["logits"])
-    candidate_logits = mix(cand.backend.run("generation_head", hidden_states=hidden[1])["logits"])
-    expected, got = pair.run("vq_decoder", image_ids=tokens[None])
-    error = float(((to_uint8(expected["pixels"]).astype(np.float64) - to_uint8(got["pixels"])) ** 2).mean())
+    reference_logits = mix(pair.apply("generation_head", hidden[0])[0])
+    candidate_logits = mix(cand.backend.apply("generation_head", hidden[1]))
+    expected, got = pair.apply("vq_decoder", tokens[None])
+    error = float(((to_uint8(expected).astype(np.float64) - to_uint8(got)) ** 2).mean())
     return {"prompt": prompt, "token_agreement": float((reference_logits.argmax(-1) == candidate_logits.argmax(-1))
                                                        .mean()),
             "vq_psnr_db": 10 * np.log10(255.0 ** 2 / error) if error else np.inf}

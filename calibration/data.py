@@ -65,11 +65,12 @@ def load_set(images_dir: str | None, prompts_file: str | None, samples: int) -> 
 def vision_inputs(calibration: CalibrationSet, runtime) -> list[dict[str, np.ndarray]]:
     from janus_edge.runtime.images import preprocess
 
-    return [{"pixel_values": preprocess(image, runtime.manifest.preprocessing)[None]}
-            for image in calibration.images]
+    name = runtime.manifest.graphs["vision_encoder"].inputs[0].name
+    return [{name: preprocess(image, runtime.manifest.preprocessing)[None]} for image in calibration.images]
 
 
 def vq_inputs(calibration: CalibrationSet, runtime, seed: int = 0) -> list[dict[str, np.ndarray]]:
     """Image-token grids the model itself generates for the image prompts (seeded sampling, CFG 5)."""
-    return [{"image_ids": runtime.generate_images(prompt, n=1, seed=seed + i).tokens}
+    name = runtime.manifest.graphs["vq_decoder"].inputs[0].name
+    return [{name: runtime.generate_images(prompt, n=1, seed=seed + i).tokens}
             for i, prompt in enumerate(calibration.image_prompts)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from janus_edge.runtime.errors import Cancelled, InternalError
-from janus_edge.runtime.kv import kv_form, kv_input
+from janus_edge.runtime.kv import ORT_GQA, kv_form, kv_input
 
 QMAX = 127
 GENERATION_TOKENS = 64  # image tokens per generation request observed (the cache's statistics settle quickly)
@@ -62,7 +62,7 @@ def quantize_cache(proto, scales: dict[str, np.ndarray]) -> None:
     and 13: k_scale, v_scale) and per-channel 8-bit quantisation; the cache inputs and present outputs become int8."""
     from onnx import TensorProto, helper, numpy_helper
 
-    present = kv_form("ort_gqa").output  # kv8 exports have the ort_gqa form (kv.check_support)
+    present = kv_form(ORT_GQA).output  # kv8 exports have the ort_gqa form (kv.check_support)
     cache_names = {kv_input(name): name for name in scales} | {present(name): name for name in scales}
     nodes = [node for node in proto.graph.node if node.op_type == "GroupQueryAttention"]
     if len(nodes) * 2 != len(scales):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from janus_edge.runtime.kv import KV_FORMS
+from janus_edge.runtime.kv import IN_PLACE, KV_FORMS, ORT_GQA
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class KVCacheDecoder(nn.Module):
     """A transformers Llama-style model (`embed_tokens`, `layers`, `norm`, `rotary_emb`) with an external cache."""
 
-    def __init__(self, llm: nn.Module, form: str = "in_place"):
+    def __init__(self, llm: nn.Module, form: str = IN_PLACE):
         super().__init__()
         config = llm.config
         if config.num_key_value_heads != config.num_attention_heads:
@@ -50,7 +50,7 @@ class KVCacheDecoder(nn.Module):
         self.num_layers, self.num_heads = config.num_hidden_layers, config.num_attention_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scaling = self.head_dim ** -0.5
-        if form == "ort_gqa":  # RotaryEmbedding's tables: transformers' cos/sin at every position, half width
+        if form == ORT_GQA:  # RotaryEmbedding's tables: transformers' cos/sin at every position, half width
             rotary = llm.rotary_emb
             positions = torch.arange(config.max_position_embeddings, dtype=torch.float32)
             angles = positions[:, None] * rotary.inv_freq.float()[None, :]
@@ -59,7 +59,7 @@ class KVCacheDecoder(nn.Module):
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         batch, seq = inputs_embeds.shape[0], inputs_embeds.shape[1]
-        gqa = self.form == "ort_gqa"
+        gqa = self.form == ORT_GQA
         masks = (self._gqa_masks if gqa else self._in_place_masks)(attention_mask, past[0], seq)
         if gqa:
             rotary = (position_ids,)

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Protocol
 import numpy as np
 
 from .errors import InternalError, RequestError
+from .tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
 
 # --- names --------------------------------------------------------------------------------------------------------
 
@@ -62,9 +63,10 @@ class KVForm:
     writes_cache: bool  # the graph writes the new positions into the bound cache itself (else the runtime does)
 
 
+IN_PLACE, ORT_GQA = "in_place", "ort_gqa"
 FORMS = {
-    "in_place": KVForm("in_place", kv_output, "sequence", "capacity_and_sequence", writes_cache=False),
-    "ort_gqa": KVForm("ort_gqa", kv_present, "capacity", "past_and_sequence", writes_cache=True),
+    IN_PLACE: KVForm(IN_PLACE, kv_output, "sequence", "capacity_and_sequence", writes_cache=False),
+    ORT_GQA: KVForm(ORT_GQA, kv_present, "capacity", "past_and_sequence", writes_cache=True),
 }
 KV_FORMS = tuple(FORMS)
 
@@ -112,25 +114,25 @@ class Rule:
 RULES = (
     Rule("unknown_form", lambda a: a.form is not None and a.form not in FORMS, "unknown KV cache form {form!r}",
          f"use one of {', '.join(FORMS)} (--kv-form)"),
-    Rule("family_form", lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, "in_place"),
+    Rule("family_form", lambda a: a.family in IN_PLACE_ONLY_FAMILIES and a.form not in (None, IN_PLACE),
          "{family} exports have the in_place KV cache form only", "leave out --kv-form"),
     Rule("family_kv8", lambda a: a.kv8 and a.family in IN_PLACE_ONLY_FAMILIES,
          "kv8 is not available for {family} exports (they have the in_place KV form only)", "leave kv8 out"),
     Rule("kv8_fp16", lambda a: a.kv8 and a.half, "kv8 (an INT8 cache for ONNX Runtime's CPU provider) excludes fp16",
          "leave out fp16 (w4,kv8 is the CPU's combination) or kv8"),
-    Rule("kv8_in_place", lambda a: a.kv8 and a.form == "in_place",
+    Rule("kv8_in_place", lambda a: a.kv8 and a.form == IN_PLACE,
          "kv8 needs an export whose decoder has the ort_gqa KV form; this one has in_place",
          "export with `janus-edge export ... --kv-form ort_gqa`, then calibrate that"),
     Rule("kv8_tensorrt", lambda a: a.kv8 and a.backend == TENSORRT,
          "kv8 (an INT8 KV cache in ONNX Runtime's GroupQueryAttention) runs on ONNX Runtime, not on TensorRT",
          "leave kv8 out (of --precision / --scheme), or run the kv8 export on ONNX Runtime's CPU provider"),
-    Rule("gqa_fp16", lambda a: a.form == "ort_gqa" and a.half,
+    Rule("gqa_fp16", lambda a: a.form == ORT_GQA and a.half,
          "the ort_gqa form runs on ONNX Runtime's CPU provider, where fp16 is slower than fp32",
          "leave fp16 out (export fp32, then calibrate w4 and/or kv8), or use the in_place form (--kv-form in_place)"),
-    Rule("gqa_gpu", lambda a: a.form == "ort_gqa" and a.backend == ORT_GPU,
+    Rule("gqa_gpu", lambda a: a.form == ORT_GQA and a.backend == ORT_GPU,
          "this export's decoder has the ort_gqa KV form, which janus-edge runs on ONNX Runtime's CPU provider only",
          "run it on the CPU, or export with --kv-form in_place for GPU providers"),
-    Rule("gqa_tensorrt", lambda a: a.form == "ort_gqa" and a.backend == TENSORRT,
+    Rule("gqa_tensorrt", lambda a: a.form == ORT_GQA and a.backend == TENSORRT,
          "this export's decoder has the ort_gqa KV form (an ONNX Runtime operator), which TensorRT cannot build",
          "export again with --kv-form in_place"),
 )
@@ -165,9 +167,34 @@ class CacheDims(Protocol):
     def hidden_size(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class CacheSizes:
+    """`CacheDims` for a model known by its sizes alone (e.g. the PyTorch reference `bench` times)."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+
+
+def tensor_shape(model: CacheDims, rows: int, slots: int) -> list[int]:
+    """One cache tensor's layout, [rows, kv_heads, slots, head_dim]: the manifest's `KVCacheFormat.layout`."""
+    return [int(rows), int(model.num_kv_heads), int(slots), int(model.head_dim)]
+
+
+def slot_rows(model: CacheDims, rows: int) -> int:
+    """A cache tensor of `rows` rows seen as rows of slots (what a pitched copy moves): rows x kv_heads."""
+    return int(rows) * int(model.num_kv_heads)
+
+
+def slot_bytes(model: CacheDims, dtype: str | np.dtype) -> int:
+    """One slot of one such row: head_dim values."""
+    return int(model.head_dim) * np.dtype(dtype).itemsize
+
+
 def tensor_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, slots: int) -> int:
-    """One cache tensor [rows, kv_heads, slots, head_dim]: the one formula every size below is made of."""
-    return int(rows) * int(model.num_kv_heads) * int(slots) * int(model.head_dim) * np.dtype(dtype).itemsize
+    """One cache tensor (`tensor_shape`): the one formula every size below is made of."""
+    return slot_rows(model, rows) * int(slots) * slot_bytes(model, dtype)
 
 
 def bytes_per_position(model: CacheDims, dtype: str | np.dtype) -> int:
@@ -186,15 +213,19 @@ def spare_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: in
     return tensor_bytes(model, dtype, rows, capacity)
 
 
-def decode_io_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: int) -> dict[str, int]:
-    """The TensorRT decoder's step buffers, reserved for full capacity when a request opens so decoding allocates
-    nothing: mask [rows, capacity+1] and position ids (int64), embeddings and hidden states (fp32), and one new
-    position's keys/values for each in_place output (`kv_output`, in the KV dtype)."""
-    sizes = {"attention_mask": int(rows) * (int(capacity) + 1) * 8, "position_ids": int(rows) * 8,
-             "inputs_embeds": int(rows) * int(model.hidden_size) * 4,
-             "hidden_states": int(rows) * int(model.hidden_size) * 4}
-    sizes.update({kv_output(name): tensor_bytes(model, dtype, rows, 1) for name in kv_names(model.num_layers)})
-    return sizes
+def decode_io_bytes(model: CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
+                    positions: int = 1) -> dict[str, int]:
+    """The in_place decoder's inputs and outputs for a step of `positions` new positions per row on `capacity`
+    slots, by tensor: hidden states (fp32), each KV output's new positions (`kv_output`, in the KV dtype), the mask
+    [rows, capacity + positions] and position ids (int64), and the embeddings (fp32). TensorRT reserves them for one
+    position at full capacity when a request opens, so decoding allocates nothing; a prefill chunk's and a verify
+    pass's buffer holds them for their positions (`trt_decoder.prefill_layout`)."""
+    rows, positions = int(rows), int(positions)
+    hidden = rows * positions * int(model.hidden_size) * 4
+    new = tensor_bytes(model, dtype, rows, positions)
+    return {HIDDEN_STATES: hidden, **{kv_output(name): new for name in kv_names(model.num_layers)},
+            ATTENTION_MASK: rows * (int(capacity) + positions) * 8, POSITION_IDS: rows * positions * 8,
+            INPUTS_EMBEDS: hidden}
 
 
 # --- growth -------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .errors import ManifestError
-from .kv import KV_FORMS, cache_bytes, kv_input, kv_names, kv_output, kv_present  # noqa: F401  (re-exported)
+from .kv import IN_PLACE, KV_FORMS, ORT_GQA, cache_bytes, kv_input, kv_names, kv_output, kv_present  # noqa: F401
 from .fieldtypes import type_problems
 from .integrity import sha256_file, verify_files
 from .jsonfile import read_object
@@ -22,7 +22,7 @@ MANIFEST_NAME = "janus_edge.json"
 SCHEMA_VERSION = 2  # 2: in-place KV cache (decoder reads a cache of `capacity` slots, returns new positions only)
 # The schema version an export of each KV form is written with: 3 keeps janus-edge versions that know only the
 # in_place form (and would run an ort_gqa decoder as one) from loading an ort_gqa export.
-FORM_SCHEMA_VERSIONS = {"in_place": SCHEMA_VERSION, "ort_gqa": 3}
+FORM_SCHEMA_VERSIONS = {IN_PLACE: SCHEMA_VERSION, ORT_GQA: 3}
 
 
 @dataclass
@@ -60,7 +60,7 @@ class KVCacheFormat:
     ONNX Runtime only (janus-edge runs it on the CPU provider); the cache may be int8 (scales inside the graph).
     """
 
-    form: str = "in_place"
+    form: str = IN_PLACE
     layout: str = "batch,kv_heads,capacity,head_dim"
 
 
@@ -165,9 +165,9 @@ class Preprocessing:
 
 @dataclass
 class GenerationDefaults:
+    image_tokens: int  # positions a generated image takes: `ModelInfo.num_image_tokens` (JanusFlow: its flow tokens)
     cfg_weight: float = 5.0
     temperature: float = 1.0
-    image_tokens: int = 576
     understanding_max_new_tokens: int = 512
 
 

@@ -22,14 +22,16 @@ at a time (the pipeline calls it so: lowest memory, and the SDXL VAE at 384x384 
 
 from __future__ import annotations
 
-from .kv import kv_input, request_capacity
+from .kv import kv_input, request_capacity, tensor_shape
 from .manifest import Manifest
 from .pipelines.speculative import DEFAULT_WINDOW, MAX_WINDOW
+from .tensor_names import (ATTENTION_MASK, CFG_SAMPLER, CFG_WEIGHT, HIDDEN_STATES, IMAGE_IDS, INPUT_IDS, INPUTS_EMBEDS,
+                           LATENTS, LOGITS, PIXEL_VALUES, POSITION_IDS, SAMPLER, SAMPLERS, SKIP, TIME_EMBEDDING,
+                           TIMESTEPS)
 
 Shape = list[int]
 Profile = dict[str, list[Shape]]  # input name -> [min, opt, max]
 
-SAMPLERS = ("sampler", "cfg_sampler")  # graphs `build` makes itself (export/tensorrt/sampler_graph.py)
 TYPICAL_PROMPT = 640  # one image (578 tokens) and a question
 TYPICAL_TEXT_PROMPT = 64  # tokens of a generation prompt (no image); `plan` and `bench` size a flow request by it
 
@@ -49,46 +51,46 @@ def graph_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, li
     positions (both within the export's limits)."""
     model = manifest.model
     images = max(1, batch // 2)
-    hidden, heads, head_dim = model.hidden_size, model.num_kv_heads, model.head_dim
+    hidden = model.hidden_size
     prompt = min(TYPICAL_PROMPT, context)
     size = model.image_size
 
     def kv(lo: int, opt: int, hi: int, batches=(1, 1, batch)) -> dict[str, list[Shape]]:
-        shapes = [[b, heads, t, head_dim] for b, t in zip(batches, (lo, opt, hi))]
+        shapes = [tensor_shape(model, b, t) for b, t in zip(batches, (lo, opt, hi))]
         return {kv_input(name): shapes for name in model.kv_names}
 
     prompt_slots = request_capacity(prompt, context)
-    prefill = {"inputs_embeds": [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],
-               "attention_mask": [[1, 2], [1, prompt_slots + prompt], [batch, 2 * context]],
-               "position_ids": [[1, 1], [1, prompt], [batch, context]], **kv(1, prompt_slots, context)}
+    prefill = {INPUTS_EMBEDS: [[1, 1, hidden], [1, prompt, hidden], [batch, context, hidden]],
+               ATTENTION_MASK: [[1, 2], [1, prompt_slots + prompt], [batch, 2 * context]],
+               POSITION_IDS: [[1, 1], [1, prompt], [batch, context]], **kv(1, prompt_slots, context)}
     cfg_rows = min(2, batch)
     image_slots = request_capacity(prompt + model.num_image_tokens, context)
-    decode = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, 1, hidden]],
-              "attention_mask": [[1, 2], [cfg_rows, image_slots + 1], [batch, context + 1]],
-              "position_ids": [[1, 1], [cfg_rows, 1], [batch, 1]],
+    decode = {INPUTS_EMBEDS: [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, 1, hidden]],
+              ATTENTION_MASK: [[1, 2], [cfg_rows, image_slots + 1], [batch, context + 1]],
+              POSITION_IDS: [[1, 1], [cfg_rows, 1], [batch, 1]],
               **kv(1, image_slots, context, (1, cfg_rows, batch))}
     window = min(MAX_WINDOW, context)  # a verify pass: up to a window of new positions on a cache of the context
-    verify = {"inputs_embeds": [[1, 1, hidden], [cfg_rows, DEFAULT_WINDOW, hidden], [batch, window, hidden]],
-              "attention_mask": [[1, 2], [cfg_rows, image_slots + DEFAULT_WINDOW], [batch, context + window]],
-              "position_ids": [[1, 1], [cfg_rows, DEFAULT_WINDOW], [batch, window]],
+    verify = {INPUTS_EMBEDS: [[1, 1, hidden], [cfg_rows, DEFAULT_WINDOW, hidden], [batch, window, hidden]],
+              ATTENTION_MASK: [[1, 2], [cfg_rows, image_slots + DEFAULT_WINDOW], [batch, context + window]],
+              POSITION_IDS: [[1, 1], [cfg_rows, DEFAULT_WINDOW], [batch, window]],
               **kv(1, image_slots, context, (1, cfg_rows, batch))}
-    one_position = lambda width: {"hidden_states": [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
+    one_position = lambda width: {HIDDEN_STATES: [[1, 1, width], [cfg_rows, 1, width], [batch, 1, width]]}  # noqa
     profiles = {
-        "vision_encoder": [{"pixel_values": [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
-        "text_embedding": [{"input_ids": [[1, 1], [1, prompt], [batch, context]]},
-                           {"input_ids": [[1, 1], [cfg_rows, 1], [batch, 1]]}],
+        "vision_encoder": [{PIXEL_VALUES: [[1, 3, size, size], [1, 3, size, size], [images, 3, size, size]]}],
+        "text_embedding": [{INPUT_IDS: [[1, 1], [1, prompt], [batch, context]]},
+                           {INPUT_IDS: [[1, 1], [cfg_rows, 1], [batch, 1]]}],
         # up to a speculative window of positions per row (the verify pass); one position per row is the opt
-        "generation_embedding": [{"image_ids": [[1, 1], [cfg_rows, 1], [batch, MAX_WINDOW]]}],
+        "generation_embedding": [{IMAGE_IDS: [[1, 1], [cfg_rows, 1], [batch, MAX_WINDOW]]}],
         "decoder": [prefill, decode],
         "lm_head": [one_position(hidden)],
-        "generation_head": [{"hidden_states": [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, MAX_WINDOW, hidden]]}],
-        "vq_decoder": [{"image_ids": _same([1, model.num_image_tokens])}],
-        "sampler": [{"logits": [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
+        "generation_head": [{HIDDEN_STATES: [[1, 1, hidden], [cfg_rows, 1, hidden], [batch, MAX_WINDOW, hidden]]}],
+        "vq_decoder": [{IMAGE_IDS: _same([1, model.num_image_tokens])}],
+        SAMPLER: [{LOGITS: [[1, model.vocab_size], [1, model.vocab_size], [batch, model.vocab_size]]}],
     }
     if model.codebook_size:
         profiles["decoder"].append(verify)
-        profiles["cfg_sampler"] = [{"logits": [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
-                                               [batch, model.codebook_size]], "cfg_weight": _same([1])}]
+        profiles[CFG_SAMPLER] = [{LOGITS: [[cfg_rows, model.codebook_size], [cfg_rows, model.codebook_size],
+                                           [batch, model.codebook_size]], CFG_WEIGHT: _same([1])}]
     if manifest.flow is not None:
         flow = flow_profiles(manifest, batch, context)
         profiles["decoder"].append(flow.pop("decoder_flow_step")[0])
@@ -111,16 +113,15 @@ def flow_profiles(manifest: Manifest, batch: int, context: int) -> dict[str, lis
         return [[rows, *shape], [rows, *shape], [batch, *shape]]
 
     slots = request_capacity(past + tokens, context)  # the capacity the pipeline allocates for such a prompt
-    kv = [[rows, model.num_kv_heads, 1, model.head_dim], [rows, model.num_kv_heads, slots, model.head_dim],
-          [batch, model.num_kv_heads, context, model.head_dim]]
-    step = {"inputs_embeds": rows_of(tokens, hidden),
-            "attention_mask": [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
-            "position_ids": rows_of(tokens),
+    kv = [tensor_shape(model, rows, 1), tensor_shape(model, rows, slots), tensor_shape(model, batch, context)]
+    step = {INPUTS_EMBEDS: rows_of(tokens, hidden),
+            ATTENTION_MASK: [[rows, tokens + 1], [rows, slots + tokens], [batch, context + tokens]],
+            POSITION_IDS: rows_of(tokens),
             **{kv_input(name): kv for name in model.kv_names}}
     return {
         "decoder_flow_step": [step],  # the third decoder profile, beside prefill and decode
-        "flow_encoder": [{"latents": rows_of(*latent), "timesteps": rows_of()}],
-        "flow_decoder": [{"hidden_states": rows_of(tokens, hidden), "skip": rows_of(*skip),
-                          "time_embedding": rows_of(hidden)}],
-        "vae_decoder": [{"latents": [[1, *latent]] * 3}],
+        "flow_encoder": [{LATENTS: rows_of(*latent), TIMESTEPS: rows_of()}],
+        "flow_decoder": [{HIDDEN_STATES: rows_of(tokens, hidden), SKIP: rows_of(*skip),
+                          TIME_EMBEDDING: rows_of(hidden)}],
+        "vae_decoder": [{LATENTS: [[1, *latent]] * 3}],
     }

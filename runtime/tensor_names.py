@@ -1,8 +1,9 @@
-"""The names of the graphs' inputs and outputs: the one place each is spelled.
+"""The names of the graphs' inputs and outputs, and of the sampler engines: the one place each is spelled.
 
 Export's graph specifications write them into the manifest (each `Graph`'s `inputs` and `outputs`); the
-pipelines, backends, TensorRT profiles, calibration and tools take them from here, never as literals. The KV
-cache's tensor names are `kv.kv_names`/`kv_input`/`kv_output`/`kv_present`.
+pipelines, backends, TensorRT profiles, calibration and tools take them from here (or, for a graph of one input
+and one output, from the manifest: `Backend.apply`), never as literals. The KV cache's tensor names are
+`kv.kv_names`/`kv_input`/`kv_output`/`kv_present`.
 """
 
 from __future__ import annotations
@@ -27,3 +28,11 @@ TIMESTEPS = "timesteps"  # flow_encoder input
 SKIP = "skip"  # flow_encoder output, flow_decoder input: the encoder's skip connection
 TIME_EMBEDDING = "time_embedding"  # flow_encoder output, flow_decoder input
 VELOCITY = "velocity"  # flow_decoder output
+
+# The sampler engines `janus-edge build` adds beside the export's graphs (export/tensorrt/sampler_graph.py)
+SAMPLER = "sampler"  # engine: logits [R, V] -> greedy [R]
+CFG_SAMPLER = "cfg_sampler"  # engine: logits [2N, V] (rows [cond; uncond]) and cfg_weight -> mixed, greedy [N]
+SAMPLERS = {SAMPLER: False, CFG_SAMPLER: True}  # engine name -> whether it mixes CFG rows
+CFG_WEIGHT = "cfg_weight"  # cfg_sampler input [1]
+MIXED = "mixed"  # cfg_sampler output: uncond + cfg_weight x (cond - uncond)
+GREEDY = "greedy"  # both samplers' output: the argmax ids

@@ -31,6 +31,7 @@ from janus_edge.runtime.backends.engine_manifest import ENGINE_MANIFEST, EngineI
 from janus_edge.runtime.backends.tensorrt import read_engine, require_tensorrt
 from janus_edge.runtime.errors import BackendError, RequestError
 from janus_edge.runtime.manifest import Manifest, load_manifest, sha256_file
+from janus_edge.runtime.tensor_names import SAMPLERS
 
 from ..staging import staged_directory
 from .profiles import engine_profiles, request_limits
@@ -161,8 +162,8 @@ def build(export_dir: str | Path, engine_dir: str | Path, target_name: str, timi
     engines: dict[str, EngineInfo] = {}
     with staged_directory(engine_dir, ENGINE_MANIFEST) as staging, tempfile.TemporaryDirectory() as tmp:
         sources = {name: export_dir / graph.file for name, graph in manifest.graphs.items()}
-        for name, cfg in (("sampler", False), ("cfg_sampler", True)):
-            if name not in profiles:  # no cfg_sampler for JanusFlow (no image tokens to mix)
+        for name, cfg in SAMPLERS.items():
+            if name not in profiles:  # no CFG sampler for JanusFlow (no image tokens to mix)
                 continue
             sources[name] = Path(tmp) / f"{name}.onnx"
             sources[name].write_bytes(sampler_graph(cfg).SerializeToString())

@@ -41,7 +41,7 @@ def measure_export(directory: str, settings: Settings) -> Result:
     hidden, size = model.hidden_size, model.image_size
     if "vision" in stages:
         pixels = rng.standard_normal((1, 3, size, size), dtype=np.float32)
-        metrics["vision_encoder_per_image"] = timed(lambda: backend.run("vision_encoder", pixel_values=pixels),
+        metrics["vision_encoder_per_image"] = timed(lambda: backend.apply("vision_encoder", pixels),
                                                     settings.runs, settings.warmup)
     for length in settings.prompt_lengths if "prefill" in stages else ():
         embeds = rng.standard_normal((1, length, hidden), dtype=np.float32)
@@ -53,23 +53,22 @@ def measure_export(directory: str, settings: Settings) -> Result:
         metrics["time_to_first_token"] = timed(lambda: runtime.understand([image], "Describe this image.",
                                                                           max_new_tokens=1), settings.runs,
                                                settings.warmup)
-    rows = {"b1": (1, "text_embedding", "input_ids", "lm_head"),
-            "b2": (2, "generation_embedding", "image_ids", "generation_head")}
+    rows = {"b1": (1, "text_embedding", "lm_head"), "b2": (2, "generation_embedding", "generation_head")}
     if manifest.flow is not None:  # no image tokens: the flow step replaces the CFG token step
         del rows["b2"]
         if "decode" in stages:
             metrics["flow_step"], result.floors["flow_step"] = flow_step(runtime, settings)
-    for tag, (batch, embedding, ids_name, head) in rows.items() if "decode" in stages else ():
+    for tag, (batch, embedding, head) in rows.items() if "decode" in stages else ():
         decoder = backend.kv_decoder(batch)
         past = rng.standard_normal((batch, settings.past, hidden), dtype=np.float32)
         decoder.step(past, np.ones((batch, settings.past), np.int64), np.arange(settings.past)[None].repeat(batch, 0))
         ids = np.zeros((batch, 1), np.int64)
 
-        def step(decoder=decoder, batch=batch, embedding=embedding, ids_name=ids_name, head=head):
-            embeds = backend.run(embedding, **{ids_name: ids})["inputs_embeds"]
+        def step(decoder=decoder, batch=batch, embedding=embedding, head=head):
+            embeds = backend.apply(embedding, ids)
             out = decoder.step(embeds, np.ones((batch, decoder.length + 1), np.int64),
                                np.full((batch, 1), decoder.length, np.int64))
-            backend.run(head, hidden_states=out)
+            backend.apply(head, out)
 
         metrics[f"decode_{tag}"] = timed(step, settings.runs * 4, settings.warmup)
         metrics[f"tokens_per_s_{tag}"] = 1e3 / metrics[f"decode_{tag}"]["median"]
@@ -85,7 +84,7 @@ def measure_export(directory: str, settings: Settings) -> Result:
         result.throughput["speculative"] = speculative_rows(runtime, settings)
     if "vq" in stages and manifest.flow is None:
         ids = rng.integers(0, model.codebook_size, (1, model.num_image_tokens))
-        metrics["vq_decode"] = timed(lambda: backend.run("vq_decoder", image_ids=ids), settings.runs, settings.warmup)
+        metrics["vq_decode"] = timed(lambda: backend.apply("vq_decoder", ids), settings.runs, settings.warmup)
     metrics["peak_host_mb"] = peak_host_mb()
     directory_path = Path(directory)
     for name, graph in manifest.graphs.items():
@@ -103,6 +102,7 @@ def flow_step(runtime, settings: Settings) -> tuple[dict, dict]:
     from janus_edge.runtime.profiles import TYPICAL_TEXT_PROMPT
     from janus_edge.plan import decoder_flops
     from janus_edge.runtime.kv import request_capacity
+    from janus_edge.runtime.tensor_names import HIDDEN_STATES, INPUTS_EMBEDS, LATENTS, SKIP, TIME_EMBEDDING, TIMESTEPS
 
     backend, manifest = runtime.backend, runtime.manifest
     encoder = manifest.graphs["flow_encoder"]
@@ -116,10 +116,10 @@ def flow_step(runtime, settings: Settings) -> tuple[dict, dict]:
     ids = np.arange(prompt, prompt + positions)[None].repeat(rows, 0)
 
     def step():
-        encoded = backend.run("flow_encoder", latents=z, timesteps=t)
-        hidden = decoder.step(encoded["inputs_embeds"], mask, ids)
-        backend.run("flow_decoder", hidden_states=hidden, skip=encoded["skip"],
-                    time_embedding=encoded["time_embedding"])
+        encoded = backend.run("flow_encoder", **{LATENTS: z, TIMESTEPS: t})
+        hidden = decoder.step(encoded[INPUTS_EMBEDS], mask, ids)
+        backend.run("flow_decoder", **{HIDDEN_STATES: hidden, SKIP: encoded[SKIP],
+                                       TIME_EMBEDDING: encoded[TIME_EMBEDDING]})
         decoder.rewind(prompt)
 
     timing_ms = timed(step, settings.runs, settings.warmup)

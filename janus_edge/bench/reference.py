@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from janus_edge.runtime import kv
+
 from .common import Result, Settings, cpu_has_bf16, peak_host_mb, throughput_rows, timed, timing
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
@@ -202,8 +204,9 @@ def _finish(result: Result, model, settings: Settings) -> Result:
     text = llm.config
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     itemsize = next(llm.parameters()).element_size()  # DynamicCache holds keys and values in the model's dtype
-    result.kv = {"bytes_per_position_per_row": 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim *
-                 itemsize, "itemsize": itemsize}
+    sizes = kv.CacheSizes(text.num_hidden_layers, text.num_key_value_heads, head_dim, text.hidden_size)
+    result.kv = {"bytes_per_position_per_row": kv.bytes_per_position(sizes, f"float{8 * itemsize}"),
+                 "itemsize": itemsize}
     return result
 
 

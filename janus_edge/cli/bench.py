@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from janus_edge.bench.common import IMAGE_COUNTS, STAGES, UNDERSTAND_BATCHES
+from janus_edge.runtime.pipelines.speculative import DEFAULT_WINDOW
 
 
 def _ints(text: str) -> tuple:
@@ -26,7 +27,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt-lengths", default="64,640", help="prefill lengths, comma-separated")
     parser.add_argument("--image-counts", default=",".join(map(str, IMAGE_COUNTS)),
                         help="images per generation call to time (those within the export's max batch)")
-    parser.add_argument("--image-runs", type=int, default=1, help="full 576-step generation calls per image count")
+    parser.add_argument("--image-runs", type=int, default=1,
+                        help="full generation calls (every image token) per image count")
     parser.add_argument("--understand-batches", default=",".join(map(str, UNDERSTAND_BATCHES)),
                         help="understanding requests per call to time")
     parser.add_argument("--understand-tokens", type=int, default=16, help="max new tokens per understanding request")
@@ -34,7 +36,7 @@ def add_arguments(parser) -> None:
                         help="comma-separated speculative decoding modes (sjd,maximal,gumbel) to time next to the "
                              "plain loop: passes per image, tokens per pass, seconds per image, and the modelled GPU "
                              "effect; acceptance on random weights says nothing about real ones")
-    parser.add_argument("--window", type=int, default=None, help="positions per pass for --speculative (default 16)")
+    parser.add_argument("--window", type=int, default=None, help=f"positions per pass for --speculative (default {DEFAULT_WINDOW})")
     parser.add_argument("--json", default=None, help="write the report as JSON (janus_edge/data/bench.schema.json)")
     parser.add_argument("--plot", default=None, help="write a PNG chart comparing the rows stage by stage")
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from janus_edge.runtime.backends.engine_manifest import EngineManifest
 from janus_edge.runtime.manifest import Manifest
+from janus_edge.runtime.tensor_names import ATTENTION_MASK, CFG_WEIGHT, IMAGE_IDS, POSITION_IDS, SAMPLERS
 
 from .report import Check
 from .tolerances import tolerance
@@ -28,13 +29,13 @@ def _value(name: str, shape: list[int], dtype: np.dtype, manifest: Manifest, rng
     manifest's CFG weight, small normal floats for activations, pixels and cache entries."""
     model = manifest.model
     if np.issubdtype(dtype, np.integer):
-        if name == "attention_mask":
+        if name == ATTENTION_MASK:
             return np.ones(shape, dtype)
-        if name == "position_ids":
+        if name == POSITION_IDS:
             return np.broadcast_to(np.arange(shape[-1]), shape).astype(dtype)
-        vocab = model.codebook_size if name == "image_ids" else model.vocab_size
+        vocab = model.codebook_size if name == IMAGE_IDS else model.vocab_size
         return rng.integers(0, max(vocab, 1), shape).astype(dtype)
-    if name == "cfg_weight":
+    if name == CFG_WEIGHT:
         return np.full(shape, manifest.generation.cfg_weight, dtype)
     return np.clip(rng.standard_normal(shape) * 0.5, -1, 1).astype(dtype)
 
@@ -72,11 +73,10 @@ def engine_checks(manifest: Manifest, engines: EngineManifest, cpu_backend, gpu_
     from janus_edge.export.tensorrt.sampler_graph import sampler_graph
     from janus_edge.runtime.backends.onnxruntime import OrtGraph
 
-    samplers = {"sampler": False, "cfg_sampler": True}
     checks = []
     for name, info in engines.engines.items():
-        if name in samplers:
-            session = onnxruntime.InferenceSession(sampler_graph(samplers[name]).SerializeToString(),
+        if name in SAMPLERS:
+            session = onnxruntime.InferenceSession(sampler_graph(SAMPLERS[name]).SerializeToString(),
                                                    providers=["CPUExecutionProvider"])
             reference_graph = OrtGraph(session)
         else:

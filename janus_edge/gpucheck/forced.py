@@ -55,7 +55,7 @@ def teacher_forced_logits(backend, head: str, prompt: np.ndarray, forced: np.nda
         hidden = decoder.step(backend.embed("text_embedding", ids), np.ones_like(ids),
                               np.tile(np.arange(len(prompt)), (rows, 1)), last_only=True)
         for index in range(len(forced) + 1):
-            logits = backend.run(head, hidden_states=hidden)["logits"][:, -1].astype(np.float64)
+            logits = backend.apply(head, hidden)[:, -1].astype(np.float64)
             out.append(logits[0] if cfg is None else logits[1] + cfg * (logits[0] - logits[1]))
             if index == len(forced):
                 break
@@ -104,7 +104,7 @@ def pipeline_checks(cpu, gpu_rt, precision: str, image: np.ndarray) -> list[Chec
     images_cpu = cpu.generate_images(PROMPT, n=1, temperature=0)
     images_gpu = gpu_rt.generate_images(PROMPT, n=1, temperature=0)
     image_agree = float((images_cpu.tokens == images_gpu.tokens).mean())
-    pixels = gpu_rt.backend.run("vq_decoder", image_ids=images_cpu.tokens)["pixels"]
+    pixels = gpu_rt.backend.apply("vq_decoder", images_cpu.tokens)
     pixel_error = float(np.abs(pixels - images_cpu.pixels).max())
     pixel_limit = PIXEL_ERROR.get(precision, REDUCED_PIXEL_ERROR)
     ok = pixel_error <= pixel_limit and (image_agree == 1.0 or not judged)

@@ -1,5 +1,5 @@
-"""POST /v1/images/generations: 384x384 PNGs as base64, with janus-edge's cfg_weight, temperature and speculative
-decoding (`speculative`, `window`)."""
+"""POST /v1/images/generations: PNGs of the export's image size (384x384 for Janus-Pro) as base64, with
+janus-edge's cfg_weight, temperature and speculative decoding (`speculative`, `window`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ from .errors import APIError
 from .jobs import ImageJob
 from .schemas import ImageGenerationRequest
 
-SIZES = ("384x384",)
+
+
+def offered_size(manifest) -> str:
+    """The one `size` this export generates, "WxH" (`ModelInfo.image_size` per side)."""
+    side = manifest.model.image_size
+    return f"{side}x{side}"
 
 
 def add_image_route(app: FastAPI) -> None:
@@ -28,8 +33,9 @@ def add_image_route(app: FastAPI) -> None:
 
         state = request.app.state
         check_model(body.model, state.config)
-        if body.size not in SIZES:
-            raise APIError(400, f"size {body.size!r} is not offered; sizes: {', '.join(SIZES)}", param="size",
+        offered = offered_size(state.runtime.manifest)
+        if body.size not in (None, offered):
+            raise APIError(400, f"size {body.size!r} is not offered; sizes: {offered}", param="size",
                            code="unsupported_size")
         most = state.runtime.manifest.limits.max_batch // 2
         if body.n > most:

@@ -14,7 +14,7 @@ class Strict(BaseModel):
 
 class ImageURL(Strict):
     url: str
-    detail: Optional[str] = None  # accepted, meaningless here: the model always sees 384x384
+    detail: Optional[str] = None  # accepted, meaningless here: the model always sees its own image size
 
 
 class TextPart(Strict):
@@ -55,7 +55,7 @@ class ImageGenerationRequest(Strict):
     prompt: str = Field(min_length=1)
     model: Optional[str] = None
     n: int = Field(1, ge=1)
-    size: str = "384x384"
+    size: Optional[str] = None  # "WxH": only the export's image size is offered (None: that size)
     response_format: Literal["b64_json"] = "b64_json"
     seed: Optional[int] = None
     cfg_weight: Optional[float] = Field(None, ge=0)

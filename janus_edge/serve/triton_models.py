@@ -102,7 +102,7 @@ class StreamingUnderstandingModel(_RuntimeModel):
 
 
 class GenerationModel(_RuntimeModel):
-    """Text to images: IMAGES UINT8 [n, 384, 384, 3], TOKENS INT64 [n, 576]."""
+    """Text to images: IMAGES UINT8 [n, image_size, image_size, 3], TOKENS INT64 [n, num_image_tokens]."""
 
     def execute(self, requests):
         responses = []

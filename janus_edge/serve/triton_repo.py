@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from string import Template
 
 from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import load_manifest
@@ -25,6 +26,7 @@ TEXT_INPUTS = """
   { name: "TOP_P" data_type: TYPE_FP32 dims: [ 1 ] optional: true },
   { name: "SEED" data_type: TYPE_INT64 dims: [ 1 ] optional: true }"""
 
+# name -> (class, decoupled, tensors: `$image_size` stands for the export's image side)
 MODELS = {
     "janus_understanding": ("UnderstandingModel", False, f"""
 input [
@@ -51,7 +53,7 @@ input [
   { name: "WINDOW" data_type: TYPE_INT32 dims: [ 1 ] optional: true }
 ]
 output [
-  { name: "IMAGES" data_type: TYPE_UINT8 dims: [ -1, 384, 384, 3 ] },
+  { name: "IMAGES" data_type: TYPE_UINT8 dims: [ -1, $image_size, $image_size, 3 ] },
   { name: "TOKENS" data_type: TYPE_INT64 dims: [ -1, -1 ] }
 ]"""),
 }
@@ -63,7 +65,7 @@ def write_repository(export_dir: str | Path, out_dir: str | Path, backend: str =
     """Writes the repository; returns the model directories. `reference_export` writes the export's absolute path
     instead of copying it (the servers must then see it at that path)."""
     export_dir, out_dir = Path(export_dir).resolve(), Path(out_dir)
-    load_manifest(export_dir, verify=False)  # a clear error now rather than at the server's model load
+    manifest = load_manifest(export_dir, verify=False)  # a clear error now rather than at the server's model load
     if out_dir.exists() and any(out_dir.iterdir()):
         raise RequestError(f"{out_dir} exists and is not empty", "choose a new OUT_DIR or empty it")
     if instances < 1:
@@ -84,6 +86,7 @@ def write_repository(export_dir: str | Path, out_dir: str | Path, backend: str =
         parameters = "\n".join(f'parameters: {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
                                for key, value in params.items())
         policy = "\nmodel_transaction_policy { decoupled: true }" if decoupled else ""
+        tensors = Template(tensors).substitute(image_size=manifest.model.image_size)  # the export's sizes
         (model_dir / "config.pbtxt").write_text(
             f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0{policy}\n{tensors.strip()}\n'
             f"instance_group [ {{ kind: KIND_CPU count: {instances} }} ]\n{parameters}\n")

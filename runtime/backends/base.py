@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import InternalError, RequestError
 from ..manifest import Manifest
 from ..sampling import Sampler
+from .kv_host import PooledKVCache
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11+; annotations are not evaluated at run time (3.10 on JetPack 6.2)
@@ -51,7 +52,12 @@ class KVDecoder(Closeable, ABC):
     batch: int
     length: int
     capacity: int | None  # the positions its cache was sized for (None: grows as needed)
-    nbytes: int  # bytes its KV cache holds now
+    cache: PooledKVCache  # kv_host.HostKVCache or device_cache.DeviceKVCache
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes its KV cache holds now."""
+        return self.cache.nbytes
 
     @abstractmethod
     def step(self, inputs_embeds, attention_mask: np.ndarray, position_ids: np.ndarray, last_only: bool = False):
@@ -114,16 +120,22 @@ class Backend(Closeable, ABC):
         """Frees the loaded graphs and pooled buffers; graphs load again if the backend is used afterwards."""
         self._sessions.clear()
 
+    def apply(self, graph: str, value):
+        """Runs a graph of one input (an embedding, a head, the vision encoder, an image decoder) on `value`;
+        returns its first output. Both names are the manifest's."""
+        spec = self.manifest.graphs[graph]
+        return self.run(graph, **{spec.inputs[0].name: value})[spec.outputs[0].name]
+
     def embed(self, graph: str, ids: np.ndarray):
         """Embeddings of token ids [B,S] from `graph`, left where the decoder reads them (host arrays here)."""
-        return self.run(graph, **{self.manifest.graphs[graph].inputs[0].name: ids})["inputs_embeds"]
+        return self.apply(graph, ids)
 
     def choose(self, head: str, hidden, sampler: Sampler, cfg_weight: float | None = None) -> np.ndarray:
         """Next tokens [N] from last hidden states [R,1,D]: head -> CFG mix (rows [cond; uncond]) -> sampler.
 
         Only token ids come back to the host; backends with device memory keep the logits there.
         """
-        logits = self.run(head, hidden_states=hidden)["logits"][:, -1]
+        logits = self.apply(head, hidden)[:, -1]
         if cfg_weight is not None:
             n = logits.shape[0] // 2
             logits = logits[n:] + cfg_weight * (logits[:n] - logits[n:])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class Stream:
         self.handle: Any = check(self.cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._native = self._native_handle()
         self.synchronizations = 0
-        self.staging = HostStaging(self)
+        self.staging: KeyedBuffers[PinnedBuffer] = KeyedBuffers(self, lambda nbytes: PinnedBuffer(nbytes, self))
 
     @property
     def ptr(self) -> int:
@@ -146,22 +146,45 @@ class PinnedBuffer:
             self.ptr = 0
 
 
-class HostStaging:
-    """The stream's pinned buffers, one per key (an engine input, a download), grown to the largest transfer of
-    that key and reused: sized once per request shape, never per step."""
+DOWNLOAD = "download"  # the staging key every download shares: each waits for the stream, so one is in use at a time
 
-    def __init__(self, stream: Stream):
-        self.stream = stream
-        self.buffers: dict[str, PinnedBuffer] = {}
 
-    def buffer(self, key: str, nbytes: int) -> PinnedBuffer:
+def staging_key(graph: str, tensor: str) -> str:
+    """The staging buffer that uploads input `tensor` of `graph` (`trt_memory` counts them by the same keys)."""
+    return f"{graph}:{tensor}"
+
+
+class SizedBuffer(Protocol):
+    """A pinned or device buffer: its size, and `free()`."""
+
+    nbytes: int
+
+    def free(self) -> None: ...
+
+
+BufferT = TypeVar("BufferT", bound=SizedBuffer)
+
+
+class KeyedBuffers(Generic[BufferT]):
+    """Buffers by key (an engine's input or output; the stream's pinned staging: an engine input, a download), each
+    grown to the largest size asked of its key and reused: sized once per request shape, never per step. An
+    outgrown buffer is freed once the stream's queued work, which may still use it, is done."""
+
+    def __init__(self, stream: Stream, allocate: Callable[[int], BufferT]):
+        self.stream, self.allocate = stream, allocate
+        self.buffers: dict[str, BufferT] = {}
+
+    def buffer(self, key: str, nbytes: int) -> BufferT:
         found = self.buffers.get(key)
         if found is None or found.nbytes < nbytes:
             if found is not None:
-                self.stream.synchronize()  # a queued copy may still read it
+                self.stream.synchronize()
                 found.free()
-            found = self.buffers[key] = PinnedBuffer(nbytes, self.stream)
+            found = self.buffers[key] = self.allocate(nbytes)
         return found
+
+    def __getitem__(self, key: str) -> BufferT:
+        return self.buffers[key]
 
     @property
     def nbytes(self) -> int:
@@ -208,6 +231,16 @@ class DeviceBuffer:
             pass
 
 
+class DeviceArray(DeviceBuffer):
+    """A device buffer of `size` elements of `dtype`, zero-filled on `stream` when allocated: what a `BufferPool`
+    lends a device KV cache (unused cache slots are read, masked: they must hold finite values)."""
+
+    def __init__(self, size: int, dtype: np.dtype, stream: Stream):
+        self.size, self.dtype = int(size), np.dtype(dtype)
+        super().__init__(self.size * self.dtype.itemsize)
+        self.zero(stream)
+
+
 @dataclass
 class DeviceTensor:
     """A tensor of `shape` and `dtype` at `offset` bytes into `buffer`."""
@@ -227,7 +260,7 @@ class DeviceTensor:
 
     def download(self, stream: Stream) -> np.ndarray:
         """Copies the tensor into pinned memory and waits for the stream: the one synchronize of a decode step."""
-        staging = stream.staging.buffer("download", self.nbytes)
+        staging = stream.staging.buffer(DOWNLOAD, self.nbytes)
         kind = stream.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         check(stream.cudart.cudaMemcpyAsync(staging.ptr, self.ptr, self.nbytes, kind, stream.handle),
               "cudaMemcpyAsync(device to host)")
@@ -252,41 +285,6 @@ def upload_rows(dst: int, dst_pitch: int, src: PinnedBuffer, src_offset: int, sr
                                    cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle),
           "cudaMemcpy2DAsync(host to device)")
     src.copied()
-
-
-class DevicePool:
-    """Sets of device buffers (e.g. a KV cache and its spare) that decoders borrow and return; `clear()` frees
-    them."""
-
-    def __init__(self) -> None:
-        self.free: list[list[DeviceBuffer]] = []
-
-    def take(self, sizes: list[int], stream: Stream) -> list[DeviceBuffer]:
-        """Buffers of at least `sizes` bytes: a returned set if one fits, else new zero-filled ones, after freeing
-        the returned sets (none fits this request; kept, they would add up across request kinds, e.g. a 1-row
-        understanding cache beside a CFG one, while `plan` counts the largest request's)."""
-        fitting = [i for i, s in enumerate(self.free)
-                   if len(s) == len(sizes) and all(b.nbytes >= n for b, n in zip(s, sizes))]
-        if fitting:
-            return self.free.pop(min(fitting, key=lambda i: sum(b.nbytes for b in self.free[i])))
-        self.clear()
-        buffers = [DeviceBuffer(nbytes) for nbytes in sizes]
-        for buffer in buffers:  # unused cache slots are read (masked): they must hold finite values
-            buffer.zero(stream)
-        return buffers
-
-    def give(self, buffers: list[DeviceBuffer]) -> None:
-        self.free.append(buffers)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for s in self.free for b in s)
-
-    def clear(self) -> None:
-        for buffers in self.free:
-            for buffer in buffers:
-                buffer.free()
-        self.free.clear()
 
 
 class CaptureFailed(BackendError):

@@ -1,4 +1,5 @@
-"""A KV cache in device buffers addressed by pointer: what a backend that runs the decoder on a GPU keeps.
+"""A KV cache in device buffers addressed by pointer: what ONNX Runtime's GPU providers (ort_device.py) and TensorRT
+(trt_decoder.py) keep.
 
 - One flat buffer per cache tensor plus one spare, from the backend's pool (`kv_host.BufferPool`: zero-filled once
   when allocated, reused by the next request), sized for the request's capacity (`kv.first_view`, `kv.grow_view`).
@@ -16,41 +17,29 @@ stream, or a host copy on ONNX Runtime's CPU provider, which runs this same code
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
 from .. import kv
-from .kv_host import BufferPool
+from .kv_host import BufferPool, PooledKVCache
 
 CopyRows = Callable[[int, int, int, int, int, int], None]
 
 
-class DeviceKVCache:
-    """Keys and values for `batch` rows in device buffers (each with a `ptr`) of `capacity` slots (None: grows)."""
+class DeviceKVCache(PooledKVCache):
+    """Keys and values for `batch` rows in device buffers (each with a `ptr`) of `capacity` slots (None: grows), and
+    the spare."""
 
     def __init__(self, pool: BufferPool, copy_rows: CopyRows, model: kv.CacheDims, dtype: str, batch: int,
                  capacity: int | None, max_context: int):
-        self.pool, self.copy_rows, self.batch = pool, copy_rows, batch
-        self.model, self.dtype = model, np.dtype(dtype)
-        self.names = kv.kv_names(model.num_layers)
-        self.max_context, self.fixed = max_context, capacity is not None
-        self.slots, self.allocated = kv.first_view(capacity, max_context)
-        self.buffers: list[Any] = pool.take(len(self.names) + 1, self._elements(self.allocated), self.dtype)
-
-    def _elements(self, slots: int) -> int:
-        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots) // self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this cache holds: its allocation and the spare."""
-        return kv.cache_bytes(self.model, self.dtype, self.batch, self.allocated) \
-            + kv.spare_bytes(self.model, self.dtype, self.batch, self.allocated)
+        super().__init__(pool, model, dtype, batch, capacity, max_context, spares=1)
+        self.copy_rows = copy_rows
 
     @property
     def shape(self) -> list[int]:
         """The [B,H,slots,hd] view the graph reads."""
-        return [self.batch, self.model.num_kv_heads, self.slots, self.model.head_dim]
+        return kv.tensor_shape(self.model, self.batch, self.slots)
 
     def views(self) -> dict[str, int]:
         """Cache tensor name -> the address of its view (the buffer's start; shape `shape`)."""
@@ -58,12 +47,12 @@ class DeviceKVCache:
 
     def reserve(self, needed: int, length: int) -> bool:
         """Widens the views to hold `needed` slots, keeping the first `length`; True if they moved."""
-        if needed <= self.slots:
+        grown = self._grow(needed)
+        if grown is None:
             return False
-        slots, allocated = kv.grow_view(needed, self.allocated, self.fixed, self.max_context)
-        width = self.model.head_dim * self.dtype.itemsize
+        slots, allocated = grown
+        width, rows = self.width, self.rows
         old_pitch, new_pitch, valid = self.slots * width, slots * width, length * width
-        rows = self.batch * self.model.num_kv_heads
         if allocated > self.allocated:
             targets = self.pool.take(len(self.buffers), self._elements(allocated), self.dtype)
             for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare holds nothing to keep
@@ -83,13 +72,7 @@ class DeviceKVCache:
     def write(self, new: dict[str, int], start: int, positions: int) -> None:
         """Copies the new positions' keys/values ([B,H,positions,hd] at addresses `new`, by cache tensor name)
         into slots start..start+positions-1."""
-        width = self.model.head_dim * self.dtype.itemsize
+        width, rows = self.width, self.rows
         row, pitch, offset = positions * width, self.slots * width, start * width
-        rows = self.batch * self.model.num_kv_heads
         for name, buffer in zip(self.names, self.buffers):
             self.copy_rows(buffer.ptr + offset, pitch, new[name], row, row, rows)
-
-    def release(self) -> None:
-        if self.buffers:
-            self.pool.give(self.buffers)
-            self.buffers = []

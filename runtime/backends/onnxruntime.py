@@ -16,6 +16,7 @@ from .. import kv
 from ..errors import BackendError, ManifestError
 from ..kv import kv_input
 from ..manifest import Manifest
+from ..tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
 from .base import Backend, GraphSession, KVDecoder, check_step, step_mask
 from .kv_host import BufferPool, HostKVCache
 
@@ -59,26 +60,25 @@ class HostKVDecoder(KVDecoder):
     the `present` output, and GroupQueryAttention writes the new positions into it (always bound).
     """
 
+    cache: HostKVCache
+
     def __init__(self, graph: OrtGraph, manifest: Manifest, batch: int, capacity: int | None, pool: BufferPool,
                  binding: bool = False):
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
-        self.max_context, self.names = manifest.limits.max_context, manifest.model.kv_names
+        self.max_context = manifest.limits.max_context
         self.form = kv.kv_form(manifest.kv_cache.form)
         self.writes_cache = self.form.writes_cache  # the graph writes the new positions itself (ort_gqa)
-        self.cache = HostKVCache(pool, self.names, batch, model.num_kv_heads, model.head_dim, manifest.kv_dtype,
-                                 capacity, self.max_context)
+        self.cache = HostKVCache(pool, model, manifest.kv_dtype, batch, capacity, self.max_context)
+        # (cache tensor, the decoder output that writes it: its new positions, or itself in the ort_gqa form)
+        self.new_outputs = [(name, self.form.output(name)) for name in self.cache.names]
         self.binding = graph.session.io_binding() if binding or self.writes_cache else None
         # the outputs that come back to the host each step: everything but the cache itself
-        self.step_outputs = [n for n in graph.output_names if n == "hidden_states" or not self.writes_cache]
+        self.step_outputs = [n for n in graph.output_names if n == HIDDEN_STATES or not self.writes_cache]
         if self.binding is not None:  # bound first, so they lead the binding's outputs (the cache's follow)
             for name in self.step_outputs:
                 self.binding.bind_output(name, "cpu")
         self._bind_cache()
-
-    @property
-    def nbytes(self) -> int:
-        return self.cache.nbytes
 
     def _bind_cache(self) -> None:
         if self.binding is None:
@@ -97,7 +97,7 @@ class HostKVDecoder(KVDecoder):
         if self.cache.reserve(self.length + seq, self.length):
             self._bind_cache()
         mask = attention_mask if self.writes_cache else step_mask(attention_mask, self.length, self.cache.slots)
-        small = {"inputs_embeds": inputs_embeds, "attention_mask": mask, "position_ids": position_ids}
+        small = {INPUTS_EMBEDS: inputs_embeds, ATTENTION_MASK: mask, POSITION_IDS: position_ids}
         if self.binding is None:
             outputs = self.graph.run({**small, **{kv_input(n): v for n, v in self.cache.views().items()}})
         else:
@@ -111,9 +111,9 @@ class HostKVDecoder(KVDecoder):
             values = self.binding.get_outputs()[:len(self.step_outputs)]  # not the bound cache: never copied
             outputs = {name: value.numpy() for name, value in zip(self.step_outputs, values)}
         if not self.writes_cache:
-            self.cache.write({name: outputs[self.form.output(name)] for name in self.names}, self.length)
+            self.cache.write({name: outputs[output] for name, output in self.new_outputs}, self.length)
         self.length += seq
-        hidden = outputs["hidden_states"]
+        hidden = outputs[HIDDEN_STATES]
         return hidden[:, -1:] if last_only else hidden
 
     def close(self) -> None:
@@ -220,8 +220,7 @@ class OnnxRuntimeBackend(Backend):
 
         session = self.graph(graph)
         assert isinstance(session, OrtGraph)
-        return device_embed(session.session, self.manifest.graphs[graph].inputs[0].name, ids, self.device,
-                            self.device_id)
+        return device_embed(session.session, self.manifest.graphs[graph], ids, self.device, self.device_id)
 
     def close(self) -> None:
         super().close()

@@ -31,8 +31,9 @@ import numpy as np
 
 from .. import kv
 from ..integrity import cache_dir
-from ..manifest import Manifest
+from ..manifest import Graph, Manifest
 from ..profiles import graph_profiles
+from ..tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
 from .base import KVDecoder, check_step, step_mask
 from .device_cache import CopyRows, DeviceKVCache
 from .kv_host import BufferPool
@@ -69,11 +70,11 @@ class OnDevice:
         return array if dtype is None else array.astype(dtype)
 
 
-def device_embed(session, input_name: str, ids: np.ndarray, device: str, device_id: int) -> OnDevice:
-    """An embedding graph's output left on the device: only the token ids go up."""
+def device_embed(session, spec: Graph, ids: np.ndarray, device: str, device_id: int) -> OnDevice:
+    """An embedding graph's output (`spec`: its manifest entry) left on the device: only the token ids go up."""
     binding = session.io_binding()
-    binding.bind_cpu_input(input_name, np.ascontiguousarray(ids, dtype=np.int64))
-    binding.bind_output("inputs_embeds", device, device_id)
+    binding.bind_cpu_input(spec.inputs[0].name, np.ascontiguousarray(ids, dtype=np.int64))
+    binding.bind_output(spec.outputs[0].name, device, device_id)
     session.run_with_iobinding(binding)
     return OnDevice(binding.get_outputs()[0])
 
@@ -166,12 +167,14 @@ def session_providers(providers: list, manifest: Manifest, graph: str, stream: i
 class DeviceKVDecoder(KVDecoder):
     """The decoder over a `DeviceKVCache` (in_place form), bound by address; `device` "cuda" or "cpu" (tests)."""
 
+    cache: DeviceKVCache
+
     def __init__(self, graph, manifest: Manifest, batch: int, capacity: int | None, pool: BufferPool,
                  copy_rows: CopyRows, device: str, device_id: int = 0):
         kv.check_support(manifest.kv_cache.form, backend=kv.ORT_GPU)
         model = manifest.model
         self.graph, self.batch, self.length, self.capacity = graph, batch, 0, capacity
-        self.max_context, self.names = manifest.limits.max_context, model.kv_names
+        self.max_context = manifest.limits.max_context
         self.device, self.device_id, self.dtype = device, device_id, np.dtype(manifest.kv_dtype)
         self.pool, self.model = pool, model
         self.cache = DeviceKVCache(pool, copy_rows, model, manifest.kv_dtype, batch, capacity, self.max_context)
@@ -179,12 +182,8 @@ class DeviceKVDecoder(KVDecoder):
         self.new: list[OrtBuffer] = []  # the step's new keys/values, one buffer per cache tensor
         self.new_positions = 0  # how many positions the step outputs are bound for
         self.binding = graph.session.io_binding()
-        self.binding.bind_output("hidden_states", device, device_id)  # bound first: the binding's first output
+        self.binding.bind_output(HIDDEN_STATES, device, device_id)  # bound first: the binding's first output
         self._bind_cache()
-
-    @property
-    def nbytes(self) -> int:
-        return self.cache.nbytes
 
     def _bind(self, bind, name: str, ptr: int, shape: list[int]) -> None:
         bind(name, self.device, self.device_id, self.dtype, shape, ptr)
@@ -199,13 +198,13 @@ class DeviceKVDecoder(KVDecoder):
         grow to the largest step seen (the prefill) and are kept for the rest of the request."""
         if seq == self.new_positions:
             return
-        elements = self.batch * self.model.num_kv_heads * seq * self.model.head_dim
+        elements = kv.tensor_bytes(self.model, self.dtype, self.batch, seq) // self.dtype.itemsize
         if not self.new or self.new[0].size < elements:
             if self.new:
                 self.pool.give(self.new)
-            self.new = self.pool.take(len(self.names), elements, self.dtype)
-        shape = [self.batch, self.model.num_kv_heads, seq, self.model.head_dim]
-        for name, buffer in zip(self.names, self.new):
+            self.new = self.pool.take(len(self.cache.names), elements, self.dtype)
+        shape = kv.tensor_shape(self.model, self.batch, seq)
+        for name, buffer in zip(self.cache.names, self.new):
             self._bind(self.binding.bind_output, self.output(name), buffer.ptr, shape)
         self.new_positions = seq
 
@@ -217,18 +216,18 @@ class DeviceKVDecoder(KVDecoder):
         self._bind_new(seq)
         binding = self.binding
         if isinstance(inputs_embeds, OnDevice):
-            binding.bind_ortvalue_input("inputs_embeds", inputs_embeds.value)
+            binding.bind_ortvalue_input(INPUTS_EMBEDS, inputs_embeds.value)
         else:
-            binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        binding.bind_cpu_input("attention_mask", step_mask(attention_mask, self.length, self.cache.slots))
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+            binding.bind_cpu_input(INPUTS_EMBEDS, np.ascontiguousarray(inputs_embeds, dtype=np.float32))
+        binding.bind_cpu_input(ATTENTION_MASK, step_mask(attention_mask, self.length, self.cache.slots))
+        binding.bind_cpu_input(POSITION_IDS, np.ascontiguousarray(position_ids, dtype=np.int64))
         # bound again every step: a binding keeps the last run's output value, whose shape (a prefill's sequence)
         # would be wrong for the next step. A prefill's last position is sliced on the host (once per request);
         # otherwise the hidden states stay on the device for the head that reads them.
         host = last_only and seq > 1
-        binding.bind_output("hidden_states", "cpu" if host else self.device, self.device_id)
+        binding.bind_output(HIDDEN_STATES, "cpu" if host else self.device, self.device_id)
         self.graph.session.run_with_iobinding(binding)
-        self.cache.write({name: buffer.ptr for name, buffer in zip(self.names, self.new)}, self.length, seq)
+        self.cache.write({name: buffer.ptr for name, buffer in zip(self.cache.names, self.new)}, self.length, seq)
         self.length += seq
         hidden = binding.get_outputs()[0]
         return hidden.numpy()[:, -1:] if host else OnDevice(hidden)

@@ -29,16 +29,16 @@ import numpy as np
 from ..errors import BackendError, InternalError
 from ..manifest import Manifest
 from ..sampling import Sampler
+from ..tensor_names import CFG_SAMPLER, CFG_WEIGHT, GREEDY, LOGITS, MIXED, SAMPLER
 from .base import Backend, GraphSession
-from .cuda import ALIGNMENT, DeviceBuffer, DevicePool, DeviceTensor, Stream, device_name_and_capability
+from .cuda import (ALIGNMENT, DeviceArray, DeviceBuffer, DeviceTensor, KeyedBuffers, Stream,
+                   device_name_and_capability, staging_key)
 from .engine_manifest import EngineManifest, check_compatible
+from .kv_host import BufferPool
 from .trt_decoder import TrtKVDecoder
 
 if TYPE_CHECKING:
     import tensorrt as trt
-
-SAMPLERS = {"plain": "sampler", "cfg": "cfg_sampler"}
-
 
 Feed = Union[np.ndarray, DeviceTensor]
 
@@ -128,9 +128,9 @@ class TrtGraph(GraphSession):
         self.version = 0
         self.bound_key: tuple | None = None
         self.bound: dict[str, DeviceTensor] = {}
-        self.buffers: dict[str, DeviceBuffer] = {}
+        self.buffers: KeyedBuffers[DeviceBuffer] = KeyedBuffers(stream, DeviceBuffer)
         self.capture_error: BaseException | None = None  # set once if this engine cannot be captured
-        self.mask_owner: object = None  # the decoder whose mask the "attention_mask" buffer holds
+        self.mask_owner: object = None  # the decoder whose mask the attention mask's buffer holds
 
     def _profile(self, shapes: dict[str, tuple[int, ...]]) -> int:
         """The tightest profile that accepts `shapes` (decode steps fit the prefill profile too)."""
@@ -143,12 +143,9 @@ class TrtGraph(GraphSession):
 
     def buffer(self, key: str, nbytes: int) -> DeviceBuffer:
         """This graph's IO buffer `key`, of at least `nbytes` (exactly that when it must grow)."""
-        buffer = self.buffers.get(key)
-        if buffer is None or buffer.nbytes < nbytes:
-            if buffer is not None:
-                self.stream.synchronize()  # queued work may still use it
-                buffer.free()
-            buffer = self.buffers[key] = DeviceBuffer(nbytes)
+        before = self.buffers.buffers.get(key)
+        buffer = self.buffers.buffer(key, nbytes)
+        if buffer is not before:  # a new address: bind again
             self.bound_key = None
         return buffer
 
@@ -198,7 +195,7 @@ class TrtGraph(GraphSession):
         """A host array into this graph's buffer for input `name`, through pinned staging (no synchronize)."""
         value = np.ascontiguousarray(value, dtype=self.dtypes[name])
         buffer = self.buffer(name, value.nbytes)
-        buffer.upload(value, self.stream, f"{self.name}:{name}")
+        buffer.upload(value, self.stream, staging_key(self.name, name))
         return DeviceTensor(buffer, tuple(value.shape), value.dtype)
 
     def run_device(self, feeds: dict[str, Feed]) -> dict[str, DeviceTensor]:
@@ -215,12 +212,10 @@ class TrtGraph(GraphSession):
 
     @property
     def nbytes(self) -> int:
-        return sum(b.nbytes for b in self.buffers.values())
+        return self.buffers.nbytes
 
     def close(self) -> None:
-        for buffer in self.buffers.values():
-            buffer.free()
-        self.buffers.clear()
+        self.buffers.free()
         self.bound_key, self.bound = None, {}
         self.context = None  # TensorRT frees the context, then the engine's weights
         self.engine = None  # type: ignore[assignment]
@@ -241,7 +236,9 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         self.stream = Stream()
         self.scratch = SharedScratch(max(info.device_memory_bytes for info in self.engines.engines.values()))
-        self.pool = DevicePool()  # KV-cache buffer sets, reused across requests
+        # KV-cache buffer sets (each: its tensors, then a spare), reused across requests
+        self.pool = BufferPool(lambda size, dtype: DeviceArray(size, dtype, self.stream), DeviceBuffer.free,
+                               keep_unfitting=False)
         self.decoders: list[TrtKVDecoder] = []  # open ones (device_memory_bytes counts them)
         self.cfg_weight: tuple[float, DeviceTensor] | None = None  # uploaded once per value, not per step
 
@@ -303,14 +300,15 @@ class TensorRTBackend(Backend):
         self.stream.destroy()
 
     def embed(self, graph: str, ids: np.ndarray) -> DeviceTensor:
-        name = self.manifest.graphs[graph].inputs[0].name
-        return self.graph(graph).run_device({name: ids})["inputs_embeds"]
+        spec = self.manifest.graphs[graph]
+        return self.graph(graph).run_device({spec.inputs[0].name: ids})[spec.outputs[0].name]
 
     def _cfg_weight(self, value: float) -> DeviceTensor:
         if self.cfg_weight is None:
             self.cfg_weight = (float("nan"), DeviceTensor(DeviceBuffer(4), (1,), np.dtype(np.float32)))
         if self.cfg_weight[0] != value:
-            self.cfg_weight[1].buffer.upload(np.array([value], np.float32), self.stream, "cfg_weight")
+            self.cfg_weight[1].buffer.upload(np.array([value], np.float32), self.stream,
+                                             staging_key(CFG_SAMPLER, CFG_WEIGHT))
             self.cfg_weight = (value, self.cfg_weight[1])
         return self.cfg_weight[1]
 
@@ -318,15 +316,16 @@ class TensorRTBackend(Backend):
         """Greedy: CFG mix and argmax in the sampler engine, only token ids come back (one synchronize). Sampling:
         the (mixed) logits come back and the host sampler draws, exactly as on ONNX Runtime
         (export/tensorrt/sampler_graph.py)."""
-        logits = self.graph(head).run_device({"hidden_states": hidden})["logits"]
+        spec = self.manifest.graphs[head]
+        logits = self.graph(head).run_device({spec.inputs[0].name: hidden})[spec.outputs[0].name]
         flat = DeviceTensor(logits.buffer, (logits.shape[0], logits.shape[-1]), logits.dtype, logits.offset)
-        feeds: dict[str, Feed] = {"logits": flat}
+        feeds: dict[str, Feed] = {LOGITS: flat}
         if cfg_weight is not None:
-            feeds["cfg_weight"] = self._cfg_weight(float(cfg_weight))
+            feeds[CFG_WEIGHT] = self._cfg_weight(float(cfg_weight))
         greedy = sampler.temperature == 0 and sampler.top_k is None and sampler.top_p is None
         if not greedy and cfg_weight is None:
             return sampler(flat.download(self.stream))
-        outputs = self.graph(SAMPLERS["cfg" if cfg_weight is not None else "plain"]).run_device(feeds)
-        chosen = outputs["greedy" if greedy else "mixed"]
+        outputs = self.graph(CFG_SAMPLER if cfg_weight is not None else SAMPLER).run_device(feeds)
+        chosen = outputs[GREEDY if greedy else MIXED]
         host = chosen.download(self.stream)
         return host if greedy else sampler(host)

@@ -1,14 +1,13 @@
 """The TensorRT backend's KV cache: device buffers in the manifest's KV dtype, written in place, decode in a CUDA graph.
 
-- One buffer per cache tensor, sized for the request's capacity (`kv.request_capacity`, from the pipeline),
-  borrowed from the backend's `DevicePool` and returned on `close()` (the next request reuses them). The engine
-  reads a contiguous [B,H,slots,hd] view at the buffer's start, `slots` = `kv.bucket(length)` as on ONNX
-  Runtime; the engine returns only the new positions' keys/values, and one strided cudaMemcpy2DAsync per tensor
-  copies them into their slots. Those copies stay outside the captured graph: their destination moves one slot
-  every step, and a graph bakes addresses in.
-- Crossing a bucket re-lays each tensor out for the wider view (one 2D copy of its valid positions into a spare
-  buffer, which then takes its place: in-place moves would overlap). A cache without a capacity (chat sessions)
-  moves to a larger set of buffers when it fills.
+- The cache is a `DeviceKVCache` (device_cache.py, as on ONNX Runtime's GPU providers): one buffer per cache tensor
+  and a spare, sized for the request's capacity (`kv.request_capacity`, from the pipeline), borrowed from the
+  backend's `BufferPool` and returned on `close()` (the next request reuses them). The engine reads a contiguous
+  [B,H,slots,hd] view at each buffer's start, `slots` = `kv.bucket(length)`; the engine returns only the new
+  positions' keys/values, and one strided cudaMemcpy2DAsync per tensor copies them into their slots. Those copies
+  stay outside the captured graph: their destination moves one slot every step, and a graph bakes addresses in.
+  Crossing a bucket re-lays the cache out for the wider view (`kv.grow_view`: through the spare, or into a larger
+  set of buffers when a cache without a capacity, a chat session's, fills).
 - A prefill runs in chunks of `PREFILL_CHUNK` positions (causal attention: the same result as one pass), so its
   new keys/values never take as much memory as the cache itself; its inputs and outputs live in one buffer sized
   for the request's largest chunk (`prefill_layout`), freed when the decoder closes. (A step that wants every
@@ -32,15 +31,20 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .. import kv
-from ..manifest import Manifest, kv_input, kv_output
+from ..kv import kv_input
+from ..manifest import Manifest
 from ..pipelines.speculative import MAX_WINDOW
+from ..tensor_names import ATTENTION_MASK, HIDDEN_STATES, INPUTS_EMBEDS, POSITION_IDS
 from .base import KVDecoder, check_step, step_mask
-from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DevicePool, DeviceTensor, aligned, copy_rows, upload_rows
+from .cuda import CaptureFailed, CudaGraph, DeviceBuffer, DeviceTensor, aligned, copy_rows, staging_key, upload_rows
+from .device_cache import DeviceKVCache
+from .kv_host import BufferPool
 
 if TYPE_CHECKING:
     from .tensorrt import TrtGraph
@@ -49,18 +53,13 @@ log = logging.getLogger(__name__)
 
 
 PREFILL_CHUNK = 512  # positions per prefill pass: bounds the prefill's new keys/values (1B, 2 rows: 192 MiB)
-def prefill_layout(kv_outputs: list[str], kv_heads: int, head_dim: int, hidden: int, dtype: str | np.dtype,
-                   rows: int, positions: int, slots: int) -> dict[str, int]:
-    """A prefill chunk's buffer, tensor by tensor (each at a 256-byte aligned offset, in this order): hidden states
-    [rows, positions, hidden] (fp32), each KV output's new positions [rows, H, positions, hd], the mask
-    [rows, slots + positions] and position ids (int64), and the embeddings [rows, positions, hidden] (fp32)."""
-    new = aligned(int(rows) * int(kv_heads) * int(positions) * int(head_dim) * np.dtype(dtype).itemsize)
-    layout = {"hidden_states": aligned(int(rows) * int(positions) * int(hidden) * 4),
-              **{name: new for name in kv_outputs},
-              "attention_mask": aligned(int(rows) * (int(slots) + int(positions)) * 8),
-              "position_ids": aligned(int(rows) * int(positions) * 8),
-              "inputs_embeds": aligned(int(rows) * int(positions) * int(hidden) * 4)}
-    return layout
+
+
+def prefill_layout(model: kv.CacheDims, dtype: str | np.dtype, rows: int, positions: int,
+                   slots: int) -> dict[str, int]:
+    """A prefill chunk's buffer, tensor by tensor, each at a 256-byte aligned offset in this order: the decoder's
+    inputs and outputs for `positions` new positions on `slots` (`kv.decode_io_bytes`)."""
+    return {name: aligned(nbytes) for name, nbytes in kv.decode_io_bytes(model, dtype, rows, slots, positions).items()}
 
 
 def step_io_bytes(model: kv.CacheDims, dtype: str | np.dtype, rows: int, capacity: int,
@@ -70,8 +69,7 @@ def step_io_bytes(model: kv.CacheDims, dtype: str | np.dtype, rows: int, capacit
     `width` positions on `capacity` slots. Reserved when a request opens (a verify pass: its first pass)."""
     if width == 1:
         return kv.decode_io_bytes(model, dtype, rows, capacity)
-    return prefill_layout([kv_output(n) for n in kv.kv_names(model.num_layers)], model.num_kv_heads, model.head_dim,
-                          model.hidden_size, dtype, rows, width, capacity)
+    return prefill_layout(model, dtype, rows, width, capacity)
 
 
 def is_verify_pass(positions: int, cached: int, last_only: bool) -> bool:
@@ -81,100 +79,81 @@ def is_verify_pass(positions: int, cached: int, last_only: bool) -> bool:
 
 
 class TrtKVDecoder(KVDecoder):
-    def __init__(self, graph: "TrtGraph", manifest: Manifest, batch: int, capacity: int | None, pool: DevicePool,
+    cache: DeviceKVCache
+
+    def __init__(self, graph: "TrtGraph", manifest: Manifest, batch: int, capacity: int | None, pool: BufferPool,
                  registry: list):
         model = manifest.model
-        self.graph, self.pool, self.stream, self.registry = graph, pool, graph.stream, registry
+        self.graph, self.stream, self.registry = graph, graph.stream, registry
         self.batch, self.length, self.capacity = batch, 0, capacity
         self.max_context, self.hidden_size = manifest.limits.max_context, model.hidden_size
-        self.heads, self.head_dim, self.dtype = model.num_kv_heads, model.head_dim, np.dtype(manifest.kv_dtype)
-        self.names = model.kv_names
-        self.model = model
-        self.slots, self.allocated = kv.first_view(capacity, self.max_context)
-        self.buffers = pool.take([self._tensor_bytes(self.allocated)] * (len(self.names) + 1), self.stream)
+        self.model, self.dtype = model, np.dtype(manifest.kv_dtype)
+        self.cache = DeviceKVCache(pool, partial(copy_rows, stream=self.stream), model, manifest.kv_dtype, batch,
+                                   capacity, self.max_context)
+        output = kv.kv_form(manifest.kv_cache.form).output  # the in_place form (`build` refuses the others)
+        self.new_outputs = [(name, output(name)) for name in self.cache.names]  # (cache tensor, its new positions)
         self.cache_views: dict[str, DeviceTensor] | None = None
-        self.nbytes = len(self.buffers) * self._tensor_bytes(self.allocated)  # with the spare for bucket crossings
         self.prefill: DeviceBuffer | None = None  # the prefill's outputs, sized by the request
         self.step_graph: CudaGraph | None = None
         self.step_version: int | None = None
         self.mask_layout: tuple[int, ...] | None = None  # (slots, new positions, where) of the device mask
         self.captures = self.replays = 0  # decode steps and verify passes captured / replayed (tests, bench)
         self.step_width = 1  # positions per row the step buffers hold (a verify pass widens them)
+        # the pinned buffers its host inputs go up through (`trt_memory` counts them)
+        self.staging_keys = {name: staging_key(graph.name, name) for name in (ATTENTION_MASK, POSITION_IDS,
+                                                                              INPUTS_EMBEDS)}
         registry.append(self)
         self._reserve_step_io()
-
-    def _tensor_bytes(self, slots: int) -> int:
-        return kv.tensor_bytes(self.model, self.dtype, self.batch, slots)
 
     def _reserve_step_io(self) -> None:
         """Grows the decoder graph's IO buffers for a step of `step_width` positions at full capacity now, not while
         decoding."""
-        sizes = step_io_bytes(self.model, self.dtype, self.batch, self.allocated, self.step_width)
+        sizes = step_io_bytes(self.model, self.dtype, self.batch, self.cache.allocated, self.step_width)
         for name, nbytes in sizes.items():
             self.graph.buffer(name, nbytes)
 
     def device_memory_bytes(self) -> dict[str, int]:
         """What this decoder holds (its cache and spare, its prefill outputs), by `device_memory_bytes` category."""
-        return {"kv_cache": sum(b.nbytes for b in self.buffers[:-1]),
-                "kv_spare": self.buffers[-1].nbytes if self.buffers else 0,
+        buffers = self.cache.buffers
+        return {"kv_cache": sum(b.nbytes for b in buffers[:-1]), "kv_spare": buffers[-1].nbytes if buffers else 0,
                 "prefill_io": self.prefill.nbytes if self.prefill is not None else 0}
 
     def _cache_inputs(self) -> dict[str, DeviceTensor]:
-        """The cache tensors' [B,H,slots,hd] views, built once per layout (`_relayout` drops them), not per step."""
+        """The cache tensors' [B,H,slots,hd] views, built once per layout (`_reserve` drops them), not per step."""
         if self.cache_views is None:
-            shape = (self.batch, self.heads, self.slots, self.head_dim)
+            shape = tuple(self.cache.shape)
             self.cache_views = {kv_input(name): DeviceTensor(buffer, shape, self.dtype)
-                                for name, buffer in zip(self.names, self.buffers)}
+                                for name, buffer in zip(self.cache.names, self.cache.buffers)}
         return self.cache_views
 
-    def _relayout(self, slots: int, allocated: int) -> None:
-        """Moves every tensor's valid positions into a [B,H,slots,hd] layout (a larger set if `allocated` grew)."""
-        old_pitch, new_pitch = (s * self.head_dim * self.dtype.itemsize for s in (self.slots, slots))
-        valid, rows = self.length * self.head_dim * self.dtype.itemsize, self.batch * self.heads
-        if allocated > self.allocated:
-            targets = self.pool.take([self._tensor_bytes(allocated)] * len(self.buffers), self.stream)
-            for source, target in zip(self.buffers[:-1], targets[:-1]):  # the spare (last) holds nothing to keep
-                if valid:
-                    copy_rows(target.ptr, new_pitch, source.ptr, old_pitch, valid, rows, self.stream)
-            self.pool.give(self.buffers)
-            self.buffers, self.allocated = targets, allocated
-            self.nbytes = len(self.buffers) * self._tensor_bytes(allocated)
-        elif valid:
-            spare = self.buffers[-1]
-            for index in range(len(self.names)):
-                copy_rows(spare.ptr, new_pitch, self.buffers[index].ptr, old_pitch, valid, rows, self.stream)
-                spare, self.buffers[index] = self.buffers[index], spare
-            self.buffers[-1] = spare
-        self.slots, self.cache_views = slots, None
-
     def _reserve(self, needed: int) -> None:
-        if needed <= self.slots:
-            return
-        before = self.allocated
-        slots, allocated = kv.grow_view(needed, self.allocated, self.capacity is not None, self.max_context)
-        self._relayout(slots, allocated)
-        if self.allocated != before:
-            self._reserve_step_io()
+        """Widens the cache's view to `needed` slots (`DeviceKVCache.reserve`); step buffers follow its allocation."""
+        before = self.cache.allocated
+        if self.cache.reserve(needed, self.length):
+            self.cache_views = None
+            if self.cache.allocated != before:
+                self._reserve_step_io()
 
     def _mask(self, attention_mask: np.ndarray, seq: int, target: DeviceTensor) -> DeviceTensor:
         """The step's [B, slots + seq] mask at `target`, mirrored in pinned staging. If the device holds this
         decoder's mask of the same layout there, only the columns from the first changed one to the new positions
         go up (a decode step: the previous new position's column, the unused slots after it, the new one: at most
         a bucket + 1 columns per row, one 2D copy); otherwise the whole mask (one copy)."""
-        width = self.slots + seq
-        staging = self.stream.staging.buffer("decoder:attention_mask", self.batch * width * 8)
+        slots = self.cache.slots
+        width = slots + seq
+        staging = self.stream.staging.buffer(self.staging_keys[ATTENTION_MASK], self.batch * width * 8)
         mirror = staging.host((self.batch, width), np.dtype(np.int64))  # waits only if a copy may still read it
-        layout = (self.slots, seq, target.ptr, staging.ptr)
+        layout = (slots, seq, target.ptr, staging.ptr)
         first = 0
         if self.mask_layout == layout and self.graph.mask_owner is self:
             cached = self.length
             changed = np.flatnonzero((mirror[:, :cached] != attention_mask[:, :cached]).any(axis=0))
             first = int(changed[0]) if changed.size else cached
             mirror[:, first:cached] = attention_mask[:, first:cached]
-            mirror[:, cached:self.slots] = 0  # slots a `rewind` gave back may still say 1 here (uploaded below)
-            mirror[:, self.slots:] = attention_mask[:, cached:]
+            mirror[:, cached:slots] = 0  # slots a `rewind` gave back may still say 1 here (uploaded below)
+            mirror[:, slots:] = attention_mask[:, cached:]
         else:
-            mirror[...] = step_mask(attention_mask, self.length, self.slots)
+            mirror[...] = step_mask(attention_mask, self.length, slots)
             self.mask_layout, self.graph.mask_owner = layout, self
         upload_rows(target.ptr + first * 8, width * 8, staging, first * 8, width * 8, (width - first) * 8,
                     self.batch, self.stream)
@@ -195,7 +174,7 @@ class TrtKVDecoder(KVDecoder):
             hidden = self._prefill(inputs_embeds, start, end, attention_mask[:, :self.length + end - start],
                                    position_ids[:, start:end])
         if last_only:  # once per request: the last position of every row, into the step's buffer
-            last = DeviceTensor(self.graph.buffers["hidden_states"], (self.batch, 1, self.hidden_size), hidden.dtype)
+            last = DeviceTensor(self.graph.buffers[HIDDEN_STATES], (self.batch, 1, self.hidden_size), hidden.dtype)
             row, positions = self.hidden_size * hidden.dtype.itemsize, hidden.shape[1]
             copy_rows(last.ptr, row, hidden.ptr + (positions - 1) * row, positions * row, row, self.batch, self.stream)
             return last.download(self.stream)
@@ -206,31 +185,30 @@ class TrtKVDecoder(KVDecoder):
         graph, seq = self.graph, end - start
         places = self._prefill_places(seq)
         if isinstance(embeds, np.ndarray):
-            embeds = self._upload("inputs_embeds", places["inputs_embeds"], embeds[:, start:end])
+            embeds = self._upload(INPUTS_EMBEDS, places[INPUTS_EMBEDS], embeds[:, start:end])
         else:  # rows of a device tensor [B, S, D]: one 2D copy into the prefill buffer
-            row, place = self.hidden_size * embeds.dtype.itemsize, places["inputs_embeds"]
+            row, place = self.hidden_size * embeds.dtype.itemsize, places[INPUTS_EMBEDS]
             copy_rows(place.ptr, seq * row, embeds.ptr + start * row, embeds.shape[1] * row, seq * row, self.batch,
                       self.stream)
             embeds = DeviceTensor(place.buffer, (self.batch, seq, self.hidden_size), embeds.dtype, place.offset)
-        inputs = {"inputs_embeds": embeds, "attention_mask": self._mask(mask, seq, places["attention_mask"]),
-                  "position_ids": self._upload("position_ids", places["position_ids"], positions),
+        inputs = {INPUTS_EMBEDS: embeds, ATTENTION_MASK: self._mask(mask, seq, places[ATTENTION_MASK]),
+                  POSITION_IDS: self._upload(POSITION_IDS, places[POSITION_IDS], positions),
                   **self._cache_inputs()}
         outputs = graph.bind(inputs, {name: places[name] for name in graph.outputs})
         graph.execute()
         self._write_new(outputs, seq)
         self.length += seq
-        return outputs["hidden_states"]
+        return outputs[HIDDEN_STATES]
 
     def _upload(self, name: str, place: DeviceTensor, value: np.ndarray) -> DeviceTensor:
         value = np.ascontiguousarray(value, dtype=self.graph.dtypes[name])
-        place.buffer.upload(value, self.stream, f"decoder:{name}", place.offset)
+        place.buffer.upload(value, self.stream, self.staging_keys[name], place.offset)
         return DeviceTensor(place.buffer, tuple(value.shape), value.dtype, place.offset)
 
     def _prefill_places(self, seq: int) -> dict[str, DeviceTensor]:
         """Where a `seq`-position step's inputs and outputs go: this decoder's prefill buffer, exactly the size the
         first (largest) chunk needs (a larger later one replaces it), freed when the decoder closes."""
-        layout = prefill_layout([kv_output(n) for n in self.names], self.heads, self.head_dim, self.hidden_size,
-                                self.dtype, self.batch, seq, self.slots)
+        layout = prefill_layout(self.model, self.dtype, self.batch, seq, self.cache.slots)
         nbytes = sum(layout.values())
         if self.prefill is None or self.prefill.nbytes < nbytes:
             if self.prefill is not None:
@@ -247,16 +225,16 @@ class TrtKVDecoder(KVDecoder):
         graph, or binds, runs and captures it."""
         graph, seq = self.graph, inputs_embeds.shape[1]
         places = {name: DeviceTensor(graph.buffers[name], (), np.dtype(np.int64))
-                  for name in ("attention_mask", "position_ids", "inputs_embeds")}
-        inputs = {"attention_mask": self._mask(attention_mask, seq, places["attention_mask"]),
-                  "position_ids": self._upload("position_ids", places["position_ids"], position_ids),
+                  for name in (ATTENTION_MASK, POSITION_IDS, INPUTS_EMBEDS)}
+        inputs = {ATTENTION_MASK: self._mask(attention_mask, seq, places[ATTENTION_MASK]),
+                  POSITION_IDS: self._upload(POSITION_IDS, places[POSITION_IDS], position_ids),
                   # on the device already: bound where it lies (a stable address in the decode loop: no recapture)
-                  "inputs_embeds": self._upload("inputs_embeds", places["inputs_embeds"], inputs_embeds)
+                  INPUTS_EMBEDS: self._upload(INPUTS_EMBEDS, places[INPUTS_EMBEDS], inputs_embeds)
                   if isinstance(inputs_embeds, np.ndarray) else inputs_embeds, **self._cache_inputs()}
         outputs = self._run_step(inputs)
         self._write_new(outputs, seq)
         self.length += seq
-        return outputs["hidden_states"]
+        return outputs[HIDDEN_STATES]
 
     def _run_step(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
         """Replays the step's CUDA graph, or binds, runs and captures it (one graph: a new bucket, S or binding
@@ -282,11 +260,7 @@ class TrtKVDecoder(KVDecoder):
 
     def _write_new(self, outputs: dict[str, DeviceTensor], seq: int) -> None:
         """The new positions' keys/values [B,H,seq,hd] into slots length..length+seq-1 of every tensor."""
-        width = self.head_dim * self.dtype.itemsize
-        row, pitch, offset = seq * width, self.slots * width, self.length * width
-        for name, buffer in zip(self.names, self.buffers):
-            new = outputs[kv_output(name)]
-            copy_rows(buffer.ptr + offset, pitch, new.ptr, row, row, self.batch * self.heads, self.stream)
+        self.cache.write({name: outputs[output].ptr for name, output in self.new_outputs}, self.length, seq)
 
     def drop_step_graph(self) -> None:
         if self.step_graph is not None:
@@ -295,9 +269,8 @@ class TrtKVDecoder(KVDecoder):
 
     def close(self) -> None:
         self.drop_step_graph()
-        if self.buffers:
-            self.pool.give(self.buffers)
-            self.buffers, self.cache_views = [], None
+        self.cache.release()
+        self.cache_views = None
         if self.prefill is not None:
             self.stream.synchronize()
             self.prefill.free()

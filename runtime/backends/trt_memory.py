@@ -27,6 +27,8 @@ import numpy as np
 
 from .. import kv
 from ..manifest import Manifest
+from ..tensor_names import ATTENTION_MASK, CFG_SAMPLER, CFG_WEIGHT, INPUTS_EMBEDS, POSITION_IDS
+from .cuda import DOWNLOAD, staging_key
 from .engine_manifest import EngineManifest
 from .trt_decoder import PREFILL_CHUNK, prefill_layout, step_io_bytes
 
@@ -42,19 +44,26 @@ def _bytes(manifest: Manifest, graph: str, tensor: str, dims: dict[str, int]) ->
 
 
 def _calls(manifest: Manifest, kind: str, images: int, rows: int, prompt: int,
-           window: int) -> list[tuple[str, dict, set[str]]]:
+           window: int) -> list[tuple[str, dict, list[str]]]:
     """(graph, dims, tensors with a buffer of their own: outputs and host-uploaded inputs) per call, in order;
     generation's token steps are `window` positions wide (1: the plain loop; the head's hidden states come up from
-    the host once, after the prefill, one position per row)."""
+    the host once, after the prefill, one position per row). Each of these graphs has one input and one output."""
+    def io(graph: str, dims: dict, inputs: bool = True, outputs: bool = True) -> tuple[str, dict, list[str]]:
+        spec = manifest.graphs[graph]
+        return graph, dims, [spec.inputs[0].name] * inputs + [spec.outputs[0].name] * outputs
+
     if kind == "understanding":
-        return [("vision_encoder", {"batch": images}, {"pixel_values", "image_embeds"}),
-                ("text_embedding", {"batch": 1, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
-                ("lm_head", {"batch": 1, "sequence": 1}, {"hidden_states", "logits"})]
-    return [("text_embedding", {"batch": rows, "sequence": prompt}, {"input_ids", "inputs_embeds"}),
-            ("generation_head", {"batch": rows, "sequence": 1}, {"hidden_states"}),
-            ("generation_head", {"batch": rows, "sequence": window}, {"logits"}),
-            ("generation_embedding", {"batch": rows, "sequence": window}, {"image_ids", "inputs_embeds"}),
-            ("vq_decoder", {"batch": 1}, {"image_ids", "pixels"})]
+        return [io("vision_encoder", {"batch": images}), io("text_embedding", {"batch": 1, "sequence": prompt}),
+                io("lm_head", {"batch": 1, "sequence": 1})]
+    return [io("text_embedding", {"batch": rows, "sequence": prompt}),
+            io("generation_head", {"batch": rows, "sequence": 1}, outputs=False),
+            io("generation_head", {"batch": rows, "sequence": window}, inputs=False),
+            io("generation_embedding", {"batch": rows, "sequence": window}), io("vq_decoder", {"batch": 1})]
+
+
+def _output_bytes(manifest: Manifest, graph: str, dims: dict[str, int]) -> int:
+    """The output of a graph of one output, as the call with `dims` returns it."""
+    return _bytes(manifest, graph, manifest.graphs[graph].outputs[0].name, dims)
 
 
 def sampler_bytes(rows: int, vocab: int, cfg: bool) -> int:
@@ -72,7 +81,6 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
     context = min(int(context), manifest.limits.max_context)
     fixed = {"engines": sum(e.engine_bytes for e in engines.engines.values()),
              "scratch": max(e.device_memory_bytes for e in engines.engines.values())}
-    kv_outputs = [kv.kv_output(n) for n in kv.kv_names(model.num_layers)]
     result = {}
     # JanusFlow's flow request is not modelled from engines yet: its engine directories plan understanding only
     for kind in ("understanding", "generation") if "generation_head" in manifest.graphs else ("understanding",):
@@ -83,34 +91,35 @@ def request_memory(manifest: Manifest, engines: EngineManifest, images: int, con
         width = (window or 1) if kind == "generation" else 1
         step = step_io_bytes(model, dtype, rows, capacity, width)
         chunk = min(prompt, PREFILL_CHUNK)
-        prefill = prefill_layout(kv_outputs, model.num_kv_heads, model.head_dim, model.hidden_size, dtype, rows,
-                                 chunk, slots)
+        prefill = prefill_layout(model, dtype, rows, chunk, slots)
         io, staging = 0, {}
         for graph, dims, owned in _calls(manifest, kind, images, rows, prompt, width):
             for tensor in owned:
                 nbytes = _bytes(manifest, graph, tensor, dims)
                 io += nbytes
                 if tensor in {t.name for t in manifest.graphs[graph].inputs}:
-                    staging[f"{graph}:{tensor}"] = nbytes
+                    staging[staging_key(graph, tensor)] = nbytes
         cfg = kind == "generation"
         speculative = cfg and window is not None  # the host samples from the head's logits: no sampler engine
         if not speculative:
             io += sampler_bytes(rows, manifest.model.codebook_size if cfg else manifest.model.vocab_size, cfg)
         downloads = [rows * model.hidden_size * 4, rows * 8]
         if kind == "understanding":  # the vision encoder's and text embedding's outputs are spliced on the host
-            downloads += [_bytes(manifest, "vision_encoder", "image_embeds", {"batch": images}),
-                          _bytes(manifest, "text_embedding", "inputs_embeds", {"batch": 1, "sequence": prompt})]
+            downloads += [_output_bytes(manifest, "vision_encoder", {"batch": images}),
+                          _output_bytes(manifest, "text_embedding", {"batch": 1, "sequence": prompt})]
         else:
-            downloads.append(_bytes(manifest, "vq_decoder", "pixels", {"batch": 1}))
+            downloads.append(_output_bytes(manifest, "vq_decoder", {"batch": 1}))
             if speculative:  # every window position's logits come down to the host
-                downloads.append(_bytes(manifest, "generation_head", "logits", {"batch": rows, "sequence": width}))
-        staging.update({"download": max(downloads),
-                        "decoder:attention_mask": rows * max(slots + chunk, capacity + width) * 8,
-                        "decoder:position_ids": rows * max(chunk, width) * 8})
-        if kind == "understanding":
-            staging["decoder:inputs_embeds"] = rows * chunk * model.hidden_size * 4
+                downloads.append(_output_bytes(manifest, "generation_head", {"batch": rows, "sequence": width}))
+        staging[DOWNLOAD] = max(downloads)
+        chunk_inputs = kv.decode_io_bytes(model, dtype, rows, slots, chunk)
+        step_inputs = kv.decode_io_bytes(model, dtype, rows, capacity, width)
+        for name in (ATTENTION_MASK, POSITION_IDS):  # one staging buffer each: a prefill chunk's or a step's
+            staging[staging_key("decoder", name)] = max(chunk_inputs[name], step_inputs[name])
+        if kind == "understanding":  # the prompt's embeddings go up too (a generation's stay on the device)
+            staging[staging_key("decoder", INPUTS_EMBEDS)] = chunk_inputs[INPUTS_EMBEDS]
         elif not speculative:
-            staging["cfg_weight"] = 4
+            staging[staging_key(CFG_SAMPLER, CFG_WEIGHT)] = 4
         result[kind] = {**fixed, "kv_cache": kv.cache_bytes(model, dtype, rows, capacity),
                         "kv_spare": kv.spare_bytes(model, dtype, rows, capacity), "step_io": sum(step.values()),
                         "prefill_io": sum(prefill.values()), "io": io, "staging": sum(staging.values())}

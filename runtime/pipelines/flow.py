@@ -22,6 +22,7 @@ from ..images import to_uint8
 from ..manifest import Manifest
 from ..prompts import PromptBuilder
 from ..kv import request_capacity
+from ..tensor_names import HIDDEN_STATES, INPUTS_EMBEDS, LATENTS, SKIP, TIME_EMBEDDING, TIMESTEPS, VELOCITY
 from .generate import GeneratedImages
 from .requests import StopCallback, check_stop
 
@@ -87,7 +88,7 @@ class FlowPipeline:
         timings["flow_s"] = time.perf_counter() - start
         timings["flow_ms_per_step"] = timings["flow_s"] / steps * 1e3
         start = time.perf_counter()
-        pixels = np.concatenate([self.backend.run("vae_decoder", latents=z[i:i + 1])["pixels"] for i in range(n)])
+        pixels = np.concatenate([self.backend.apply("vae_decoder", z[i:i + 1]) for i in range(n)])
         timings["vae_decode_s"] = time.perf_counter() - start
         return FlowImages([Image.fromarray(a) for a in to_uint8(pixels)], np.zeros((n, 0), np.int64), pixels, timings,
                           latents=z)
@@ -103,10 +104,10 @@ class FlowPipeline:
             t = round_to(np.full(2 * n, step / steps * self.settings.time_scale, np.float32),
                          self.settings.schedule_dtype)
             check_stop(should_stop)
-            encoded = self.backend.run("flow_encoder", latents=np.concatenate([z, z]), timesteps=t)
-            hidden = decoder.step(encoded["inputs_embeds"], flow_mask, positions)
-            v = self.backend.run("flow_decoder", hidden_states=hidden, skip=encoded["skip"],
-                                 time_embedding=encoded["time_embedding"])["velocity"]
+            encoded = self.backend.run("flow_encoder", **{LATENTS: np.concatenate([z, z]), TIMESTEPS: t})
+            hidden = decoder.step(encoded[INPUTS_EMBEDS], flow_mask, positions)
+            v = self.backend.run("flow_decoder", **{HIDDEN_STATES: hidden, SKIP: encoded[SKIP],
+                                                    TIME_EMBEDDING: encoded[TIME_EMBEDDING]})[VELOCITY]
             z = z + dt * (cfg_weight * v[:n] - (cfg_weight - 1.0) * v[n:])
             decoder.rewind(prompt)
             if progress:

@@ -28,9 +28,9 @@ from .speculative import SpeculativeDecoder
 
 @dataclass
 class GeneratedImages:
-    images: list  # PIL images, 384x384 RGB
-    tokens: np.ndarray  # [n, 576] image token ids (row-major 24x24 grid)
-    pixels: np.ndarray  # [n, 3, 384, 384] VQ decoder output in [-1, 1]
+    images: list  # PIL images, RGB, `ModelInfo.image_size` square
+    tokens: np.ndarray  # [n, num_image_tokens] image token ids (a row-major square grid)
+    pixels: np.ndarray  # [n, 3, image_size, image_size] VQ decoder output in [-1, 1]
     timings: dict[str, float] = field(default_factory=dict)
     speculative: dict | None = None  # with speculative decoding: passes and tokens per pass (SpeculativeStats)
 
@@ -77,8 +77,7 @@ class GenerationPipeline:
         timings["decoder_passes"] = stats.passes if stats else steps - 1  # after the prefill
         timings["decode_ms_per_pass"] = timings["decode_s"] / max(timings["decoder_passes"], 1) * 1e3
         start = time.perf_counter()
-        pixels = np.concatenate([self.backend.run("vq_decoder", image_ids=tokens[i:i + 1])["pixels"]
-                                 for i in range(n)])
+        pixels = np.concatenate([self.backend.apply("vq_decoder", tokens[i:i + 1]) for i in range(n)])
         timings["vq_decode_s"] = time.perf_counter() - start
         images = [Image.fromarray(array) for array in to_uint8(pixels)]
         return GeneratedImages(images, tokens, pixels, timings, stats.summary() if stats else None)
@@ -105,7 +104,7 @@ class GenerationPipeline:
         steps, rows = self.manifest.generation.image_tokens, decoder.batch
 
         def distributions(hidden) -> np.ndarray:
-            logits = self.backend.run("generation_head", hidden_states=hidden)["logits"]
+            logits = self.backend.apply("generation_head", hidden)
             half = rows // 2
             return sampler.probabilities(logits[half:] + cfg_weight * (logits[:half] - logits[half:]))
 

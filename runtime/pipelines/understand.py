@@ -149,7 +149,7 @@ class UnderstandingPipeline:
 
     def embed(self, ids: np.ndarray, pixels: list[np.ndarray]) -> np.ndarray:
         """Token embeddings [B,S,D] with the vision encoder's output written over the image-token positions."""
-        embeds = self.backend.run("text_embedding", input_ids=ids)["inputs_embeds"]
+        embeds = self.backend.apply("text_embedding", ids)
         slots = image_slots(ids, self.manifest, len(pixels))
         if pixels:
             embeds[slots] = self._encode_images(np.stack(pixels)).reshape(-1, embeds.shape[-1])
@@ -157,6 +157,5 @@ class UnderstandingPipeline:
 
     def _encode_images(self, pixels: np.ndarray) -> np.ndarray:
         chunk = max(1, self.manifest.limits.max_batch // 2)  # the images a generation request may hold
-        parts = [self.backend.run("vision_encoder", pixel_values=pixels[i:i + chunk])["image_embeds"]
-                 for i in range(0, len(pixels), chunk)]
+        parts = [self.backend.apply("vision_encoder", pixels[i:i + chunk]) for i in range(0, len(pixels), chunk)]
         return np.concatenate(parts)
