@@ -31,13 +31,12 @@ from janus_edge.export.tensorrt.targets import GIB, TARGETS, Target, build_peak_
 from janus_edge.runtime import kv
 from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.backends.trt_decoder import PREFILL_CHUNK, prefill_layout, step_io_bytes
-from janus_edge.runtime.manifest import ModelInfo, kv_output
+from janus_edge.runtime.manifest import ModelInfo
 from janus_edge.runtime.pipelines.speculative import MAX_WINDOW
 from janus_edge.runtime.profiles import TYPICAL_TEXT_PROMPT
 
 W4_BLOCK = 128
 SMALLEST = "int8,w4,fp16"  # every graph reduced: the last precision a suggestion tries
-ARCHITECTURE = family_named("janus-pro").required  # the fields a Janus-Pro description needs to be planned
 
 
 def bytes_per_weight(scheme: str) -> float:
@@ -110,8 +109,7 @@ def prefill_bytes(d: ModelInfo, kv_dtype: str, rows: int, positions: int, contex
     chunk of at most `PREFILL_CHUNK` positions (a pass that wants every hidden state, `chunked` False, is one)."""
     slots = min(kv.bucket(positions), context)
     chunk = min(positions, PREFILL_CHUNK) if chunked else positions
-    return sum(prefill_layout([kv_output(n) for n in d.kv_names], d.num_kv_heads, d.head_dim, d.hidden_size,
-                              kv_dtype, rows, chunk, slots).values())
+    return sum(prefill_layout(d, kv_dtype, rows, chunk, slots).values())
 
 
 def compute_kind(chosen: Precision, graph: str) -> str:

@@ -43,11 +43,12 @@ def modelled_effect(manifest, passes: int, window: int) -> dict:
     `passes` + 1 steps (the first token comes with the prefill). Empty where `plan` cannot size the export (kv8,
     JanusFlow, older manifests without the architecture)."""
     from janus_edge.export.tensorrt.targets import TARGETS
-    from janus_edge.plan import ARCHITECTURE, make_plan, pass_floors_s
+    from janus_edge.export.families import family_named
+    from janus_edge.plan import make_plan, pass_floors_s
     from janus_edge.runtime.errors import JanusEdgeError
 
     model, tokens = manifest.model, manifest.model.num_image_tokens
-    if manifest.flow is not None or any(getattr(model, name) is None for name in ARCHITECTURE):
+    if manifest.flow is not None or family_named(model.family).missing(model):
         return {}
     effect = {}
     for name in MODEL_TARGETS:

@@ -12,9 +12,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from janus_edge.export.tensorrt.sampler_graph import sampler_graph
     from janus_edge.export.tensorrt.check import VERSIONS, check_export, format_findings
+    from janus_edge.runtime.tensor_names import SAMPLERS
 
     versions = tuple(args.trt_version or VERSIONS)
-    samplers = {"sampler": sampler_graph(cfg=False), "cfg_sampler": sampler_graph(cfg=True)}
+    samplers = {name: sampler_graph(cfg=cfg) for name, cfg in SAMPLERS.items()}
     findings = check_export(args.export_dir, versions, samplers)
     print(format_findings(findings, versions))
     return 1 if any(f.severity == "error" for f in findings) else 0
