@@ -75,13 +75,11 @@ class Report:
                          f"{self.export['engines']}{' (built now)' if self.export['built'] else ''}")
         width = max((len(check.name) for check in self.checks), default=0)
         lines += [f"  {check.status.upper():7} {check.name:{width}}  {check.summary}" for check in self.checks]
-        if self.timing:
-            t = self.timing
+        if t := self.timing:
             lines.append(f"timing: prefill {t['prefill_tokens']} tokens x {t['rows']} rows {t['prefill_ms']:.1f} ms; "
                          f"decode step (CFG, {t['rows']} rows, head and sampler included) {t['decode_step_ms']:.2f} "
                          f"ms median of {t['decode_steps']}")
-        if self.memory:
-            mem = self.memory
+        if mem := self.memory:
             planned = mem["planned_bytes"]
             lines.append(f"device memory: engines {_mib(mem['engines_bytes'])}, request {_mib(mem['request_bytes'])}"
                          f" (total {_mib(mem['total_bytes'])}); plan: "
