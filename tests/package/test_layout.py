@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"runtime": "janus_edge.runtime", "export": "janus_edge.export", "calibration": "janus_edge.calibration"}
 ALLOWED = {"runtime": ("janus_edge.runtime",),
            "export": ("janus_edge.runtime", "janus_edge.export"),

@@ -365,7 +365,7 @@ def test_bench_rows_follow_the_schema_and_count_passes(runtime):
 
 
 def test_cli_generate_speculative_prints_its_passes_and_refuses_a_bad_window(export_hf, tmp_path):
-    from conftest import run_cli
+    from cli_helpers import run_cli
 
     result = run_cli("generate", export_hf, "--prompt", PROMPT, "-n", "1", "--temperature", "0", "--speculative",
                      "gumbel", "--window", "2", "--out", tmp_path / "out", check_code=0)
