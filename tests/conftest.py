@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny checkpoints in both formats and their exports, made once per test session."""
+"""Shared fixtures, each made once per test session and visible to every test under tests/: the tiny checkpoints in
+both formats, their exports, calibrations and stand-in engines, and the wheel. Helper functions are in tests/helpers/."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 
 Every case must end in a typed user error (a `JanusEdgeError` subclass, never `InternalError`) whose message
 names the problem and a fix; from the CLI: exit code 2, exactly one stderr line, no traceback, and nothing new
-under the test's directory (no output or half-written staging directory). tests/test_runtime_errors.py holds
+under the test's directory (no output or half-written staging directory). tests/runtime/test_runtime_errors.py holds
 further cases (a text file named .png, missing graph files, n over the exported max batch, max_new_tokens 0,
-a conversation without a question); tests/test_tensorrt_standin.py the refusals of foreign or broken engines.
+a conversation without a question); tests/tensorrt/test_tensorrt_standin.py the refusals of foreign or broken engines.
 """
 
 from __future__ import annotations

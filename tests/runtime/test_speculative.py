@@ -6,7 +6,7 @@
   second-order chain over 4 tokens, filtered by the real Sampler), its per-position and adjacent-pair histograms pass
   a chi-square test against the exact marginals, and the same test fails with "accept always".
 - A rewound cache is the cache of a run that never saw the rejected positions (read back from the buffers).
-- The acceptance step reproduces junhyukso/SCD's own code on a saved vector (tests/data/scd_acceptance.json).
+- The acceptance step reproduces junhyukso/SCD's own code on a saved vector (tests/runtime/data/scd_acceptance.json).
 """
 
 from __future__ import annotations

@@ -297,7 +297,7 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
     from janus_edge.export.tensorrt.targets import TARGETS
     from janus_edge.plan import make_plan
 
-    engines = standin_engines if precision == "fp32" else standin_fp16_engines[0]
+    engines = standin_engines if precision == "fp32" else standin_fp16_engines
     with standin_imports():
         from cuda.bindings import runtime as cudart
 
