@@ -11,6 +11,7 @@ module (nor conftest.py: pytest would then hold a second copy of its fixtures, a
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,12 @@ def test_each_test_module_sits_in_its_stage_folder_and_imports_no_other_test_mod
                for name in imported_modules(path.read_text(encoding="utf-8"), path.stem, False)
                if name.split(".")[0].startswith("test_") or name.split(".")[0] in ("conftest", "tests")}
     assert len(modules) > 20 and not imports, sorted(imports)
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "cuda"])
+def test_no_test_folder_is_on_the_import_path_as_a_library(name):
+    """tests/tensorrt/ and the stand-in's packages (tests/standin/) must never answer `import tensorrt` or `import cuda`
+    outside `standin_imports()`: pytest imports test modules without adding their folders to sys.path."""
+    spec = importlib.util.find_spec(name)
+    locations = [spec.origin] if spec and spec.origin else list(spec.submodule_search_locations) if spec else []
+    assert not [place for place in locations if TESTS in Path(place).resolve().parents], locations
