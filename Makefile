@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 TRT_STUBS_VERSION := 10.13.0.35.1
 TYPING := .typing/tensorrt_stubs-$(TRT_STUBS_VERSION).dist-info
 
-.PHONY: install triton-env demo test test-slow gpu-check gpu-install clean
+.PHONY: install triton-env demo test test-network test-slow gpu-check gpu-install clean
 
 install: $(STAMP) $(TYPING)
 
@@ -48,8 +48,14 @@ $(TRITON_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/janus-edge demo --out out/demo
 
+# Every test but the `slow` and `network` ones (pyproject's addopts), grouped by stage under tests/ (README "Tests").
 test: $(STAMP) $(TRITON_STAMP) $(TYPING)
 	$(PY) -m pytest -q
+
+# The tests that ask the package index (pins resolving for GPU machines, the wheel installed into fresh venvs, the
+# gpu-check venv); each skips when the index cannot be reached. Out of `make test`; CI may run it too.
+test-network: $(STAMP)
+	$(PY) -m pytest -q -m network
 
 # Full-size runs (Janus-Pro-1B config with random weights): minutes and ~20 GB of RAM; not in CI.
 test-slow: $(STAMP)

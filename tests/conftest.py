@@ -1,11 +1,12 @@
-"""Shared fixtures: tiny checkpoints in both formats and their exports, made once per test session."""
+"""Shared fixtures, each made once per test session and visible to every test under tests/: the tiny checkpoints in
+both formats, their exports, calibrations and stand-in engines, and the wheel. Helper functions are in tests/helpers/."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
+from calibration_schemes import SCHEMES
+from fresh_venv import build_wheel
+from standin_env import build_standin_engines, standin_imports
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +67,6 @@ def runtime(export_hf):
     return JanusRuntime.load(export_hf)
 
 
-def run_cli(*args: str, check_code: int | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "janus_edge", *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
-    if check_code is not None:
-        assert result.returncode == check_code, result.stdout + result.stderr
-    return result
-
-
 @pytest.fixture(scope="session", params=["in_place", "ort_gqa"])
 def form_runtime(request, runtime):
     """The runtime over each KV cache form's export: parity must hold token for token for both."""
@@ -86,13 +79,28 @@ def form_runtime(request, runtime):
 
 @pytest.fixture(scope="session")
 def standin_engines(tmp_path_factory, export_hf):
-    """The tiny export's engines built on the TensorRT stand-in (tests/standin_env.py), shared by every test module."""
-    from standin_env import build_standin_engines
-
+    """The tiny export's engines built on the TensorRT stand-in (tests/helpers/standin_env.py: its default machine,
+    TensorRT 10.3 on an H100), shared by every test module."""
     return build_standin_engines(export_hf, tmp_path_factory.mktemp("standin"))
 
 
-SCHEMES = ["int8", "w8", "w4", "fp16", "int8,w4", "fp16,w4"]  # the calibrated exports every precision test reads
+@pytest.fixture(scope="session")
+def standin_fp16_engines(tmp_path_factory, export_fp16):
+    """The fp16 export's engines on the same stand-in machine."""
+    return build_standin_engines(export_fp16, tmp_path_factory.mktemp("standin-fp16"))
+
+
+@pytest.fixture(scope="session")
+def small_standin_engines(tmp_path_factory, export_hf):
+    """Stand-in engines for one image and a 1024-token context, as `janus-edge build --images 1 --context 1024`
+    makes them."""
+    out = tmp_path_factory.mktemp("standin-small")
+    with standin_imports():
+        from janus_edge.export.tensorrt.build import build
+
+        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), images=1, context=1024,
+              log=lambda m: None)
+    return out / "engines"
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +136,9 @@ def flow_runtime(flow_export):
     from janus_edge.runtime import JanusRuntime
 
     return JanusRuntime.load(flow_export)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory):
+    """The package's wheel, built once (tests/helpers/fresh_venv.py)."""
+    return build_wheel(tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("wheel"))

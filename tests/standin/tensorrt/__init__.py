@@ -1,6 +1,7 @@
 """TEST-ONLY STAND-IN for TensorRT's Python API (the subset janus-edge calls); see tests/standin/README.md.
 
-Names and parameter names follow TensorRT 10 (checked against tensorrt-stubs by tests/test_tensorrt_standin.py).
+Names and parameter names follow TensorRT 10 (checked against tensorrt-stubs by
+tests/tensorrt/test_tensorrt_standin.py).
 Building an "engine" validates the network and the profiles as TensorRT does and serialises the ONNX graph with
 a header (TensorRT version, GPU, profiles, IO tensors); running it uses ONNX Runtime on the CPU.
 """

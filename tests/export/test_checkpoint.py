@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import run_cli
+from cli_helpers import run_cli
 from janus_edge.export import original_format
 from janus_edge.export.checkpoint import load_checkpoint
 from janus_edge.runtime.errors import CheckpointError

@@ -3,16 +3,20 @@
 runtime/ imports nothing else of ours; export/ (with its TensorRT stage, export/tensorrt/) imports only the runtime;
 calibration/ imports the runtime and export. Read from the sources' import statements (relative ones resolved), so
 an import inside a function counts as much as one at the top.
+
+The tests follow the same stages: each test module sits in its stage's folder under tests/ and imports no other test
+module (nor conftest.py: pytest would then hold a second copy of its fixtures, and a session fixture runs twice).
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = {"runtime": "janus_edge.runtime", "export": "janus_edge.export", "calibration": "janus_edge.calibration"}
 ALLOWED = {"runtime": ("janus_edge.runtime",),
            "export": ("janus_edge.runtime", "janus_edge.export"),
@@ -63,3 +67,28 @@ def test_the_check_sees_absolute_relative_and_local_imports():
     assert violations("runtime", "from ..plan import make_plan\n", "janus_edge.runtime.api") == [
         "janus_edge.plan", "janus_edge.plan.make_plan"]
     assert violations("export", "from .tensorrt.targets import TARGETS\n", "janus_edge.export.exporter") == []
+
+
+TESTS = ROOT / "tests"
+# Where a test module goes: the stage it tests, the tools on top, packaging, or the stand-in's self-tests.
+TEST_FOLDERS = {"export", "runtime", "calibration", "tensorrt", "serve", "tools", "package", "standin"}
+
+
+def test_each_test_module_sits_in_its_stage_folder_and_imports_no_other_test_module():
+    modules = sorted(TESTS.rglob("test_*.py"))
+    misplaced = [str(path.relative_to(TESTS)) for path in modules if path.parent.parent != TESTS
+                 or path.parent.name not in TEST_FOLDERS]
+    assert not misplaced, f"test modules outside tests/{{{','.join(sorted(TEST_FOLDERS))}}}/: {misplaced}"
+    imports = {f"{path.relative_to(TESTS)}: {name}" for path in sorted(TESTS.rglob("*.py"))
+               for name in imported_modules(path.read_text(encoding="utf-8"), path.stem, False)
+               if name.split(".")[0].startswith("test_") or name.split(".")[0] in ("conftest", "tests")}
+    assert len(modules) > 20 and not imports, sorted(imports)
+
+
+@pytest.mark.parametrize("name", ["tensorrt", "cuda"])
+def test_no_test_folder_is_on_the_import_path_as_a_library(name):
+    """tests/tensorrt/ and the stand-in's packages (tests/standin/) must never answer `import tensorrt` or `import cuda`
+    outside `standin_imports()`: pytest imports test modules without adding their folders to sys.path."""
+    spec = importlib.util.find_spec(name)
+    locations = [spec.origin] if spec and spec.origin else list(spec.submodule_search_locations) if spec else []
+    assert not [place for place in locations if TESTS in Path(place).resolve().parents], locations

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import triton_server
-from conftest import run_cli
+from cli_helpers import run_cli
 from serve_helpers import png_bytes
 
 pytestmark = pytest.mark.skipif(triton_server.missing() is not None, reason=str(triton_server.missing()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -14,19 +14,13 @@ import pytest
 from standin_env import standin_imports
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
-CONTEXT = 1024
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory, export_hf):
-    """Engines for one image and a 1024-token context, as `janus-edge build --images 1 --context 1024` makes them."""
-    out = tmp_path_factory.mktemp("trt-memory")
-    with standin_imports():
-        from janus_edge.export.tensorrt.build import build
-
-        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "timing.cache"), images=1,
-              context=CONTEXT, log=lambda m: None)
-    return out / "engines"
+def engines(small_standin_engines):
+    """Engines for one image and a 1024-token context, as `janus-edge build --images 1 --context 1024`
+    makes them: the session's (tests/conftest.py)."""
+    return small_standin_engines
 
 
 class Meter:

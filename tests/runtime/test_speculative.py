@@ -6,7 +6,7 @@
   second-order chain over 4 tokens, filtered by the real Sampler), its per-position and adjacent-pair histograms pass
   a chi-square test against the exact marginals, and the same test fails with "accept always".
 - A rewound cache is the cache of a run that never saw the rejected positions (read back from the buffers).
-- The acceptance step reproduces junhyukso/SCD's own code on a saved vector (tests/data/scd_acceptance.json).
+- The acceptance step reproduces junhyukso/SCD's own code on a saved vector (tests/runtime/data/scd_acceptance.json).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def test_bench_rows_follow_the_schema_and_count_passes(runtime):
 
 
 def test_cli_generate_speculative_prints_its_passes_and_refuses_a_bad_window(export_hf, tmp_path):
-    from conftest import run_cli
+    from cli_helpers import run_cli
 
     result = run_cli("generate", export_hf, "--prompt", PROMPT, "-n", "1", "--temperature", "0", "--speculative",
                      "gumbel", "--window", "2", "--out", tmp_path / "out", check_code=0)

@@ -13,7 +13,7 @@ import pytest
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import JanusEdgeError
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 
 def test_the_cache_feeds_only_group_query_attention_and_is_its_present(export_gqa):

@@ -4,61 +4,28 @@ no torch/transformers/onnx, a PyTorch command naming its extra), and export (tin
 
 The wheel is built once from a copy of the package sources (no stale build/ can hide a missing package) with the
 dev set's setuptools. The venvs install from the package index as `make install` does (torch: the local CPU wheel);
-the tests skip, with pip's last line, when the index cannot be reached. About 3 minutes, mostly installing torch.
+the tests skip, with pip's last line, when the index cannot be reached. About 3 minutes, mostly installing torch:
+marked `network`, out of `make test`, in `make test-network`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from cli_helpers import run_cli
+from fresh_venv import fresh_venv
+from package_facts import EXTERNAL, ROOT, SOURCE_DIRS, groups, third_party_imports
 from packaging.utils import canonicalize_name
 from PIL import Image
-from test_install import DISTRIBUTIONS, EXTERNAL, INDEX_UNREACHABLE, ROOT, SOURCE_DIRS, groups, third_party_imports
 
 from janus_edge import __version__
-
-
-def _pip(python: Path | str, *args: str | Path) -> None:
-    result = subprocess.run([str(python), "-m", "pip", *map(str, args)], capture_output=True, text=True, timeout=600)
-    if result.returncode != 0 and any(w in result.stderr for w in INDEX_UNREACHABLE):
-        pytest.skip(f"the package index is unreachable: {result.stderr.strip().splitlines()[-1]}")
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source)
-    for directory in SOURCE_DIRS.values():
-        shutil.copytree(ROOT / directory, source / directory, ignore=shutil.ignore_patterns("__pycache__"))
-    out = tmp_path_factory.mktemp("wheel")
-    _pip(sys.executable, "wheel", "--quiet", "--no-deps", "--no-build-isolation", "--wheel-dir", out, source)
-    (built,) = out.glob("*.whl")
-    return built
-
-
-@contextlib.contextmanager
-def _venv(tmp_path_factory, role: str, wheel: Path) -> Iterator[Path]:
-    """A fresh venv with the wheel and one extra installed (its bin/), removed afterwards (the export one is 1.7 GB)."""
-    venv = tmp_path_factory.mktemp(role) / "venv"
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-        _pip(venv / "bin" / "python", "install", "--quiet", "--no-compile", f"{wheel}[{role}]")
-        yield venv / "bin"
-    finally:
-        shutil.rmtree(venv, ignore_errors=True)
+from janus_edge.cli import DISTRIBUTIONS
 
 
 IMPORT_ALL = "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]"
@@ -89,8 +56,9 @@ def test_the_wheel_holds_every_module_and_data_file_and_the_one_version(wheel):
     assert version_line is None, "pyproject.toml states the version again: it is read from janus_edge.__version__"
 
 
+@pytest.mark.network  # installs from the package index
 def test_runtime_role_understands_and_generates_without_torch(wheel, export_hf, tmp_path_factory, tmp_path):
-    with _venv(tmp_path_factory, "onnxruntime", wheel) as bin_dir:
+    with fresh_venv(tmp_path_factory, "onnxruntime", wheel) as bin_dir:
         absent = "; import importlib.util as u; print([m for m in ('torch', 'transformers', 'onnx') if u.find_spec(m)])"
         result = _run(bin_dir / "python", "-c", IMPORT_ALL + absent, *_modules_of("onnxruntime"))
         assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
@@ -113,8 +81,9 @@ def test_runtime_role_understands_and_generates_without_torch(wheel, export_hf, 
                                   "fix: pip install 'janus-edge[export]'\n")
 
 
+@pytest.mark.network  # installs from the package index
 def test_export_role_makes_exports_compares_calibrates_and_benches(wheel, tmp_path_factory, tmp_path):
-    with _venv(tmp_path_factory, "export", wheel) as bin_dir:
+    with fresh_venv(tmp_path_factory, "export", wheel) as bin_dir:
         result = _run(bin_dir / "python", "-c", IMPORT_ALL, *_modules_of("export"))
         assert result.returncode == 0, result.stderr  # every library of the role, the lazily imported ones too
 

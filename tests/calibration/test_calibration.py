@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from conftest import SCHEMES, run_cli
+from calibration_schemes import SCHEMES
+from cli_helpers import run_cli
 from janus_edge.calibration.accuracy import accuracy
 from janus_edge.calibration.calibrate import calibrate
 from janus_edge.calibration.data import load_set

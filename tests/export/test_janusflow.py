@@ -14,7 +14,7 @@ from skimage import data
 
 from janus_edge.runtime.errors import RequestError
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 
 @pytest.fixture(scope="session")

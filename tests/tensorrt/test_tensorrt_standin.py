@@ -15,8 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from standin_env import STANDIN, build_standin_engines, standin_env, standin_imports
-from test_tensorrt import _patched_stubs
+from standin_env import STANDIN, standin_env, standin_imports
+from trt_stubs import patched_stubs
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
 
@@ -56,19 +56,14 @@ def test_standin_tensorrt_backend_matches_onnxruntime_tokens_and_frees_device_me
         assert cudart.live_allocations() == before
 
 
-@pytest.fixture(scope="module")
-def standin_fp16_engines(tmp_path_factory, export_fp16):
-    return build_standin_engines(export_fp16, tmp_path_factory.mktemp("standin-fp16")), export_fp16
-
-
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_standin_decode_steps_write_in_place_replay_a_cuda_graph_and_allocate_nothing(
-        precision, standin_engines, export_hf, standin_fp16_engines):
+        precision, standin_engines, export_hf, standin_fp16_engines, export_fp16):
     """Teacher-forced decode steps across three capacity buckets, against ONNX Runtime's host cache: the same hidden
     states, the cache in the export's KV dtype and sized per request, the device allocations identical after every
     decode step (nothing allocated in or around the captured step), and every step after a bucket's first one a
     CUDA-graph replay."""
-    engines, export = (standin_engines, export_hf) if precision == "fp32" else standin_fp16_engines
+    engines, export = (standin_engines, export_hf) if precision == "fp32" else (standin_fp16_engines, export_fp16)
     with standin_imports():
         from cuda.bindings import runtime as cudart
 
@@ -246,7 +241,7 @@ def _stub_classes(stubs) -> dict[str, dict[str, list[str]]]:
 def test_standin_tensorrt_signatures_are_the_real_apis(tmp_path):
     """Every public stand-in method exists in tensorrt-stubs with the same parameter names (so a keyword or name
     the real TensorRT would reject also fails on the stand-in)."""
-    stubs = _stub_classes(_patched_stubs(tmp_path))
+    stubs = _stub_classes(patched_stubs(tmp_path))
     with standin_imports():
         import tensorrt as trt
 
@@ -302,7 +297,7 @@ def test_plan_counts_what_the_standin_tensorrt_backend_allocates(target_name, pr
     from janus_edge.export.tensorrt.targets import TARGETS
     from janus_edge.plan import make_plan
 
-    engines = standin_engines if precision == "fp32" else standin_fp16_engines[0]
+    engines = standin_engines if precision == "fp32" else standin_fp16_engines
     with standin_imports():
         from cuda.bindings import runtime as cudart
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from conftest import run_cli
+from cli_helpers import run_cli
 from janus_edge.export.compare import compare
 from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from janus_edge.runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file

@@ -11,7 +11,7 @@ from janus_edge.runtime.errors import ManifestError
 from janus_edge.runtime.integrity import verify_files
 from janus_edge.runtime.manifest import MANIFEST_NAME, load_manifest
 
-from conftest import run_cli
+from cli_helpers import run_cli
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import SCHEMES, run_cli
+from calibration_schemes import SCHEMES
+from cli_helpers import run_cli
 from janus_edge.export.configs import janus_config
 from janus_edge.export.families import graph_parameters
 from janus_edge.export.precision import parse_precision
@@ -245,17 +246,9 @@ def test_plan_cli_knows_janusflow(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_engines(tmp_path_factory, export_hf):
-    """Stand-in engines built for 1 image and a 1024-token context."""
-    from standin_env import standin_imports
-
-    out = tmp_path_factory.mktemp("plan-engines")
-    with standin_imports():
-        from janus_edge.export.tensorrt.build import build
-
-        build(export_hf, out / "engines", "datacenter", timing_cache=str(out / "cache"), images=1, context=1024,
-              log=lambda m: None)
-    return out / "engines"
+def small_engines(small_standin_engines):
+    """Stand-in engines built for 1 image and a 1024-token context: the session's (tests/conftest.py)."""
+    return small_standin_engines
 
 
 def test_build_records_each_engines_device_memory(small_engines):

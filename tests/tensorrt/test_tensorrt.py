@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import importlib.metadata
-import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from conftest import run_cli
+from cli_helpers import run_cli
+from trt_stubs import patched_stubs
 from janus_edge.export.tensorrt.sampler_graph import sampler_graph
 from janus_edge.export.tensorrt.check import VERSIONS, check_export, check_model, support_table
 from janus_edge.export.tensorrt.profiles import engine_profiles
@@ -28,8 +27,7 @@ from janus_edge.runtime.manifest import load_manifest, sha256_file
 from janus_edge.runtime.sampling import Sampler
 from janus_edge.export.tensorrt.targets import TARGETS
 
-ROOT = Path(__file__).resolve().parent.parent
-STUBS = ROOT / ".typing"
+ROOT = Path(__file__).resolve().parents[2]
 TRT_MODULES = ["janus_edge.runtime.backends.tensorrt", "janus_edge.runtime.backends.cuda",
                "janus_edge.runtime.backends.trt_decoder", "janus_edge.runtime.backends.engine_manifest",
                "janus_edge.runtime.backends.trt_memory",
@@ -65,26 +63,6 @@ def test_trt_modules_import_without_tensorrt_or_cuda(export_hf):
     assert "REFUSED: TensorRT is not installed" in result.stdout
 
 
-def _patched_stubs(tmp_path: Path) -> Path:
-    """A copy of the tensorrt-stubs package that `make install` puts in .typing/ (untracked), with the three patches
-    tensorrt-stubs 10.13 need before mypy accepts them (shared/REFERENCE.md section 6)."""
-    installed = next(importlib.metadata.distributions(name="tensorrt-stubs", path=[str(STUBS)]), None)
-    if installed is None:
-        pytest.fail("tensorrt-stubs are missing from .typing/: run `make install`")
-    stubs = tmp_path / "stubs"
-    for file in installed.files or []:
-        if file.suffix in {".pyi", ".py", ".typed"}:
-            (stubs / file).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(file.locate(), stubs / file)
-    for path in stubs.rglob("*.pyi"):
-        text = path.read_text()
-        text = text.replace("import tensorrt_libs as tensorrt_libs\n", "")
-        text = re.sub(r"\bin: ", "in_: ", text)
-        text = text.replace("power: Weights = None, channel_axis: int)", "power: Weights = None, channel_axis: int = 0)")
-        path.write_text(text)
-    return stubs
-
-
 def _mypy(tmp_path: Path, modules: list[str], extra_files: dict[str, str] | None = None):
     package = tmp_path / "src" / "janus_edge"
     package.mkdir(parents=True)
@@ -93,7 +71,7 @@ def _mypy(tmp_path: Path, modules: list[str], extra_files: dict[str, str] | None
         shutil.copytree(ROOT / name, package / name)
     for relative, text in (extra_files or {}).items():
         (package / relative).write_text(text)
-    stubs = _patched_stubs(tmp_path)
+    stubs = patched_stubs(tmp_path)
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\nincremental = False\n"
                       "check_untyped_defs = True\n"

@@ -11,7 +11,7 @@ import shutil
 import jsonschema
 import numpy as np
 import pytest
-from conftest import run_cli
+from cli_helpers import run_cli
 
 from janus_edge.bench import load_schema, validate_report
 

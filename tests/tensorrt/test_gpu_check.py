@@ -5,8 +5,10 @@ is one line on stderr and exit 2 (with the report still written); and in a fresh
 machine is the "no driver" line.
 
 Python 3.10 (JetPack 6.2) cannot be had here (no python3.10 from apt; PyPI's standalone-Python installers download
-from elsewhere), so the fresh venv is this machine's Python (3.11) built from the wheel, as tests/test_wheel.py does.
-That test is marked slow (about 100 s with the wheel and the install): `pytest -m slow tests/test_gpu_check.py`.
+from elsewhere), so the fresh venv is this machine's Python (3.11) built from the wheel, as tests/package/test_wheel.py
+does. That test is marked slow and network (about 100 s with the wheel and the install):
+`pytest -m slow tests/tensorrt/test_gpu_check.py`. The engines given with --engines are the session's stand-in
+engines (tests/conftest.py: TensorRT 10.3 on an H100).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from pathlib import Path
 import jsonschema
 import pytest
 import numpy as np
-from standin_env import STANDIN, build_standin_engines, standin_env, standin_imports
-from test_wheel import _venv, wheel  # noqa: F401  (the wheel fixture, built once per module)
+from fresh_venv import fresh_venv
+from standin_env import STANDIN, standin_env, standin_imports
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "janus_edge" / "data" / "gpu_check.schema.json").read_text())
 MIB = 1 << 20
 # Stand-in machines: GPU name, compute capability, device memory
@@ -84,10 +86,11 @@ def test_gpu_check_reports_every_check_on_standin_gpus(machine, export_hf, tmp_p
     assert result.stdout.splitlines()[-1].startswith("PASS: ") and len(result.stdout.splitlines()) <= 40
 
 
-def test_gpu_check_judges_by_precision_and_fails_a_wrong_engine(export_hf, export_fp16, tmp_path):
+def test_gpu_check_judges_by_precision_and_fails_a_wrong_engine(export_hf, export_fp16, standin_fp16_engines,
+                                                                 tmp_path):
     """fp16 engines checked against their fp16 export pass (the fp16 tolerance); the same engines given for the
     fp32 export are refused as another export's (one line), not compared with the wrong graphs."""
-    engines = build_standin_engines(export_fp16, tmp_path / "fp16")
+    engines = standin_fp16_engines
     result, report = gpu_check(tmp_path, export_fp16, "--engines", engines)
     assert result.returncode == 0 and report["export"]["built"] is False, result.stdout + result.stderr
     decoder = next(check for check in report["checks"] if check["name"] == "engine decoder")
@@ -96,11 +99,11 @@ def test_gpu_check_judges_by_precision_and_fails_a_wrong_engine(export_hf, expor
     assert_one_line_failure(result, report, "do not belong to")
 
 
-def test_teacher_forced_checks_tell_fp16_from_fp32(export_hf, export_fp16, tmp_path):
+def test_teacher_forced_checks_tell_fp16_from_fp32(export_hf, export_fp16, standin_engines, standin_fp16_engines):
     """In process, on the stand-in: the pipeline checks pass for engines of the same graphs, and the teacher-forced
     comparison tells fp16 rounding from fp32 (fp16 engines against the fp32 export fail fp32's tolerance, pass
     fp16's)."""
-    engines, fp16_engines = (build_standin_engines(e, tmp_path / e.name) for e in (export_hf, export_fp16))
+    engines, fp16_engines = standin_engines, standin_fp16_engines
     image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     with standin_imports():
         from janus_edge.gpucheck.forced import compare, pipeline_checks
@@ -115,12 +118,6 @@ def test_teacher_forced_checks_tell_fp16_from_fp32(export_hf, export_fp16, tmp_p
                 assert same.passes("fp32") and same.logits_error == 0.0
                 mixed = compare(cpu.backend, gpu16.backend, head)
                 assert mixed.logits_error > 0 and not mixed.passes("fp32") and mixed.passes("fp16")
-
-
-@pytest.fixture(scope="module")
-def engines_10_3(export_hf, tmp_path_factory) -> Path:
-    """Engines built on the default stand-in machine: TensorRT 10.3, H100."""
-    return build_standin_engines(export_hf, tmp_path_factory.mktemp("engines-10.3"))
 
 
 def _only(tmp_path: Path, **entries: Path | str) -> dict[str, str]:
@@ -147,7 +144,7 @@ def _only(tmp_path: Path, **entries: Path | str) -> dict[str, str]:
     ("export is an engine directory", "is an engine directory, not an ONNX export"),
     ("not an export", "janus_edge.json"),
 ])
-def test_each_known_failure_is_one_line_and_exit_2(failure, message, export_hf, engines_10_3, tmp_path):
+def test_each_known_failure_is_one_line_and_exit_2(failure, message, export_hf, standin_engines, tmp_path):
     export, args, env = export_hf, [], standin_env()
     if failure == "no GPU":
         env = standin_env(JANUS_STANDIN_DEVICES="0")
@@ -158,11 +155,11 @@ def test_each_known_failure_is_one_line_and_exit_2(failure, message, export_hf, 
     elif failure == "TensorRT stubs only":  # what `pip install tensorrt-stubs` leaves: a namespace package of .pyi
         env = _only(tmp_path, cuda=STANDIN / "cuda", **{"tensorrt/__init__.pyi": "def __getattr__(name): ...\n"})
     elif failure == "engines from another TensorRT":
-        args, env = ["--engines", engines_10_3], standin_env(JANUS_STANDIN_TRT_VERSION="10.16.0.1")
+        args, env = ["--engines", standin_engines], standin_env(JANUS_STANDIN_TRT_VERSION="10.16.0.1")
     elif failure == "engines from another GPU":
-        args, env = ["--engines", engines_10_3], standin_env(**ORIN_NANO)
+        args, env = ["--engines", standin_engines], standin_env(**ORIN_NANO)
     elif failure == "export is an engine directory":
-        export = engines_10_3
+        export = standin_engines
     else:
         export = tmp_path / "empty"
         export.mkdir()
@@ -178,12 +175,12 @@ def test_without_an_export_only_the_machine_is_checked(tmp_path):
 
 @pytest.mark.slow  # ~75 s for the call on this shared 2-core machine (pip install from the index's cache) + the wheel
 @pytest.mark.network
-def test_a_venv_with_only_the_gpu_extras_runs_gpu_check_without_torch(wheel, export_hf,  # noqa: F811
+def test_a_venv_with_only_the_gpu_extras_runs_gpu_check_without_torch(wheel, export_hf,
                                                                       tmp_path_factory, tmp_path):
     """The wheel with the runtime, `tensorrt` and `onnxruntime` extras only: torch and transformers are not there,
     gpu-check passes on the stand-in Orin, and the real cuda-python it installed, on this machine without an NVIDIA
     driver, gives the "no driver" line."""
-    with _venv(tmp_path_factory, "tensorrt,onnxruntime", wheel) as bin_dir:
+    with fresh_venv(tmp_path_factory, "tensorrt,onnxruntime", wheel) as bin_dir:
         python = bin_dir / "python"
         missing = subprocess.run([str(python), "-c", "import importlib.util as u; "
                                   "print([m for m in ('torch', 'transformers') if u.find_spec(m)])"],

@@ -3,9 +3,9 @@
 
 Every case must end in a typed user error (a `JanusEdgeError` subclass, never `InternalError`) whose message
 names the problem and a fix; from the CLI: exit code 2, exactly one stderr line, no traceback, and nothing new
-under the test's directory (no output or half-written staging directory). tests/test_runtime_errors.py holds
+under the test's directory (no output or half-written staging directory). tests/runtime/test_runtime_errors.py holds
 further cases (a text file named .png, missing graph files, n over the exported max batch, max_new_tokens 0,
-a conversation without a question); tests/test_tensorrt_standin.py the refusals of foreign or broken engines.
+a conversation without a question); tests/tensorrt/test_tensorrt_standin.py the refusals of foreign or broken engines.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from PIL import Image
 from janus_edge.runtime import JanusRuntime, Turn
 from janus_edge.runtime.errors import (BackendError, CheckpointError, ImageError, InternalError, JanusEdgeError,
                                        ManifestError, RequestError)
-from test_runtime_errors import _huge_png_header, _png
+from png_files import huge_png_header, png_of
 
 
 class Workspace:
@@ -134,11 +134,11 @@ CASES = [
     Case("image-zero-byte-file", ImageError, "is not an image PIL can read",
          cli=lambda ws: _understand(ws, "--image", ws.file("empty.png", b""))),
     Case("image-truncated-png", ImageError, "truncated or corrupt",
-         cli=lambda ws: _understand(ws, "--image", ws.file("cut.png", _png(PHOTO)[:300]))),
+         cli=lambda ws: _understand(ws, "--image", ws.file("cut.png", png_of(PHOTO)[:300]))),
     Case("image-decompression-bomb", ImageError, "decompression-bomb guard",
-         cli=lambda ws: _understand(ws, "--image", ws.file("bomb.png", _huge_png_header(20000, 20000)))),
+         cli=lambda ws: _understand(ws, "--image", ws.file("bomb.png", huge_png_header(20000, 20000)))),
     Case("image-over-the-pixel-limit", ImageError, "9000x9000 pixels, over the 64,000,000-pixel limit",
-         cli=lambda ws: _understand(ws, "--image", ws.file("big.png", _huge_png_header(9000, 9000)))),
+         cli=lambda ws: _understand(ws, "--image", ws.file("big.png", huge_png_header(9000, 9000)))),
     Case("image-path-missing", ImageError, "does not exist",
          cli=lambda ws: _understand(ws, "--image", ws.root / "nope.jpg")),
     Case("image-path-is-a-directory", ImageError, "is a directory",

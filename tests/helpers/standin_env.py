@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-STANDIN = Path(__file__).resolve().parent / "standin"
+STANDIN = Path(__file__).resolve().parents[1] / "standin"
 DEFAULT_MACHINE = {"JANUS_STANDIN_GPU": "NVIDIA H100 80GB HBM3", "JANUS_STANDIN_CC": "9.0",
                    "JANUS_STANDIN_TRT_VERSION": "10.3.0.30"}
 

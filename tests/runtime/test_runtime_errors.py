@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,28 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import run_cli
+from cli_helpers import run_cli
+from png_files import huge_png_header, png_of
 from janus_edge.runtime import JanusRuntime
 from janus_edge.runtime.errors import ImageError, ManifestError, RequestError
 from janus_edge.runtime.fieldtypes import type_problems
 from janus_edge.runtime.images import load_image, preprocess
 from janus_edge.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
-
-
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _huge_png_header(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height: what a decompression bomb looks like before decoding."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
 
 
 @pytest.fixture
@@ -55,7 +38,7 @@ def test_not_an_image(tmp_path):
 
 def test_truncated_png(tmp_path, photo):
     path = tmp_path / "cut.png"
-    data = _png(photo)
+    data = png_of(photo)
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="truncated or corrupt"):
         load_image(path)
@@ -63,10 +46,10 @@ def test_truncated_png(tmp_path, photo):
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_huge_png_header(20000, 20000))
+    path.write_bytes(huge_png_header(20000, 20000))
     with pytest.raises(ImageError, match="decompression-bomb guard"):
         load_image(path)
-    path.write_bytes(_huge_png_header(9000, 9000))  # under PIL's own limit, over ours
+    path.write_bytes(huge_png_header(9000, 9000))  # under PIL's own limit, over ours
     with pytest.raises(ImageError, match="9000x9000"):
         load_image(path)
 
@@ -82,7 +65,7 @@ def test_image_modes_are_converted(photo, mode):
         image = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
     else:
         image = photo.convert(mode)
-    rgb = load_image(_png(image) if mode != "CMYK" else image)
+    rgb = load_image(png_of(image) if mode != "CMYK" else image)
     assert rgb.mode == "RGB" and rgb.size == photo.size
     if mode == "I;16":  # 16-bit values are scaled to 8 bits, not clipped to white
         np.testing.assert_allclose(np.asarray(rgb)[..., 0], np.asarray(photo.convert("L")), atol=1)

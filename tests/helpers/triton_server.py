@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BACKEND_VENV = ROOT / ".venv" / "triton-backend"
 SITE = BACKEND_VENV / "lib" / "python3.11" / "site-packages"
 BUNDLE = SITE / "pytriton" / "tritonserver"
