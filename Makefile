@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# TensorRT's type stubs, for tests/test_tensorrt.py's mypy run only: kept out of the venv (where `import tensorrt`
+# TensorRT's type stubs, for tests/tensorrt/test_tensorrt.py's mypy run only: kept out of the venv (where `import tensorrt`
 # would find them) and out of git.
 TRT_STUBS_VERSION := 10.13.0.35.1
 TYPING := .typing/tensorrt_stubs-$(TRT_STUBS_VERSION).dist-info
@@ -25,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 $(TYPING): $(STAMP)
 	$(PY) -m pip install -q --no-deps --target .typing --upgrade tensorrt-stubs==$(TRT_STUBS_VERSION)
 
-# The Python that runs janus-edge inside tritonserver's Python backend (tests/test_triton.py). The stub bundled in
+# The Python that runs janus-edge inside tritonserver's Python backend (tests/serve/test_triton.py). The stub bundled in
 # nvidia-pytriton 0.7.0 links the system's libpython3.11, so this venv must come from Debian's /usr/bin/python3.11
 # (a venv from another 3.11 build fails inside the stub), and numpy must be 1.x (the stub's BYTES tensors came out
 # garbled with numpy 2). The wheel also carries the tritonserver 2.51 binary the test starts. Skipped, with a note,

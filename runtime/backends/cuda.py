@@ -1,7 +1,7 @@
 """The few CUDA runtime calls the TensorRT backend needs, through cuda-python (imported lazily).
 
 `CudaRuntime` types every cudart function we call with cuda-python's own parameter names (cuda/bindings/runtime.pyx,
-12.x), so mypy rejects a misspelled function or keyword (tests/test_tensorrt.py has a probe). Every call's status is
+12.x), so mypy rejects a misspelled function or keyword (tests/tensorrt/test_tensorrt.py has a probe). Every call's status is
 checked; a failure raises `BackendError` naming the call, never a silent bad pointer.
 """
 

@@ -15,7 +15,7 @@ otherwise it rebuilds engines as shapes grow) and an engine and timing cache in 
 (otherwise it rebuilds them at every start; the export directory stays as exported and may be read-only).
 
 This has never run on a GPU (there is none on the development machines): ONNX Runtime's CPU provider runs the same
-code with the same addresses and a host row copy in place of cudaMemcpy2DAsync (tests/test_kv_cache.py), and the
+code with the same addresses and a host row copy in place of cudaMemcpy2DAsync (tests/runtime/test_kv_cache.py), and the
 provider options are unit-tested as a dict.
 """
 

@@ -13,7 +13,7 @@ from janus_edge.runtime import tensor_names
 from janus_edge.runtime.manifest import MANIFEST_NAME
 from janus_edge.serve.triton_repo import write_repository
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GRAPH_TENSORS = {value for name, value in vars(tensor_names).items()
                  if name.isupper() and isinstance(value, str) and name not in ("SAMPLER", "CFG_SAMPLER", "CFG_WEIGHT",
                                                                                 "MIXED", "GREEDY")}
