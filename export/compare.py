@@ -42,8 +42,10 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
     """`vae`: the SDXL VAE directory of a JanusFlow checkpoint."""
     manifest = load_manifest(export_dir)
     family, config_json = checkpoint_family(model_dir)
-    checkpoint = family.load(Path(model_dir), config_json, prompt_family=manifest.model.family, vae=vae)
-    backend = OnnxRuntimeBackend(Path(export_dir), manifest)
+    checkpoint = family.load(Path(model_dir), config_json, prompt_family=manifest.model.family, vae=vae,
+                             lazy=True)
+    # one graph's session and one graph's reference weights (the decoder's: one layer's) are held at a time
+    backend = OnnxRuntimeBackend(Path(export_dir), manifest, disabled_optimizers=("ConstantFolding",))
     info = family.model_info(checkpoint)
     specs = family.graph_specs(info, manifest.tokens, form=manifest.kv_cache.form)
     rows: list[Row] = []
@@ -57,21 +59,28 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
             precision = "kv8"
         rows += _structure(spec.name, backend, manifest)
         module = spec.make_module(checkpoint).eval()
-        cases = CASES[:2] if spec.batch_only else CASES
-        for case in cases:
-            case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
-            feeds = spec.sample(info, case)
-            with torch.no_grad():
-                expected = module(*feeds.values())
-            expected = expected if isinstance(expected, tuple) else (expected,)
-            dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
-            got = backend.graph(spec.name).run({k: v.numpy().astype(dtypes[k]) for k, v in feeds.items()})
-            label = ",".join(f"{k[0]}{v}" for k, v in case.items())
-            for tensor, reference in zip(spec.outputs, expected):
-                actual, reference = got[tensor.name], reference.numpy()
-                if ATTENTION_MASK in feeds:  # padded positions hold unused values that differ by precision
-                    actual, reference = _drop_padding(actual, reference, feeds[ATTENTION_MASK].numpy())
-                rows.append(_row(spec.name, label, tensor.name, actual, reference, precision))
+        with (checkpoint.weights.on_call if spec.streamed else checkpoint.weights.materialized)(module):
+            rows += _cases(spec, module, backend, manifest, info, precision)
+        backend.release(spec.name)
+    return rows
+
+
+def _cases(spec, module, backend: OnnxRuntimeBackend, manifest: Manifest, info, precision: str) -> list[Row]:
+    rows = []
+    for case in CASES[:2] if spec.batch_only else CASES:
+        case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
+        feeds = spec.sample(info, case)
+        with torch.no_grad():
+            expected = module(*feeds.values())
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
+        got = backend.graph(spec.name).run({k: v.numpy().astype(dtypes[k]) for k, v in feeds.items()})
+        label = ",".join(f"{k[0]}{v}" for k, v in case.items())
+        for tensor, reference in zip(spec.outputs, expected):
+            actual, reference = got[tensor.name], reference.numpy()
+            if ATTENTION_MASK in feeds:  # padded positions hold unused values that differ by precision
+                actual, reference = _drop_padding(actual, reference, feeds[ATTENTION_MASK].numpy())
+            rows.append(_row(spec.name, label, tensor.name, actual, reference, precision))
     return rows
 
 

@@ -22,7 +22,8 @@ from . import metadata
 from .checkpoint import checkpoint_family
 from .components import NUM_IMAGE_TOKENS
 from .families.base import Checkpoint, ManifestExtras
-from .fp16 import to_fp16
+from .bound_weights import export_bound
+from .fp16 import graph_to_fp16, to_fp16
 from .graphs import GraphSpec
 from .memory import peak_memory_line
 from .onnx_io import load_graph, save_graph
@@ -51,7 +52,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
     found, config_json = checkpoint_family(model_dir)
     kv.check_support(kv_form, precision_words=chosen.words, family=found.names[0])
     check_replaceable(out_dir, MANIFEST_NAME)  # before minutes of loading, not after
-    checkpoint = found.load(Path(model_dir), config_json, prompt_family=family, vae=vae)
+    checkpoint = found.load(Path(model_dir), config_json, prompt_family=family, vae=vae, lazy=True)
     info = found.model_info(checkpoint)
     limit = info.max_position_embeddings
     if max_context > limit:
@@ -64,6 +65,7 @@ def export(model_dir: str | Path, out_dir: str | Path, precision: str = "fp32", 
             graph_precision = found.graph_precision(spec.name, precision)
             log(f"exporting {spec.name} ({graph_precision})")
             graphs[spec.name] = export_graph(checkpoint, spec, info, staging, graph_precision)
+            log(f"  {peak_memory_line()} so far")
         shutil.copyfile(checkpoint.tokenizer_file, staging / "tokenizer.json")
         manifest = _manifest(checkpoint, info, extras, graphs, precision, Limits(max_batch, max_context), staging)
         manifest.kv_cache = KVCacheFormat(form=kv_form)
@@ -83,20 +85,27 @@ def dynamic_axes(spec: GraphSpec) -> dict[str, dict[int, str]]:
 
 
 def export_graph(checkpoint: Checkpoint, spec: GraphSpec, info: ModelInfo, directory: Path, precision: str) -> Graph:
-    """One graph: torch.onnx (TorchScript) at `SAMPLE_SIZES`, converted to fp16 if asked, saved in `directory`."""
+    """One graph: torch.onnx (TorchScript) at `SAMPLE_SIZES`, converted to fp16 if asked, saved in `directory`.
+    A streamed spec's weights are bound after tracing (bound_weights); any other graph's parameters are read for
+    the export and dropped after it."""
     module = spec.make_module(checkpoint).eval()
-    sample = spec.sample(info, SAMPLE_SIZES)
+    sample = tuple(spec.sample(info, SAMPLE_SIZES).values())
     file = f"{spec.name}.onnx"
+    options = {"input_names": [t.name for t in spec.inputs], "output_names": [t.name for t in spec.outputs],
+               "dynamic_axes": dynamic_axes(spec), "opset_version": OPSET}
+    fp16_io = tuple(t.name for t in spec.inputs + spec.outputs if t.dtype == "float16")
     with tempfile.TemporaryDirectory() as tmp:
-        raw = Path(tmp) / file
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, tuple(sample.values()), str(raw), input_names=[t.name for t in spec.inputs],
-                              output_names=[t.name for t in spec.outputs], dynamic_axes=dynamic_axes(spec),
-                              opset_version=OPSET, dynamo=False, do_constant_folding=True)
-        fp16_io = tuple(t.name for t in spec.inputs + spec.outputs if t.dtype == "float16")
-        proto = to_fp16(raw, fp16_io) if precision == "fp16" else load_graph(raw)
-    save_graph(proto, directory / file)
+        if spec.streamed:
+            graph = export_bound(module, checkpoint.weights, sample, options, Path(tmp))
+            if precision == "fp16":
+                graph = graph_to_fp16(graph, fp16_io)
+            graph.save(directory / file)
+        else:
+            raw = Path(tmp) / file
+            with checkpoint.weights.materialized(module), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(module, sample, str(raw), dynamo=False, do_constant_folding=True, **options)
+            save_graph(to_fp16(raw, fp16_io) if precision == "fp16" else load_graph(raw), directory / file)
     return Graph(file=file, precision=precision,
                  inputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.inputs],
                  outputs=[Tensor(t.name, t.dtype, list(t.shape)) for t in spec.outputs])

@@ -37,14 +37,33 @@ def to_fp16_streamed(path: Path, fp16_io: tuple[str, ...] = (), before_weights=N
     """`to_fp16` without loading the weights: the converted graph, whose side-file weights are read and converted
     one chunk at a time when it is saved."""
     import onnx
-    from onnx.external_data_helper import uses_external_data
-    from onnxruntime.transformers.float16 import convert_float_to_float16, convert_np_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
 
     with tempfile.TemporaryDirectory() as tmp:
         inferred = Path(tmp) / "inferred.onnx"
         onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
         graph = StreamedGraph(load_graph(inferred, weights=False, before_weights=before_weights), Path(path).parent)
+    return _converted(graph, fp16_io)
+
+
+def graph_to_fp16(graph: StreamedGraph, fp16_io: tuple[str, ...] = ()) -> StreamedGraph:
+    """`graph` converted, its weights (in a side file, or made by a pass) converted as they are written."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        structure, inferred = Path(tmp) / "structure.onnx", Path(tmp) / "inferred.onnx"
+        onnx.save_model(graph.proto, str(structure))  # weights stay where they are: only their dims are read
+        onnx.shape_inference.infer_shapes_path(str(structure), str(inferred))
+        graph.proto = onnx.load(str(inferred), load_external_data=False)
+    return _converted(graph, fp16_io)
+
+
+def _converted(graph: StreamedGraph, fp16_io: tuple[str, ...]) -> StreamedGraph:
+    """The conversion of a graph whose shapes are inferred."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+    from onnxruntime.transformers.float16 import convert_float_to_float16, convert_np_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
     fp32 = {t.name: graph.source(t) for t in graph.proto.graph.initializer
             if t.data_type == onnx.TensorProto.FLOAT and uses_external_data(t)}  # the converter converts the rest
     io = [t.name for t in [*graph.proto.graph.input, *graph.proto.graph.output] if t.name not in fp16_io]

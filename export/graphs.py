@@ -27,6 +27,9 @@ class GraphSpec:
     outputs: list[Tensor]
     sample: Callable[[ModelInfo, dict[str, int]], dict[str, torch.Tensor]] = field(repr=False)
     batch_only: bool = False  # a heavy graph, whose size is all in fixed dimensions: `compare` varies its batch only
+    # the decoder: exported without holding its weights (bound_weights), and run by `compare` one layer's weights at
+    # a time; its modules must use their parameters in their own forward only (lazy_model.LazyWeights.on_call)
+    streamed: bool = False
 
 
 class VisionEncoder(nn.Module):
@@ -123,7 +126,7 @@ def decoder_spec(m: ModelInfo, make_module: Callable[[object], nn.Module], kv_dt
                       Tensor(POSITION_IDS, "int64", ["batch", "sequence"])]
                      + [cache(kv_input(name), "capacity") for name in m.kv_names],
                      [Tensor(HIDDEN_STATES, "float32", hidden)] + outputs,
-                     lambda m, s: _decoder_sample(m, s, form))
+                     lambda m, s: _decoder_sample(m, s, form), streamed=True)
 
 
 def head_spec(name: str, head: Callable[[object], nn.Module], m: ModelInfo, width: int) -> GraphSpec:

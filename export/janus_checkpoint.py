@@ -1,5 +1,6 @@
 """Loading a Janus-Pro or Janus-1.3B checkpoint, in either format users have, into transformers'
-`JanusForConditionalGeneration` (the PyTorch reference every graph is checked against).
+`JanusForConditionalGeneration` (the PyTorch reference every graph is checked against), its parameters on the meta
+device and read from the files when a graph needs them (`lazy_model.LazyWeights`; `load_all` reads them all).
 
 - Hugging Face format (model_type "janus"): safetensors, single or sharded with an index.
 - Original DeepSeek format (model_type "multi_modality"): `pytorch_model*.bin` (loaded with weights_only=True) or
@@ -16,7 +17,9 @@ from janus_edge.runtime.errors import CheckpointError
 
 from . import original_format
 from .families.base import Checkpoint
-from .weights import HF_WEIGHTS, ORIGINAL_WEIGHTS, check_shapes, load_weights, processor_settings, tokenizer_file
+from .lazy_model import LazyWeights, meta_parameters
+from .weight_source import WeightSource, open_weights
+from .weights import HF_WEIGHTS, ORIGINAL_WEIGHTS, check_shapes, processor_settings, tokenizer_file
 
 
 def janus_config(config_json: dict, directory: Path):
@@ -31,16 +34,16 @@ def load_janus(directory: Path, config_json: dict, family: str | None = None) ->
     format) defaults to what the checkpoint names itself."""
     if config_json.get("model_type") == "janus":
         source_format, config = "hf", _hf_config(config_json)
-        state = load_weights(directory, HF_WEIGHTS)
+        source = open_weights(directory, HF_WEIGHTS)
     else:
         source_format = "original"
-        state = load_weights(directory, ORIGINAL_WEIGHTS)
-        config = original_format.config_from_original(config_json, directory, state)
-        state = original_format.state_dict_to_hf(state)
-    model = _build_model(config, state, directory)
+        source = open_weights(directory, ORIGINAL_WEIGHTS)
+        config = original_format.config_from_original(config_json, directory, source.shapes)
+        source = source.renamed(original_format.hf_mapping(source.shapes))
+    model, weights = _build_model(config, source, directory)
     tokenizer = tokenizer_file(directory)
     model.generation_config = _generation_config(directory, model.config, tokenizer)
-    return Checkpoint(model=model, directory=directory, source_format=source_format,
+    return Checkpoint(model=model, directory=directory, source_format=source_format, weights=weights,
                       family=family or _guess_family(config_json), tokenizer_file=tokenizer,
                       processor=processor_settings(directory))
 
@@ -78,16 +81,22 @@ def _hf_config(config_json: dict):
                               "download config.json again") from None
 
 
-def _build_model(config, state: dict[str, torch.Tensor], directory: Path):
+def _build_model(config, source: WeightSource, directory: Path):
+    """The model with its parameters on the meta device, and the `LazyWeights` that reads them (as fp32, what
+    loading them eagerly gives); persistent buffers the checkpoint holds are read now."""
     from transformers import JanusForConditionalGeneration
 
     config._attn_implementation = "eager"  # matches the exported graphs, whose mask is built explicitly
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in JanusForConditionalGeneration(config).state_dict().items()}
+    with meta_parameters():
+        model = JanusForConditionalGeneration(config).eval()
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    shapes = dict(source.shapes)
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight", None)
-        state.pop("lm_head.weight", None)
-    check_shapes(expected, state, directory)
-    state = {k: v.float() for k, v in state.items()}
-    return JanusForConditionalGeneration.from_pretrained(None, config=config, state_dict=state,
-                                                         dtype=torch.float32).eval()
+        shapes.pop("lm_head.weight", None)
+    check_shapes(expected, shapes, directory)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name in shapes:
+                buffer.copy_(source.read(name))
+    return model, LazyWeights(model, source)

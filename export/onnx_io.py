@@ -80,12 +80,7 @@ def read_chunks(tensor, directory: str | Path, rows: int = 1) -> Iterator[np.nda
     from onnx.external_data_helper import uses_external_data
 
     if not uses_external_data(tensor):
-        values = numpy_helper.to_array(tensor)
-        if values.ndim == 0:
-            yield values
-            return
-        step = _chunk_rows(values[:1].nbytes, rows)
-        yield from (values[start:start + step] for start in range(0, len(values), step))
+        yield from array_chunks(numpy_helper.to_array(tensor), rows)
         return
     if _is_4bit(tensor.data_type):
         raise InternalError(f"{tensor.name}: 4-bit weights are copied, not read as values")
@@ -106,6 +101,15 @@ def read_chunks(tensor, directory: str | Path, rows: int = 1) -> Iterator[np.nda
             if chunk.size != taken * math.prod(row_shape):
                 raise ManifestError(f"{path} ends inside {tensor.name}", "export the model again")
             yield chunk.reshape((taken, *row_shape) if shape else ())
+
+
+def array_chunks(values: np.ndarray, rows: int = 1) -> Iterator[np.ndarray]:
+    """An array in chunks along axis 0, as `read_chunks` yields them."""
+    if values.ndim == 0:
+        yield values
+        return
+    step = _chunk_rows(values[:1].nbytes, rows)
+    yield from (values[start:start + step] for start in range(0, len(values), step))
 
 
 class StreamedGraph:
@@ -139,6 +143,12 @@ class StreamedGraph:
         kept = TensorProto()
         kept.CopyFrom(tensor)  # for a tensor in the side file: its name, dtype, dims and place, no data
         return lambda rows: read_chunks(kept, self.directory, rows)
+
+    def add(self, tensor, made: Chunks) -> None:
+        """A new initializer (name, dtype, dims; no data), its values from `made`."""
+        _point_at(tensor, "unwritten", 0, _planned_bytes(tensor))  # in no file yet, but a weight, not a constant
+        self.proto.graph.initializer.append(tensor)
+        self._made[tensor.name] = made
 
     def remake(self, tensor, made: Chunks) -> None:
         """`tensor` (its dtype and dims already those of what `made` yields) takes its values from `made`."""

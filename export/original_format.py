@@ -11,9 +11,11 @@ attn_pool and the VQ codebook-usage buffer dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -70,20 +72,37 @@ def hf_name(key: str) -> str | None:
     return key  # unknown keys pass through and are reported by the shape check
 
 
-def state_dict_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for key, tensor in state.items():
+def hf_mapping(keys) -> dict[str, tuple[str, Callable]]:
+    """HF name -> (original key, function making the HF tensor from the original one) for the original `keys`."""
+    out: dict[str, tuple[str, Callable]] = {}
+    for key in keys:
         name = hf_name(key)
         if name is None:
             continue
         if ".self_attn.qkv." in name:
-            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), torch.chunk(tensor, 3, dim=0)):
-                out[name.replace("qkv", part)] = chunk.contiguous()
-        elif name.endswith("position_embedding.weight") and tensor.dim() == 3:
-            out[name] = tensor.squeeze(0)
+            for i, part in enumerate(("q_proj", "k_proj", "v_proj")):
+                out[name.replace("qkv", part)] = (key, functools.partial(_third, i))
+        elif name.endswith("position_embedding.weight"):
+            out[name] = (key, _squeezed)
         else:
-            out[name] = tensor
+            out[name] = (key, _same)
     return out
+
+
+def state_dict_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: change(state[key]).contiguous() for name, (key, change) in hf_mapping(state).items()}
+
+
+def _third(i: int, tensor: torch.Tensor) -> torch.Tensor:
+    return torch.chunk(tensor, 3, dim=0)[i]
+
+
+def _squeezed(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.squeeze(0) if tensor.dim() == 3 else tensor
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 def original_name(hf_key: str) -> str:
@@ -113,6 +132,11 @@ def original_name(hf_key: str) -> str:
 
 
 def state_dict_to_original(state: dict[str, torch.Tensor], vision_width: int) -> dict[str, torch.Tensor]:
+    return {**renamed_to_original(state), **unused_original_weights(vision_width)}
+
+
+def renamed_to_original(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF weights under their original names (a layer's q/k/v must all be in `state`: they become one qkv)."""
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if ".self_attn.k_proj." in key or ".self_attn.v_proj." in key:
@@ -124,11 +148,14 @@ def state_dict_to_original(state: dict[str, torch.Tensor], vision_width: int) ->
             out[original_name(key)] = tensor.unsqueeze(0).contiguous()
         else:
             out[original_name(key)] = tensor.contiguous()
-    # Present in the released checkpoints though never run: the SigLIP attention-pool head and a VQ usage buffer.
-    out["vision_model.vision_tower.attn_pool.latent"] = torch.zeros(1, 1, vision_width)
-    out["vision_model.vision_tower.attn_pool.q.weight"] = torch.zeros(vision_width, vision_width)
-    out["gen_vision_model.quantize.codebook_used"] = torch.zeros(65536)
     return out
+
+
+def unused_original_weights(vision_width: int) -> dict[str, torch.Tensor]:
+    """Present in the released checkpoints though never run: the SigLIP attention-pool head and a VQ usage buffer."""
+    return {"vision_model.vision_tower.attn_pool.latent": torch.zeros(1, 1, vision_width),
+            "vision_model.vision_tower.attn_pool.q.weight": torch.zeros(vision_width, vision_width),
+            "gen_vision_model.quantize.codebook_used": torch.zeros(65536)}
 
 
 def config_from_original(config_json: dict, directory: Path, state: dict[str, torch.Tensor]):
@@ -207,9 +234,16 @@ def special_tokens(directory: Path) -> dict:
 
 def write_original(model, tokenizer, directory: Path) -> None:
     """Writes `model` in the original layout: config.json, pytorch_model.bin and the processor/tokenizer files."""
+    write_original_files(model.config, tokenizer, directory)
+    state = state_dict_to_original(model.state_dict(), model.config.vision_config.hidden_size)
+    torch.save(state, directory / "pytorch_model.bin")
+
+
+def write_original_files(config, tokenizer, directory: Path, dtype: str = "float32") -> None:
+    """Everything of the original layout but the weights: config.json (weights in `dtype`), the processor and
+    tokenizer files."""
     from .tiny_tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 
-    config = model.config
     text, vision, vq = config.text_config, config.vision_config, config.vq_config
     hidden = text.hidden_size
     vision_params = {"image_size": vision.image_size, "model_name": SIGLIP_L16_384.name, "select_feature": "same",
@@ -240,10 +274,10 @@ def write_original(model, tokenizer, directory: Path) -> None:
                             "max_position_embeddings": text.max_position_embeddings, "model_type": "llama",
                             "num_attention_heads": text.num_attention_heads,
                             "num_hidden_layers": text.num_hidden_layers,
-                            "num_key_value_heads": text.num_key_value_heads, "torch_dtype": "float32",
+                            "num_key_value_heads": text.num_key_value_heads, "torch_dtype": dtype,
                             "vocab_size": text.vocab_size},
         "model_type": "multi_modality",
-        "torch_dtype": "float32",
+        "torch_dtype": dtype,
         "transformers_version": "4.33.1",
         "vision_config": {"cls": "CLIPVisionTower", "model_type": "vision", "params": vision_params},
     }
@@ -267,5 +301,3 @@ def write_original(model, tokenizer, directory: Path) -> None:
     for name, content in files.items():
         (directory / name).write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
     tokenizer.save(str(directory / "tokenizer.json"))
-    state = state_dict_to_original(model.state_dict(), vision.hidden_size)
-    torch.save(state, directory / "pytorch_model.bin")

@@ -65,8 +65,6 @@ def load_weights(directory: Path, candidates: tuple[str, ...]) -> dict:
 
 def load_file(path: Path) -> dict:
     """One weight file: safetensors, or a PyTorch state dict of named tensors."""
-    import torch
-
     if not path.is_file():
         raise CheckpointError(f"weight shard {path} is missing (the index names it)", "download it again")
     if path.suffix == ".safetensors":
@@ -78,6 +76,13 @@ def load_file(path: Path) -> dict:
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path} cannot be read as safetensors (truncated or corrupt: {exc})",
                                   "download the file again and compare its size with the original") from None
+    return load_pickle(path)
+
+
+def load_pickle(path: Path) -> dict:
+    """A PyTorch state dict, memory-mapped (nothing is read until a tensor is used), loaded with weights_only=True."""
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types for bad pickles; all mean the same to the user
@@ -91,11 +96,13 @@ def load_file(path: Path) -> dict:
 
 
 def check_shapes(expected: dict, state: dict, directory: Path) -> None:
-    """Refuses weights whose names or shapes disagree with the model that config.json describes."""
+    """Refuses weights whose names or shapes disagree with the model that config.json describes (`state`: name ->
+    tensor or shape)."""
+    state = {k: tuple(getattr(v, "shape", v)) for k, v in state.items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: weights {tuple(state[k].shape)}, config {tuple(expected[k])}"
-             for k in sorted(set(state) & set(expected)) if tuple(state[k].shape) != tuple(expected[k])]
+    wrong = [f"{k}: weights {state[k]}, config {tuple(expected[k])}"
+             for k in sorted(set(state) & set(expected)) if state[k] != tuple(expected[k])]
     problems = ([f"{len(wrong)} tensors whose shape disagrees with config.json, e.g. {wrong[0]}"] if wrong else []) \
         + ([f"{len(missing)} missing weights, e.g. {missing[0]}"] if missing else []) \
         + ([f"{len(unexpected)} unexpected weights, e.g. {unexpected[0]}"] if unexpected else [])

@@ -26,6 +26,14 @@ class Checkpoint:
     family: str  # the ModelInfo.family it is exported as ("janus-pro", "janus", "janusflow", ...)
     tokenizer_file: Path
     processor: dict = field(default_factory=dict)  # merged preprocessor/processor settings
+    weights: "object" = None  # a lazy_model.LazyWeights: the model's parameters, read when a graph needs them
+
+    def __post_init__(self):
+        if self.weights is None:  # a model loaded eagerly: its parameters are its values
+            from ..lazy_model import LazyWeights
+            from ..weight_source import WeightSource
+
+            self.weights = LazyWeights(self.model, WeightSource({}, lambda name: None))
 
 
 @dataclass
@@ -55,8 +63,11 @@ class Family:
         """Whether a checkpoint's config.json is this family's (the registry asks the newest family first)."""
         raise NotImplementedError
 
-    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None) -> Checkpoint:
-        """The reference model and what export needs; `prompt_family` and `vae` as `load_checkpoint` takes them."""
+    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None,
+             lazy: bool = False) -> Checkpoint:
+        """The reference model and what export needs; `prompt_family` and `vae` as `load_checkpoint` takes them.
+        `lazy`: parameters stay unread until a graph needs them (`checkpoint.weights`), as export and `compare` want;
+        otherwise they are all read (a model to run whole). A family may always load eagerly."""
         raise NotImplementedError
 
     def describe(self, directory: Path, config_json: dict) -> ModelInfo:

@@ -25,10 +25,14 @@ class JanusFamily(Family):
     def detect(self, config_json: dict) -> bool:
         return config_json.get("model_type") in ("janus", "multi_modality")
 
-    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None) -> Checkpoint:
+    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None,
+             lazy: bool = False) -> Checkpoint:
         from ..janus_checkpoint import load_janus
 
-        return load_janus(directory, config_json, prompt_family)
+        checkpoint = load_janus(directory, config_json, prompt_family)
+        if not lazy:
+            checkpoint.weights.load_all()
+        return checkpoint
 
     def describe(self, directory: Path, config_json: dict) -> ModelInfo:
         from ..configs import model_info

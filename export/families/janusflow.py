@@ -30,7 +30,8 @@ class JanusFlowFamily(Family):
     def detect(self, config_json: dict) -> bool:
         return "vision_gen_enc_config" in config_json  # model_type "multi_modality", as original Janus checkpoints
 
-    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None) -> Checkpoint:
+    def load(self, directory: Path, config_json: dict, prompt_family: str | None = None, vae=None,
+             lazy: bool = False) -> Checkpoint:
         from ..janusflow.checkpoint import load_janusflow
 
         return load_janusflow(directory, config_json, vae)

@@ -11,8 +11,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import sys
+
     from janus_edge.export.compare import compare, format_table
+    from janus_edge.export.memory import peak_memory_line
 
     rows = compare(args.model_dir, args.export_dir, args.seed, vae=args.vae)
     print(format_table(rows))
+    print(peak_memory_line(), file=sys.stderr)  # stdout's last line stays the verdict
     return 0 if all(r.ok for r in rows) else 1

@@ -27,5 +27,8 @@ def run(args) -> int:
     if args.config not in ("tiny",) + family.published:
         raise RequestError(f"--config {args.config} is not a {args.family} model",
                            f"use --config {' or '.join(('tiny',) + family.published)} with --family {args.family}")
-    print(family.write_tiny(args.out_dir, args.format, args.seed, args.config, args.max_shard_size))
+    from janus_edge.export.memory import peak_memory_line
+
+    print(f"{family.write_tiny(args.out_dir, args.format, args.seed, args.config, args.max_shard_size)}; "
+          f"{peak_memory_line()}")
     return 0

@@ -111,6 +111,10 @@ class Backend(Closeable, ABC):
     def run(self, name: str, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         return self.graph(name).run(feeds)
 
+    def release(self, name: str) -> None:
+        """Frees one loaded graph (it loads again on next use): for tools that hold one big graph at a time."""
+        self._sessions.pop(name, None)
+
     @abstractmethod
     def kv_decoder(self, batch: int, capacity: int | None = None) -> KVDecoder:
         """A decoder with an empty KV cache for `batch` rows and up to `capacity` positions (None: as many as the

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 
-def run_cli(*args: str, check_code: int | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, check_code: int | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "janus_edge", *map(str, args)], capture_output=True, text=True,
-                            timeout=600)
+                            timeout=timeout)
     if check_code is not None:
         assert result.returncode == check_code, result.stdout + result.stderr
     return result
