@@ -1,11 +1,14 @@
 """`janus-edge compare`: every exported graph against the same PyTorch submodule, on fresh random inputs.
 
 Checks structure first (the graph's inputs and outputs are those the manifest promises), then numbers over
-several batch sizes, sequence lengths and past lengths (including past 0 and sequence 1).
+several batch sizes, sequence lengths and past lengths (including past 0 and sequence 1). A decoder too big for ONNX
+Runtime to hold whole is checked a window of layers at a time (decoder_windows.py).
 """
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +17,12 @@ import torch
 
 from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 from janus_edge.runtime.manifest import Manifest, load_manifest
-from janus_edge.runtime.tensor_names import ATTENTION_MASK
+from janus_edge.runtime.tensor_names import ATTENTION_MASK, INPUTS_EMBEDS
 
 from .checkpoint import checkpoint_family
+from .decoder_windows import layers_per_window, plan_windows, write_window
+from .llm_decoder import KVCacheDecoder
+from .onnx_io import has_side_file, load_graph
 
 # (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
 # L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4, a kv8 decoder) are reported but
@@ -38,8 +44,10 @@ class Row:
     note: str = ""
 
 
-def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: str | Path | None = None) -> list[Row]:
-    """`vae`: the SDXL VAE directory of a JanusFlow checkpoint."""
+def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: str | Path | None = None,
+            window_layers: int | None = None) -> list[Row]:
+    """`vae`: the SDXL VAE directory of a JanusFlow checkpoint. `window_layers`: layers per decoder window (0: the
+    whole graph; None: as many as fit decoder_windows.WINDOW_WEIGHT_BYTES, or the whole graph when it is small)."""
     manifest = load_manifest(export_dir)
     family, config_json = checkpoint_family(model_dir)
     checkpoint = family.load(Path(model_dir), config_json, prompt_family=manifest.model.family, vae=vae,
@@ -57,30 +65,103 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
         precision = manifest.graphs[spec.name].precision
         if spec.name == "decoder" and manifest.kv_dtype == "int8":  # random cache values say nothing of kv8
             precision = "kv8"
-        rows += _structure(spec.name, backend, manifest)
         module = spec.make_module(checkpoint).eval()
+        if spec.streamed:
+            path = Path(export_dir) / manifest.graphs[spec.name].file
+            proto = load_graph(path, weights=False)
+            per_window = layers_per_window(proto.graph, info.num_layers) if window_layers is None else window_layers
+            if per_window:
+                rows.append(_structure(spec.name, _proto_types(proto), manifest))
+                with checkpoint.weights.on_call(module):
+                    references = _references(spec, module, manifest, info)
+                rows += _windowed(spec, proto, path, per_window, references, manifest, info, precision)
+                continue
+            del proto
+        rows.append(_structure(spec.name, _session_types(backend.graph(spec.name).session), manifest))
         with (checkpoint.weights.on_call if spec.streamed else checkpoint.weights.materialized)(module):
-            rows += _cases(spec, module, backend, manifest, info, precision)
+            references = _references(spec, module, manifest, info)
+        for label, feeds, expected, _ in references:
+            got = backend.graph(spec.name).run(_typed(feeds, manifest.graphs[spec.name].inputs))
+            rows += _output_rows(spec.name, label, [t.name for t in spec.outputs], got, expected, feeds, precision)
         backend.release(spec.name)
     return rows
 
 
-def _cases(spec, module, backend: OnnxRuntimeBackend, manifest: Manifest, info, precision: str) -> list[Row]:
-    rows = []
+def _references(spec, module, manifest: Manifest, info) -> list[tuple[str, dict, tuple, list]]:
+    """For each case: its label, random inputs, the module's outputs and (for a decoder) the hidden state entering
+    each layer and the final norm."""
+    references = []
     for case in CASES[:2] if spec.batch_only else CASES:
         case = {**case, "batch": min(case["batch"], manifest.limits.max_batch)}
         feeds = spec.sample(info, case)
-        with torch.no_grad():
+        with torch.no_grad(), _layer_entries(module) as entries:
             expected = module(*feeds.values())
         expected = expected if isinstance(expected, tuple) else (expected,)
-        dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
-        got = backend.graph(spec.name).run({k: v.numpy().astype(dtypes[k]) for k, v in feeds.items()})
         label = ",".join(f"{k[0]}{v}" for k, v in case.items())
-        for tensor, reference in zip(spec.outputs, expected):
-            actual, reference = got[tensor.name], reference.numpy()
-            if ATTENTION_MASK in feeds:  # padded positions hold unused values that differ by precision
-                actual, reference = _drop_padding(actual, reference, feeds[ATTENTION_MASK].numpy())
-            rows.append(_row(spec.name, label, tensor.name, actual, reference, precision))
+        references.append((label, feeds, tuple(t.numpy() for t in expected), list(entries)))
+    return references
+
+
+@contextmanager
+def _layer_entries(module):
+    """A list filled, while a KV-cache decoder inside `module` runs, with the hidden state entering each layer's
+    input norm and then the final norm (empty for other modules)."""
+    entries: list = []
+    hooks = []
+    for decoder in (m for m in module.modules() if isinstance(m, KVCacheDecoder)):
+        for norm in [layer.input_layernorm for layer in decoder.llm.layers] + [decoder.llm.norm]:
+            hooks.append(norm.register_forward_pre_hook(lambda m, args: entries.append(args[0].numpy().copy())))
+    try:
+        yield entries
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def _windowed(spec, proto, path: Path, per_window: int, references, manifest: Manifest, info,
+              precision: str) -> list[Row]:
+    """The decoder checked one window of layers at a time, each fed the reference's hidden state at its entry."""
+    import onnxruntime
+
+    rows = []
+    side_file = Path(f"{path}.data") if has_side_file(path) else None
+    dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
+    with tempfile.TemporaryDirectory(prefix="janus-edge-windows-") as folder:
+        for window in plan_windows(proto.graph, info.num_layers, per_window):
+            cache = [t.name for layer in window.layers for t in spec.outputs[1 + 2 * layer:3 + 2 * layer]]
+            file, inputs = write_window(proto, window, cache, Path(folder), side_file, info.hidden_size)
+            session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"],
+                                                   disabled_optimizers=["ConstantFolding"])
+            entry_type = _session_types(session)[0][1]
+            for label, feeds, expected, entries in references:
+                given = {name: feeds[name].numpy().astype(dtypes[name]) for name in inputs[1:]}
+                entry = feeds[INPUTS_EMBEDS].numpy() if window.layers[0] == 0 else entries[window.layers[0]]
+                got = dict(zip([window.exit, *cache],
+                               session.run(None, {inputs[0]: entry.astype(entry_type), **given})))
+                last = window.layers[-1] == info.num_layers - 1
+                wanted = {t.name: value for t, value in zip(spec.outputs, expected)}
+                wanted[window.exit] = expected[0] if last else entries[window.layers[-1] + 1]
+                rows += _output_rows(window.label, label, [window.exit, *cache], got,
+                                     [wanted[name] for name in [window.exit, *cache]], feeds, precision)
+            del session
+            file.unlink()
+    return rows
+
+
+def _typed(feeds: dict, inputs) -> dict[str, np.ndarray]:
+    """The reference's inputs in the dtypes the graph takes (fp16 KV caches)."""
+    dtypes = {t.name: t.dtype for t in inputs}
+    return {k: v.numpy().astype(dtypes[k]) for k, v in feeds.items()}
+
+
+def _output_rows(graph: str, label: str, names: list[str], got: dict, expected, feeds: dict,
+                 precision: str) -> list[Row]:
+    rows = []
+    for name, reference in zip(names, expected):
+        actual = got[name]
+        if ATTENTION_MASK in feeds:  # padded positions hold unused values that differ by precision
+            actual, reference = _drop_padding(actual, reference, feeds[ATTENTION_MASK].numpy())
+        rows.append(_row(graph, label, name, actual, reference, precision))
     return rows
 
 
@@ -99,17 +180,29 @@ def _drop_padding(actual: np.ndarray, reference: np.ndarray, mask: np.ndarray):
     return actual * keep, reference * keep
 
 
-def _structure(name: str, backend: OnnxRuntimeBackend, manifest: Manifest) -> list[Row]:
-    session = backend.graph(name).session
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
+              "tensor(int8)": "int8"}
+
+
+def _session_types(session) -> list[tuple[str, str]]:
+    """An ONNX Runtime session's inputs then outputs, as (name, dtype)."""
+    return [(t.name, _ORT_TYPES.get(t.type, t.type)) for t in session.get_inputs() + session.get_outputs()]
+
+
+def _proto_types(proto) -> list[tuple[str, str]]:
+    """A ModelProto's inputs then outputs, as (name, dtype)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    return [(v.name, tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name)
+            for v in [*proto.graph.input, *proto.graph.output]]
+
+
+def _structure(name: str, actual: list[tuple[str, str]], manifest: Manifest) -> Row:
     graph = manifest.graphs[name]
-    ort_types = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(float16)": "float16",
-                 "tensor(int8)": "int8"}
-    actual = [(t.name, ort_types.get(t.type, t.type)) for t in session.get_inputs()] + \
-             [(t.name, ort_types.get(t.type, t.type)) for t in session.get_outputs()]
     promised = [(t.name, t.dtype) for t in graph.inputs + graph.outputs]
     ok = actual == promised
     note = "" if ok else f"graph has {actual[:3]}..., manifest promises {promised[:3]}..."
-    return [Row(name, "structure", "inputs/outputs", 0.0, 0.0, ok, note)]
+    return Row(name, "structure", "inputs/outputs", 0.0, 0.0, ok, note)
 
 
 def _row(graph: str, case: str, output: str, got: np.ndarray, expected: np.ndarray, precision: str) -> Row:
