@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from janus_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import Manifest, load_manifest
 from janus_edge.runtime.tensor_names import ATTENTION_MASK, INPUTS_EMBEDS
 
@@ -53,7 +54,7 @@ def compare(model_dir: str | Path, export_dir: str | Path, seed: int = 0, vae: s
     checkpoint = family.load(Path(model_dir), config_json, prompt_family=manifest.model.family, vae=vae,
                              lazy=True)
     # one graph's session and one graph's reference weights (the decoder's: one layer's) are held at a time
-    backend = OnnxRuntimeBackend(Path(export_dir), manifest, disabled_optimizers=("ConstantFolding",))
+    backend = OnnxRuntimeBackend(Path(export_dir), manifest)
     info = family.model_info(checkpoint)
     specs = family.graph_specs(info, manifest.tokens, form=manifest.kv_cache.form)
     rows: list[Row] = []
@@ -126,12 +127,16 @@ def _windowed(spec, proto, path: Path, per_window: int, references, manifest: Ma
     rows = []
     side_file = Path(f"{path}.data") if has_side_file(path) else None
     dtypes = {t.name: t.dtype for t in manifest.graphs[spec.name].inputs}  # fp16 KV caches
-    with tempfile.TemporaryDirectory(prefix="janus-edge-windows-") as folder:
+    try:  # inside the export: the side file is linked, not copied, and ONNX Runtime reads nothing outside the folder
+        scratch = tempfile.TemporaryDirectory(prefix=".compare-windows-", dir=path.parent)
+    except OSError as exc:
+        raise RequestError(f"compare writes its decoder windows into {path.parent}, which failed ({exc})",
+                           "make the export directory writable, or compare a writable copy of it") from None
+    with scratch as folder:
         for window in plan_windows(proto.graph, info.num_layers, per_window):
             cache = [t.name for layer in window.layers for t in spec.outputs[1 + 2 * layer:3 + 2 * layer]]
             file, inputs = write_window(proto, window, cache, Path(folder), side_file, info.hidden_size)
-            session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"],
-                                                   disabled_optimizers=["ConstantFolding"])
+            session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
             entry_type = _session_types(session)[0][1]
             for label, feeds, expected, entries in references:
                 given = {name: feeds[name].numpy().astype(dtypes[name]) for name in inputs[1:]}

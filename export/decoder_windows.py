@@ -4,12 +4,15 @@ ONNX Runtime's CPU provider computes an fp16 graph in fp32, holding about four t
 GB for the 7B decoder, so over 50 GB). A window is the part of the decoder graph from the hidden state entering layer
 `layers[0]` to the one leaving `layers[-1]` (for the last layer, the decoder's output after the final norm), with
 those layers' cache inputs and outputs. It is cut from the graph's structure alone; its weights stay in the export's
-side file, which the window's own file refers to through a link. `compare` feeds each window the reference's hidden
-state at its entry, so each is judged on its own and errors do not accumulate from window to window.
+side file, which the window's own file reads through a hard link in a folder inside the export (ONNX Runtime refuses
+external data outside the model's folder, symbolic links resolved; a hard link copies nothing). `compare` feeds each
+window the reference's hidden state at its entry, so each is judged on its own and errors do not accumulate from
+window to window.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +69,8 @@ def plan_windows(graph, num_layers: int, per_window: int) -> list[Window]:
 def write_window(proto, window: Window, outputs: list[str], directory: Path, side_file: Path | None,
                  hidden_size: int) -> tuple[Path, list[str]]:
     """Writes the part of `proto` (the decoder's ModelProto, weights not attached) that computes the window's exit
-    and `outputs` into `directory`, its weights read through a link to `side_file`; returns the file's path and its
+    and `outputs` into `directory`, its weights read through a hard link to `side_file` (on the same file system);
+    returns the file's path and its
     inputs: the window's entry, then the graph inputs it reads (its layers' caches, the mask and positions, and any
     whose shape it takes)."""
     import onnx
@@ -88,7 +92,7 @@ def write_window(proto, window: Window, outputs: list[str], directory: Path, sid
     if side_file is not None:
         link = directory / side_file.name
         if not link.exists():
-            link.symlink_to(side_file.resolve())
+            os.link(side_file, link)
     path = directory / f"{window.label.replace(' ', '_')}.onnx"
     onnx.save_model(model, str(path))
     return path, names_in

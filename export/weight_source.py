@@ -52,6 +52,12 @@ def open_weights(directory: Path, candidates: tuple[str, ...]) -> WeightSource:
                           "download the checkpoint's weights into that directory")
 
 
+def load_weights(directory: Path, candidates: tuple[str, ...]) -> dict:
+    """Every weight of `open_weights(directory, candidates)`, read now (a checkpoint built eagerly: JanusFlow's)."""
+    source = open_weights(directory, candidates)
+    return {name: source.read(name) for name in source.shapes}
+
+
 def _joined(sources: list[WeightSource]) -> WeightSource:
     owner = {name: source for source in sources for name in source.shapes}
     return WeightSource({name: s for source in sources for name, s in source.shapes.items()},

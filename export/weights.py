@@ -43,42 +43,6 @@ def processor_settings(directory: Path) -> dict:
     return settings
 
 
-def load_weights(directory: Path, candidates: tuple[str, ...]) -> dict:
-    """The state dict of the first of `candidates` present in `directory` (an index loads all its shards)."""
-    for name in candidates:
-        path = directory / name
-        if not path.is_file():
-            continue
-        if name.endswith(".index.json"):
-            index = read_json(path, "map from weight names to shard files")
-            shards = sorted(set(index.get("weight_map", {}).values()))
-            if not shards:
-                raise CheckpointError(f"{path} has no weight_map", "download the index file again")
-            state: dict = {}
-            for shard in shards:
-                state.update(load_file(directory / shard))
-            return state
-        return load_file(path)
-    raise CheckpointError(f"{directory} has no weight files: expected one of {', '.join(candidates)}",
-                          "download the checkpoint's weights into that directory")
-
-
-def load_file(path: Path) -> dict:
-    """One weight file: safetensors, or a PyTorch state dict of named tensors."""
-    if not path.is_file():
-        raise CheckpointError(f"weight shard {path} is missing (the index names it)", "download it again")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file as load_safetensors
-
-        try:
-            return load_safetensors(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{path} cannot be read as safetensors (truncated or corrupt: {exc})",
-                                  "download the file again and compare its size with the original") from None
-    return load_pickle(path)
-
-
 def load_pickle(path: Path) -> dict:
     """A PyTorch state dict, memory-mapped (nothing is read until a tensor is used), loaded with weights_only=True."""
     import torch

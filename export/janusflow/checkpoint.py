@@ -19,7 +19,8 @@ from janus_edge.runtime.errors import CheckpointError
 from ..families.base import Checkpoint
 from ..metadata import token_id, tokenizer_vocab
 from ..original_format import LLAMA_DEFAULTS, special_tokens, vision_tower
-from ..weights import ORIGINAL_WEIGHTS, check_shapes, load_weights, processor_settings, read_json, tokenizer_file
+from ..weight_source import load_weights
+from ..weights import ORIGINAL_WEIGHTS, check_shapes, processor_settings, read_json, tokenizer_file
 from .model import DECODER_DEFAULTS, ENCODER_DEFAULTS, FlowConfig, JanusFlowModel
 
 SUB_CONFIGS = ("vision_und_enc_config", "vision_gen_enc_config", "vision_gen_dec_config", "language_config")

@@ -124,14 +124,12 @@ class HostKVDecoder(KVDecoder):
 class OnnxRuntimeBackend(Backend):
     """`providers`: ONNX Runtime execution providers (names, (name, options) pairs, or `PROVIDER_ALIASES` words);
     the CPU's by default. With a GPU provider the KV cache lives in device memory (ort_device.py); `device_cache`
-    puts it there on the CPU provider too (the same code, which the tests run). `disabled_optimizers`: ONNX Runtime
-    graph optimizers not to run ("ConstantFolding" keeps an fp16 graph's weights fp16 on the CPU provider, which
-    otherwise folds each Cast to fp32 into a weight of twice the size: `compare` of a 7B export)."""
+    puts it there on the CPU provider too (the same code, which the tests run)."""
 
     name = "onnxruntime"
 
     def __init__(self, directory: Path, manifest: Manifest, providers: list | None = None, threads: int = 0,
-                 io_binding: bool | None = None, device_cache: bool = False, disabled_optimizers: tuple[str, ...] = ()):
+                 io_binding: bool | None = None, device_cache: bool = False):
         super().__init__(directory, manifest)
         try:
             import onnxruntime
@@ -152,7 +150,6 @@ class OnnxRuntimeBackend(Backend):
         self.device_cache = self.device != "cpu" or device_cache
         self.io_binding = bool(io_binding)
         self.threads = threads
-        self.disabled_optimizers = list(disabled_optimizers)
         self.copies: CudaCopies | None = None  # made on first use (`_gpu`)
         if self.device_cache:
             from .ort_device import ort_zeros
@@ -190,8 +187,7 @@ class OnnxRuntimeBackend(Backend):
         errors = self.ort.capi.onnxruntime_pybind11_state
         wanted = providers[0] if isinstance(providers[0], str) else providers[0][0]
         try:
-            session = self.ort.InferenceSession(str(path), options, providers=providers,
-                                                disabled_optimizers=self.disabled_optimizers or None)
+            session = self.ort.InferenceSession(str(path), options, providers=providers)
         except errors.EPFail as exc:
             raise BackendError(f"ONNX Runtime could not start {wanted} for {path.name} ({exc})", PROVIDER_FIX) from None
         except (errors.InvalidProtobuf, errors.InvalidGraph, errors.NotImplemented, errors.Fail) as exc:

@@ -68,18 +68,37 @@ def test_a_wrong_weight_fails_its_window_only(tmp_path, export_hf, tiny_hf):
     assert result.returncode == 1 and "decoder L1-1" in result.stdout and "FAIL" in result.stdout
 
 
-def _decoder_graph(layers: int, params_per_layer: int, data_type: int):
-    """A graph whose initializers have a decoder's sizes (dims only: layers_per_window reads no data)."""
-    side = int(np.sqrt(params_per_layer))
-    weights = [helper.make_tensor(f"layers.{i}.w", data_type, [side, side], vals=[], raw=True) for i in range(layers)]
+def _decoder_graph(layers: int, side: int, data_type: int):
+    """A graph of one [side, side] weight per layer (dims only: layers_per_window reads no data)."""
+    weights = []
+    for i in range(layers):
+        weight = TensorProto(name=f"layers.{i}.w", data_type=data_type)
+        weight.dims.extend([side, side])
+        weights.append(weight)
     return helper.make_graph([], "decoder", [], [], weights)
 
 
 def test_window_size_follows_the_weights(export_hf):
     graph = onnx.load(str(export_hf / "decoder.onnx")).graph
     assert layers_per_window(graph, load_manifest(export_hf).model.num_layers) == 0  # tiny: whole
-    seven_b = _decoder_graph(30, 202_000_000, TensorProto.FLOAT16)  # 6.1e9 parameters: 24 GB in fp32
-    per_window = layers_per_window(seven_b, 30)
-    assert per_window * 202_000_000 * 4 <= WINDOW_WEIGHT_BYTES < (per_window + 1) * 202_000_000 * 4
-    one_b = _decoder_graph(24, 52_000_000, TensorProto.FLOAT)  # 1.25e9 parameters: 5 GB in fp32, checked whole
+    side = 14_200  # 7B-like: 30 layers of 2.0e8 parameters in fp16, 24 GB in fp32
+    per_window = layers_per_window(_decoder_graph(30, side, TensorProto.FLOAT16), 30)
+    assert per_window * side * side * 4 <= WINDOW_WEIGHT_BYTES < (per_window + 1) * side * side * 4
+    one_b = _decoder_graph(24, 7_200, TensorProto.FLOAT)  # 1B-like: 1.24e9 parameters, 5 GB in fp32: whole
     assert layers_per_window(one_b, 24) == 0
+
+
+def test_windows_read_a_side_file_and_leave_nothing_behind(tmp_path, tiny_hf, monkeypatch):
+    """A big decoder's weights are in `decoder.onnx.data`: the windows read them there (through a hard link inside
+    the export, as ONNX Runtime reads nothing outside the model's folder) and leave the export as it was."""
+    from janus_edge.export import onnx_io
+    from janus_edge.export.exporter import export
+
+    monkeypatch.setattr(onnx_io, "EXTERNAL_DATA_THRESHOLD", 0)  # every graph's weights in a side file, as a 7B's
+    export(tiny_hf, tmp_path / "fp16", precision="fp16", log=lambda *_: None)
+    assert (tmp_path / "fp16" / "decoder.onnx.data").is_file()
+    before = sorted(p.name for p in (tmp_path / "fp16").iterdir())
+    rows = compare(tiny_hf, tmp_path / "fp16", window_layers=1)
+    assert all(r.ok for r in rows), format_table(rows)
+    assert {r.graph for r in rows if r.graph.startswith("decoder ")} == {"decoder L0-0", "decoder L1-1"}
+    assert sorted(p.name for p in (tmp_path / "fp16").iterdir()) == before
