@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from janus_edge.runtime.errors import RequestError
 from janus_edge.runtime.manifest import ModelInfo
 
 from . import configs, original_format
@@ -136,10 +137,17 @@ def write_full_size(out_dir: str | Path, info: ModelInfo, fmt: str = "hf", seed:
 FULL_SIZE_SHARD = "2GB"
 
 
-def _size(text: str) -> int:
-    from huggingface_hub.serialization._base import parse_size_to_int
+_UNITS = {"": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30}
 
-    return parse_size_to_int(text)
+
+def _size(text: str) -> int:
+    """A shard size as transformers' `max_shard_size` spells it ("2GB", "500MB", "1GiB") or a byte count."""
+    import re
+
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]i?B)?", text.strip(), re.IGNORECASE)
+    if match is None:
+        raise RequestError(f"--max-shard-size {text!r} is not a size", 'write it like "2GB", "500MB" or "1GiB"')
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()])
 
 
 def _shards(shapes: dict[str, tuple], limit: int) -> list[list[str]]:
