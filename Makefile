@@ -57,8 +57,8 @@ test: $(STAMP) $(TRITON_STAMP) $(TYPING)
 test-network: $(STAMP)
 	$(PY) -m pytest -q -m network
 
-# Full-size runs (Janus-Pro-1B and -7B configs, random weights; README "Tests"): ~2 hours, < 20 GB of RAM, 40 GB of
-# disk at a time; not in CI.
+# Full-size runs (Janus-Pro-1B and -7B configs, random weights; README "Tests"): about 55 minutes on 2 cores, < 20 GB
+# of RAM, 35 GB of disk at a time; not in CI.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -s
 

@@ -119,7 +119,7 @@ def test_export_reports_its_peak_memory(tiny_hf, tmp_path):
 @pytest.mark.parametrize("fmt", ["hf", "original"])
 def test_janus_pro_7b_exports_fp16_and_w4_within_20_gb(tmp_path, fmt):
     """The full-size 7B (random bf16 weights, 14.8 GB): tiny, export fp16, compare, calibrate w4, each under 20 GB
-    peak (`peak resident memory` as printed). About 40 minutes and 45 GB of disk on 2 cores."""
+    peak (`peak resident memory` as printed). About 23 minutes and 33 GB of disk on 2 cores (docs/BENCHMARKS.md)."""
     model, fp16, w4 = tmp_path / "janus-pro-7b", tmp_path / "fp16", tmp_path / "w4"
     try:
         for args in (("tiny", model, "--config", "janus-pro-7b", "--format", fmt),
