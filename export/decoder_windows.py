@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from janus_edge.runtime.errors import InternalError
+from janus_edge.runtime.errors import InternalError, RequestError
 from janus_edge.runtime.tensor_names import HIDDEN_STATES, INPUTS_EMBEDS
 
 WINDOW_WEIGHT_BYTES = 4 << 30  # a window's weights once ONNX Runtime has them in fp32
@@ -92,7 +92,12 @@ def write_window(proto, window: Window, outputs: list[str], directory: Path, sid
     if side_file is not None:
         link = directory / side_file.name
         if not link.exists():
-            os.link(side_file, link)
+            try:
+                os.link(side_file, link)
+            except OSError as exc:
+                raise RequestError(f"compare could not hard-link {side_file} to check the decoder a window at a time "
+                                   f"({exc})", "keep the export on a file system with hard links (ext4, xfs), or "
+                                   "pass --window-layers 0 on a machine that holds the whole decoder") from None
     path = directory / f"{window.label.replace(' ', '_')}.onnx"
     onnx.save_model(model, str(path))
     return path, names_in
