@@ -28,8 +28,10 @@ from .onnx_io import has_side_file, load_graph
 # (max abs error, relative L2) allowed per graph precision: fp32 is the acceptance bar; fp16 is judged by relative
 # L2 (max abs scales with the output's magnitude). Quantised graphs (int8, w8, w4, a kv8 decoder) are reported but
 # judged only on shape and finiteness: random inputs say little about quantisation error, which `janus-edge accuracy`
-# measures on real inputs.
-TOLERANCES = {"fp32": (1e-4, 1e-5), "fp16": (None, 2e-2)}
+# measures on real inputs. fp32's relative L2 allows ONNX Runtime's own rounding: on the full-size VQ decoder (random
+# weights) its output is 1.05e-5 from an fp64 evaluation, PyTorch's fp32 1.9e-6 (2026-12-04), so 1e-5 failed ONNX
+# Runtime, not the export.
+TOLERANCES = {"fp32": (1e-4, 2e-5), "fp16": (None, 2e-2)}
 CASES = [{"batch": 1, "sequence": 1, "past_sequence": 0}, {"batch": 2, "sequence": 5, "past_sequence": 0},
          {"batch": 2, "sequence": 1, "past_sequence": 7}, {"batch": 3, "sequence": 4, "past_sequence": 9}]
 
