@@ -135,7 +135,7 @@ def _windowed(spec, proto, path: Path, per_window: int, references, manifest: Ma
         raise RequestError(f"compare writes its decoder windows into {path.parent}, which failed ({exc})",
                            "make the export directory writable, or compare a writable copy of it") from None
     with scratch as folder:
-        for window in plan_windows(proto.graph, info.num_layers, per_window):
+        for window in plan_windows(proto, info.num_layers, per_window):
             cache = [t.name for layer in window.layers for t in spec.outputs[1 + 2 * layer:3 + 2 * layer]]
             file, inputs = write_window(proto, window, cache, Path(folder), side_file, info.hidden_size)
             session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])

@@ -20,6 +20,8 @@ from pathlib import Path
 from janus_edge.runtime.errors import InternalError, RequestError
 from janus_edge.runtime.tensor_names import HIDDEN_STATES, INPUTS_EMBEDS
 
+from .onnx_io import tensor_bytes
+
 WINDOW_WEIGHT_BYTES = 4 << 30  # a window's weights once ONNX Runtime has them in fp32
 WHOLE_GRAPH_BYTES = 8 << 30  # a decoder whose weights in fp32 stay under this is checked whole
 
@@ -35,6 +37,7 @@ class Window:
     layers: range
     entry: str  # the tensor entering layers[0] (the graph's input for the first window)
     exit: str  # the tensor leaving layers[-1] (the graph's output for the last window)
+    hidden_type: int  # the element type of the hidden state between layers (fp16 in an fp16 graph)
 
     @property
     def label(self) -> str:
@@ -49,30 +52,31 @@ def layers_per_window(graph, num_layers: int) -> int:
     expanded = 0
     for tensor in graph.initializer:
         count = math.prod(tensor.dims)
-        expanded += 4 * count if tensor.data_type in _FLOAT_TYPES else _stored_bytes(tensor, count)
+        expanded += 4 * count if tensor.data_type in _FLOAT_TYPES else tensor_bytes(tensor)
     if expanded <= WHOLE_GRAPH_BYTES:
         return 0
     return max(1, num_layers * WINDOW_WEIGHT_BYTES // expanded)
 
 
-def plan_windows(graph, num_layers: int, per_window: int) -> list[Window]:
-    """Consecutive windows of `per_window` layers covering the decoder `graph` (a GraphProto)."""
-    entries = _layer_entries(graph, num_layers)
+def plan_windows(proto, num_layers: int, per_window: int) -> list[Window]:
+    """Consecutive windows of `per_window` layers covering the decoder `proto` (a ModelProto, weights not
+    attached)."""
+    entries = _layer_entries(proto.graph, num_layers)
+    hidden_type = _inferred_type(proto, entries[1]) if num_layers > 1 else 0  # no boundary inside one layer
     windows = []
     for first in range(0, num_layers, per_window):
         layers = range(first, min(first + per_window, num_layers))
         exit_ = HIDDEN_STATES if layers[-1] == num_layers - 1 else entries[layers[-1] + 1]
-        windows.append(Window(layers, INPUTS_EMBEDS if first == 0 else entries[first], exit_))
+        windows.append(Window(layers, INPUTS_EMBEDS if first == 0 else entries[first], exit_, hidden_type))
     return windows
 
 
 def write_window(proto, window: Window, outputs: list[str], directory: Path, side_file: Path | None,
                  hidden_size: int) -> tuple[Path, list[str]]:
     """Writes the part of `proto` (the decoder's ModelProto, weights not attached) that computes the window's exit
-    and `outputs` into `directory`, its weights read through a hard link to `side_file` (on the same file system);
-    returns the file's path and its
-    inputs: the window's entry, then the graph inputs it reads (its layers' caches, the mask and positions, and any
-    whose shape it takes)."""
+    and `outputs` into `directory`, its weights read through a hard link to `side_file` (on the same file system).
+    Returns the file's path and its inputs: the window's entry, then the graph inputs it reads (its layers' caches,
+    the mask and positions, and any whose shape it takes)."""
     import onnx
 
     graph = proto.graph
@@ -82,9 +86,8 @@ def write_window(proto, window: Window, outputs: list[str], directory: Path, sid
     names_in = [window.entry] + [name for name in graph_inputs if name in reached and name != window.entry]
     used = {name for node in nodes for name in node.input}
     known = {v.name: v for v in [*graph.input, *graph.output]}
-    hidden_type = _inferred_type(proto, window) if window.entry not in known or window.exit not in known else None
     boundary = lambda name: known.get(name) or onnx.helper.make_tensor_value_info(  # noqa: E731
-        name, hidden_type, ["batch", "sequence", hidden_size])
+        name, window.hidden_type, ["batch", "sequence", hidden_size])
     cut = onnx.helper.make_graph(nodes, f"decoder_{window.layers[0]}_{window.layers[-1]}",
                                  [boundary(n) for n in names_in], [boundary(n) for n in names_out],
                                  [t for t in graph.initializer if t.name in used])
@@ -151,22 +154,12 @@ def _nodes_between(graph, stops: set[str], outputs: list[str]) -> tuple[list, se
     return [graph.node[index] for index in sorted(picked)], reached
 
 
-def _inferred_type(proto, window: Window) -> int:
-    """The element type of the hidden state between layers (fp16 in an fp16 graph), from shape inference on the
-    structure."""
+def _inferred_type(proto, name: str) -> int:
+    """The element type of tensor `name` of the decoder, from shape inference on its structure."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(proto)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
-    name = window.entry if window.entry in types else window.exit
     if name not in types:
         raise InternalError(f"shape inference gave no type for the decoder's hidden state {name!r}")
     return types[name]
-
-
-def _stored_bytes(tensor, count: int) -> int:
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    if tensor.data_type in (22, 21):  # INT4, UINT4: two to a byte
-        return (count + 1) // 2
-    return count * tensor_dtype_to_np_dtype(tensor.data_type).itemsize

@@ -146,7 +146,7 @@ class StreamedGraph:
 
     def add(self, tensor, made: Chunks) -> None:
         """A new initializer (name, dtype, dims; no data), its values from `made`."""
-        _point_at(tensor, "unwritten", 0, _planned_bytes(tensor))  # in no file yet, but a weight, not a constant
+        _point_at(tensor, "unwritten", 0, tensor_bytes(tensor))  # in no file yet, but a weight, not a constant
         self.proto.graph.initializer.append(tensor)
         self._made[tensor.name] = made
 
@@ -164,7 +164,7 @@ class StreamedGraph:
         """The bytes the initializers will take once written."""
         from onnx.external_data_helper import uses_external_data
 
-        return sum(_planned_bytes(t) if t.name in self._made else
+        return sum(tensor_bytes(t) if t.name in self._made else
                    _external_range(t, self.directory)[2] if uses_external_data(t) else t.ByteSize()
                    for t in self.proto.graph.initializer)
 
@@ -271,7 +271,7 @@ def _packed(tensor, chunks: Iterable[np.ndarray]) -> Iterator[bytes]:
         yield numpy_helper.from_array(np.ascontiguousarray(chunk)).raw_data
 
 
-def _planned_bytes(tensor) -> int:
+def tensor_bytes(tensor) -> int:
     """The bytes a tensor of its dtype and dims takes in raw_data."""
     from onnx import helper
 
